@@ -1,0 +1,33 @@
+"""Attention variants behind one interface (:class:`AttentionBase`) and a registry.
+
+One file per variant family; importing this package registers them all.
+E-ATT lives in :mod:`fairseq_eatt.attention.eatt`.
+"""
+from .base import AttentionBase
+from .registry import (
+    DECODER_CROSS,
+    DECODER_SELF,
+    ENCODER_SELF,
+    POSITION_FLAGS,
+    AttentionSpecError,
+    Capabilities,
+    available_attentions,
+    check_position,
+    get_attention_class,
+    register_attention,
+)
+from . import vanilla, eatt  # noqa: F401,E402  (registers the variants)
+
+__all__ = [
+    "AttentionBase",
+    "AttentionSpecError",
+    "Capabilities",
+    "ENCODER_SELF",
+    "DECODER_SELF",
+    "DECODER_CROSS",
+    "POSITION_FLAGS",
+    "available_attentions",
+    "check_position",
+    "get_attention_class",
+    "register_attention",
+]

@@ -1,0 +1,206 @@
+"""The one interface every attention variant implements.
+
+:class:`AttentionBase` speaks fairseq's ``MultiheadAttention`` contract (Time x Batch x Channel inputs,
+``key_padding_mask`` (B, S) with True = pad, additive ``attn_mask`` (T, S), ``incremental_state`` for beam search)
+but is plain PyTorch: it imports nothing from fairseq. A variant overrides only what differs from standard
+multi-head attention:
+
+- :meth:`project_query` / :meth:`project_key` / :meth:`project_value`: (T, B, C) -> (B, H, T, d)
+- :meth:`compute_scores`: (B, H, T, dq), (B, H, S, dq) -> float scores (B, H, T, S), larger = more attention
+
+The base class handles caching for incremental decoding, beam reordering, masks, softmax, dropout, the weighted
+sum of values and the output projection.
+"""
+import math
+import uuid
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .registry import Capabilities
+
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+
+
+class AttentionBase(nn.Module):
+    capabilities = Capabilities()
+    variant_name = "base"  # set by @register_attention
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        self_attention: bool = False,
+        encoder_decoder_attention: bool = False,
+    ):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self.dropout_p = dropout
+        self.self_attention = self_attention
+        self.encoder_decoder_attention = encoder_decoder_attention
+        # fairseq's decoder layer inspects these two attributes of its attention modules.
+        self.add_zero_attn = False
+        self.bias_k = self.bias_v = None
+        self._state_key = str(uuid.uuid4())
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    # ------------------------------------------------------------------ command-line options
+    @classmethod
+    def add_args(cls, parser):
+        """Add this variant's own flags (argparse). Subclasses that share a parent's flags do not redefine it."""
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        """Constructor keyword arguments of this variant taken from parsed flags, for one position."""
+        return {}
+
+    # ------------------------------------------------------------------ hooks for variants
+    def project_query(self, query: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def project_key(self, key: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def project_value(self, value: Tensor) -> Tensor:
+        return self._split_heads(self.v_proj(value))
+
+    def compute_scores(self, q: Tensor, k: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reset_parameters(self):
+        nn.init.xavier_uniform_(self.v_proj.weight, gain=1 / math.sqrt(2))
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        for lin in (self.v_proj, self.out_proj):
+            if lin.bias is not None:
+                nn.init.constant_(lin.bias, 0.0)
+
+    # ------------------------------------------------------------------ helpers
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """(T, B, H*d) -> (B, H, T, d)."""
+        length, bsz, _ = x.shape
+        return x.view(length, bsz, self.num_heads, -1).permute(1, 2, 0, 3)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant_name}, embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+
+    # ------------------------------------------------------------------ incremental state
+    def _get_input_buffer(self, incremental_state: Optional[IncrementalState]) -> Dict[str, Optional[Tensor]]:
+        if incremental_state is None:
+            return {}
+        return incremental_state.get(self._state_key + ".attn_state", None) or {}
+
+    def _set_input_buffer(self, incremental_state: IncrementalState, buffer: Dict[str, Optional[Tensor]]):
+        incremental_state[self._state_key + ".attn_state"] = buffer
+        return incremental_state
+
+    def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor):
+        """Reorder every cached tensor along the batch (beam) dimension."""
+        buffer = self._get_input_buffer(incremental_state)
+        if buffer:
+            reordered = {k: (v.index_select(0, new_order) if v is not None else None) for k, v in buffer.items()}
+            incremental_state = self._set_input_buffer(incremental_state, reordered)
+        return incremental_state
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[IncrementalState] = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        if need_head_weights:
+            need_weights = True
+        tgt_len, bsz, _ = query.shape
+        buffer = self._get_input_buffer(incremental_state) if incremental_state is not None else None
+        if buffer is not None and static_kv and buffer.get("prev_key") is not None:
+            key = value = None  # cross-attention keys/values were computed at the first step
+
+        q = self.project_query(query)
+        k = self.project_key(key) if key is not None else None
+        v = self.project_value(value) if value is not None else None
+
+        if buffer is not None:
+            prev_k, prev_v = buffer.get("prev_key"), buffer.get("prev_value")
+            if prev_k is not None:
+                if static_kv:
+                    k, v = prev_k, prev_v
+                else:
+                    k = torch.cat([prev_k, k], dim=2)
+                    v = torch.cat([prev_v, v], dim=2)
+            key_padding_mask = self._cached_padding_mask(
+                buffer.get("prev_key_padding_mask"), key_padding_mask, bsz, k.size(2), static_kv
+            )
+            self._set_input_buffer(
+                incremental_state, {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
+            )
+        assert k is not None and v is not None
+        src_len = k.size(2)
+        if key_padding_mask is not None and key_padding_mask.dim() == 0:
+            key_padding_mask = None
+
+        scores = self.compute_scores(q, k)  # (B, H, T, S), float
+        if attn_mask is not None:
+            scores = scores + attn_mask.to(scores.dtype)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.view(bsz, 1, 1, src_len).to(torch.bool), float("-inf"))
+        if before_softmax:
+            return scores, v
+
+        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
+        attn_probs = F.dropout(probs, p=self.dropout_p, training=self.training)
+        out = torch.matmul(attn_probs.to(v.dtype), v)  # (B, H, T, dv)
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1)
+        out = self.out_proj(out)
+
+        weights: Optional[Tensor] = None
+        if need_weights:
+            weights = probs.transpose(0, 1)  # (H, B, T, S)
+            if not need_head_weights:
+                weights = weights.mean(dim=0)
+        return out, weights
+
+    @staticmethod
+    def _masked_softmax(scores: Tensor, masked: bool) -> Tensor:
+        """Softmax in float32. A row whose keys are all masked (an empty sentence) gets zeros, not NaN;
+        a NaN coming from the inputs is left to propagate so it is not hidden."""
+        probs = torch.softmax(scores.float(), dim=-1)
+        if masked:
+            probs = probs.masked_fill(torch.isneginf(scores.amax(dim=-1, keepdim=True)), 0.0)
+        return probs
+
+    @staticmethod
+    def _cached_padding_mask(
+        prev: Optional[Tensor], new: Optional[Tensor], bsz: int, src_len: int, static_kv: bool
+    ) -> Optional[Tensor]:
+        """Padding mask over all cached keys (fairseq passes only the new step's mask)."""
+        if static_kv:
+            return new if new is not None else prev
+        if prev is None and new is None:
+            return None
+        device = (new if new is not None else prev).device
+        if prev is None:
+            prev = torch.zeros(bsz, src_len - new.size(1), dtype=torch.bool, device=device)
+        if new is None:
+            new = torch.zeros(bsz, src_len - prev.size(1), dtype=torch.bool, device=device)
+        return torch.cat([prev.bool(), new.bool()], dim=1)

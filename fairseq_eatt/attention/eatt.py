@@ -1,0 +1,147 @@
+"""E-ATT: attention with energy-friendly operations (Wan et al., 2022; ../shared/seeds/e-att-paper.txt).
+
+- Inputs of the query and key paths are binarized, f(x) = 1[x > tau] (Eq. 4), with the Gaussian surrogate
+  gradient of Eq. 5 (see :mod:`fairseq_eatt.attention.functional`).
+- Q and K are *selections*: the sum of the rows of W_Q (W_K) picked by the binary input (Eqs. 6-9). Numerically
+  that is ``binary(X) @ W_Q``; on hardware it needs additions only.
+- Scores are negative L1 distances, -||Q_i - K_j||_1 / scale (Eq. 10), again additions only.
+- V and the output projection are ordinary linear layers.
+
+Defaults follow the paper's text. The authors' public code made other choices, offered as options:
+threshold 0 on a layer-normed input (``input_norm``), Q/K of only embed_dim / heads dims in total (``qk_dim``) and
+a different scale in self- and cross-attention (``score_scale`` / ``cross_score_scale``).
+"""
+import math
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .base import AttentionBase
+from .functional import binarize, pairwise_l1
+from .registry import Capabilities, arg_or_default, register_attention
+
+SCORE_SCALES = ("qk-head-dim", "head-dim", "model-dim", "none")
+INPUT_NORMS = ("none", "static", "learnable")
+
+
+def check_threshold(threshold, flag: str = "--eatt-threshold") -> float:
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"{flag} must be a finite number, got {threshold!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number (the binarization threshold tau), got {threshold!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type for --eatt-threshold: rejects nan and inf with a clear message."""
+    import argparse
+
+    try:
+        return check_threshold(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("--eatt-threshold ", "")) from None
+
+
+@register_attention("eatt")
+class EattAttention(AttentionBase):
+    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        threshold: float = 1.0,
+        qk_dim: Optional[int] = None,
+        score_scale: str = "qk-head-dim",
+        cross_score_scale: Optional[str] = None,
+        input_norm: str = "none",
+        **kwargs,
+    ):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        self.threshold = check_threshold(threshold)
+        self.qk_dim = embed_dim if qk_dim is None else int(qk_dim)
+        if self.qk_dim <= 0 or self.qk_dim % num_heads != 0:
+            raise ValueError(
+                f"--eatt-qk-dim must be a positive multiple of the number of heads ({num_heads}), got {qk_dim}"
+            )
+        scale_name = cross_score_scale if (self.encoder_decoder_attention and cross_score_scale) else score_scale
+        if scale_name not in SCORE_SCALES:
+            raise ValueError(f"--eatt-score-scale must be one of {', '.join(SCORE_SCALES)}, got {scale_name!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"--eatt-input-norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        self.score_scale_name = scale_name
+        self.score_divisor = {
+            "qk-head-dim": math.sqrt(self.qk_dim // num_heads),
+            "head-dim": math.sqrt(self.head_dim),
+            "model-dim": math.sqrt(embed_dim),
+            "none": 1.0,
+        }[scale_name]
+        bias = self.out_proj.bias is not None
+        # W_Q and W_K: rows are selected by the binarized input (Eqs. 6-9)
+        self.q_select = nn.Linear(embed_dim, self.qk_dim, bias=bias)
+        self.k_select = nn.Linear(self.kdim, self.qk_dim, bias=bias)
+        self.input_norm = input_norm
+        if input_norm == "none":
+            self.q_norm = self.k_norm = nn.Identity()
+        else:
+            affine = input_norm == "learnable"
+            self.q_norm = nn.LayerNorm(embed_dim, elementwise_affine=affine)
+            self.k_norm = nn.LayerNorm(self.kdim, elementwise_affine=affine)
+        self.reset_parameters()
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--eatt-threshold", type=finite_float, metavar="TAU",
+                            help="E-ATT binarization threshold tau: f(x) = 1 if x > tau else 0 (default: 1.0, "
+                                 "the paper's; the authors' code used 0 with --eatt-input-norm)")
+        parser.add_argument("--eatt-qk-dim", type=int, metavar="N",
+                            help="total dimension of the selected Q/K (default: the model dimension, as in the "
+                                 "paper; the authors' code used model dim / heads)")
+        parser.add_argument("--eatt-score-scale", choices=SCORE_SCALES, metavar="SCALE",
+                            help="divide L1 distances by sqrt of: qk-head-dim (per-head Q/K dim, default), "
+                                 "head-dim (model dim / heads), model-dim (Eq. 10 read literally) or none; "
+                                 "choices: " + ", ".join(SCORE_SCALES))
+        parser.add_argument("--eatt-cross-score-scale", choices=SCORE_SCALES, metavar="SCALE",
+                            help="score scale for E-ATT cross-attention (default: same as --eatt-score-scale; the "
+                                 "authors' code used different scales in self- and cross-attention)")
+        parser.add_argument("--eatt-input-norm", choices=INPUT_NORMS, metavar="NORM",
+                            help="layer norm applied to the input before binarization: none (default, paper), "
+                                 "static (no parameters) or learnable (authors' code)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(
+            threshold=arg_or_default(args, "eatt_threshold", 1.0),
+            qk_dim=arg_or_default(args, "eatt_qk_dim", None),
+            score_scale=arg_or_default(args, "eatt_score_scale", "qk-head-dim"),
+            cross_score_scale=arg_or_default(args, "eatt_cross_score_scale", None),
+            input_norm=arg_or_default(args, "eatt_input_norm", "none"),
+        )
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        for lin in (self.q_select, self.k_select):
+            nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
+            if lin.bias is not None:
+                nn.init.constant_(lin.bias, 0.0)
+
+    def binarize(self, x: Tensor, norm: nn.Module) -> Tensor:
+        return binarize(norm(x), self.threshold)
+
+    def project_query(self, query: Tensor) -> Tensor:
+        return self._split_heads(self.q_select(self.binarize(query, self.q_norm)))
+
+    def project_key(self, key: Tensor) -> Tensor:
+        return self._split_heads(self.k_select(self.binarize(key, self.k_norm)))
+
+    def compute_scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, threshold={self.threshold}, qk_dim={self.qk_dim}, "
+            f"score_scale={self.score_scale_name}, input_norm={self.input_norm}"
+        )

@@ -1,0 +1,89 @@
+"""Registry of attention variants.
+
+Each variant is a plain ``torch.nn.Module`` subclass of :class:`AttentionBase` that declares what it can do
+(:class:`Capabilities`). The fairseq glue asks the registry which names exist (for ``--help`` choices) and whether a
+name may be used in a given position, so a new variant appears everywhere by decorating its class with
+:func:`register_attention`.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Type
+
+# Positions of attention inside an encoder-decoder transformer, with the command-line flag that selects each.
+ENCODER_SELF = "encoder_self"
+DECODER_SELF = "decoder_self"
+DECODER_CROSS = "decoder_cross"
+POSITION_FLAGS = {
+    ENCODER_SELF: "--encoder-self-attention",
+    DECODER_SELF: "--decoder-self-attention",
+    DECODER_CROSS: "--decoder-cross-attention",
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a variant supports; checked when a model is built, never at run time."""
+
+    causal: bool = True  # can hide the future (decoder self-attention)
+    cross: bool = True  # queries and keys may come from different sequences (cross-attention)
+    incremental: bool = True  # can decode one step at a time with a cache (beam search)
+    fixed_max_length: bool = False  # needs a maximum sequence length at construction time
+
+    def allowed_positions(self) -> List[str]:
+        positions = [ENCODER_SELF]
+        if self.causal and self.incremental:
+            positions.append(DECODER_SELF)
+        if self.cross:
+            positions.append(DECODER_CROSS)
+        return positions
+
+
+def arg_or_default(args, name: str, default):
+    """A parsed flag's value, or ``default`` when the flag is absent or None."""
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+class AttentionSpecError(ValueError):
+    """A variant name or variant/position combination that cannot work; the message names the flag."""
+
+
+_REGISTRY: Dict[str, Type] = {}
+
+
+def register_attention(name: str) -> Callable[[Type], Type]:
+    def wrap(cls: Type) -> Type:
+        if name in _REGISTRY:
+            raise ValueError(f"attention variant {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if not isinstance(getattr(cls, "capabilities", None), Capabilities):
+            raise TypeError(f"{cls.__name__} must declare `capabilities = Capabilities(...)`")
+        cls.variant_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_attentions() -> List[str]:
+    return sorted(_REGISTRY)
+
+
+def get_attention_class(name: str, flag: str = "attention variant") -> Type:
+    if name not in _REGISTRY:
+        raise AttentionSpecError(
+            f"{flag}: unknown attention variant {name!r}; valid choices: {', '.join(available_attentions())}"
+        )
+    return _REGISTRY[name]
+
+
+def check_position(name: str, position: str) -> Type:
+    """Return the class for ``name`` after checking that it can work in ``position``."""
+    flag = POSITION_FLAGS[position]
+    cls = get_attention_class(name, flag)
+    allowed = cls.capabilities.allowed_positions()
+    if position not in allowed:
+        usable = [n for n in available_attentions() if position in _REGISTRY[n].capabilities.allowed_positions()]
+        raise AttentionSpecError(
+            f"{flag} {name}: variant {name!r} cannot be used for {position.replace('_', ' ')} attention "
+            f"(it supports: {', '.join(allowed)}); valid choices for {flag}: {', '.join(usable)}"
+        )
+    return cls

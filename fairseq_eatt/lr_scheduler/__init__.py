@@ -1,0 +1,1 @@
+from . import eatt_schedule  # noqa: F401

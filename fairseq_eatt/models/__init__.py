@@ -1,0 +1,1 @@
+from . import transformer_eatt  # noqa: F401

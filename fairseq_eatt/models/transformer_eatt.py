@@ -1,0 +1,189 @@
+"""fairseq glue: the ``transformer_eatt`` model, its architectures and the per-position attention flags.
+
+A stock fairseq transformer whose three attention positions are built from the attention registry:
+``--encoder-self-attention``, ``--decoder-self-attention`` and ``--decoder-cross-attention`` each take any
+registered variant name allowed in that position, so hybrids (e.g. vanilla self-attention with E-ATT
+cross-attention) need no extra code.
+"""
+import logging
+
+from fairseq.distributed import fsdp_wrap
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+    base_architecture,
+)
+from fairseq.modules import transformer_layer
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+
+from ..attention import (
+    DECODER_CROSS,
+    DECODER_SELF,
+    ENCODER_SELF,
+    POSITION_FLAGS,
+    AttentionSpecError,
+    available_attentions,
+    check_position,
+    get_attention_class,
+)
+from ..attention.eatt import check_threshold
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ATTENTION = "eatt"
+POSITION_ATTRS = {position: flag[2:].replace("-", "_") for position, flag in POSITION_FLAGS.items()}
+
+
+def build_attention(cfg, position: str, embed_dim: int, num_heads: int, kdim=None, vdim=None):
+    """Build the attention module chosen for ``position`` by its flag."""
+    name = getattr(cfg, POSITION_ATTRS[position], None) or DEFAULT_ATTENTION
+    cls = check_position(name, position)
+    return cls(
+        embed_dim,
+        num_heads,
+        kdim=kdim,
+        vdim=vdim,
+        dropout=cfg.attention_dropout,
+        self_attention=position != DECODER_CROSS,
+        encoder_decoder_attention=position == DECODER_CROSS,
+        **cls.kwargs_from_args(cfg, position),
+    )
+
+
+class EattEncoderLayer(transformer_layer.TransformerEncoderLayerBase):
+    def build_self_attention(self, embed_dim, cfg):
+        return build_attention(cfg, ENCODER_SELF, embed_dim, cfg.encoder.attention_heads)
+
+
+class EattDecoderLayer(transformer_layer.TransformerDecoderLayerBase):
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        if add_bias_kv or add_zero_attn:
+            raise AttentionSpecError("transformer_eatt does not support add_bias_kv / add_zero_attn")
+        return build_attention(cfg, DECODER_SELF, embed_dim, cfg.decoder.attention_heads)
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        return build_attention(
+            cfg, DECODER_CROSS, embed_dim, cfg.decoder.attention_heads,
+            kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
+        )
+
+
+def _wrap_layer(layer, cfg):
+    # the same activation checkpointing / FSDP wrapping fairseq applies to its own layers
+    if cfg.checkpoint_activations:
+        layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+    min_params_to_wrap = cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0
+    return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
+
+
+class EattTransformerEncoder(TransformerEncoderBase):
+    def build_encoder_layer(self, cfg):
+        return _wrap_layer(EattEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+
+class EattTransformerDecoder(TransformerDecoderBase):
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        return _wrap_layer(EattDecoderLayer(cfg, no_encoder_attn), cfg)
+
+
+def validate_attention_args(args):
+    """Refuse unknown names, impossible positions and bad E-ATT options before any work is done."""
+    for position, attr in POSITION_ATTRS.items():
+        check_position(getattr(args, attr), position)
+    try:
+        check_threshold(getattr(args, "eatt_threshold", 1.0))
+    except ValueError as err:
+        raise AttentionSpecError(str(err)) from None
+    if getattr(args, "quant_noise_pq", 0) or 0:
+        logger.warning("--quant-noise-pq applies to the feed-forward layers only; plugin attention ignores it")
+
+
+@register_model("transformer_eatt")
+class TransformerEattModel(TransformerModel):
+    """Transformer whose attention in each position is any registered variant (default: E-ATT everywhere)."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        names = available_attentions()
+        where = {
+            ENCODER_SELF: "encoder self-attention",
+            DECODER_SELF: "decoder self-attention (must support causal masking)",
+            DECODER_CROSS: "decoder cross-attention (encoder-decoder)",
+        }
+        for position, flag in POSITION_FLAGS.items():
+            parser.add_argument(
+                flag, choices=names, metavar="VARIANT",
+                help=f"attention variant for {where[position]} (default: {DEFAULT_ATTENTION}); "
+                     f"choices: {', '.join(names)}",
+            )
+        seen = set()
+        for name in names:
+            variant = get_attention_class(name)
+            owner = next(c for c in variant.__mro__ if "add_args" in c.__dict__)
+            if owner not in seen:
+                seen.add(owner)
+                owner.add_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        eatt_defaults(args)
+        validate_attention_args(args)
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return EattTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        cfg = TransformerConfig.from_namespace(args)
+        return EattTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
+
+
+def eatt_defaults(args):
+    """Defaults of the plugin's own flags (fairseq leaves unset model flags absent, see argument_default)."""
+    for attr in POSITION_ATTRS.values():
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, DEFAULT_ATTENTION)
+    for attr, default in (
+        ("eatt_threshold", 1.0),
+        ("eatt_qk_dim", None),
+        ("eatt_score_scale", "qk-head-dim"),
+        ("eatt_cross_score_scale", None),
+        ("eatt_input_norm", "none"),
+    ):
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, default)
+
+
+@register_model_architecture("transformer_eatt", "transformer_eatt")
+def transformer_eatt(args):
+    """The paper's Transformer-base: d 512, ffn 2048, 8 heads, 6+6 layers, E-ATT in every position."""
+    eatt_defaults(args)
+    base_architecture(args)
+
+
+def _default_dims(args, dim: int, ffn: int, heads: int, layers: int):
+    for side in ("encoder", "decoder"):
+        for key, value in (("embed_dim", dim), ("ffn_embed_dim", ffn), ("attention_heads", heads), ("layers", layers)):
+            attr = f"{side}_{key}"
+            setattr(args, attr, getattr(args, attr, value))
+
+
+@register_model_architecture("transformer_eatt", "transformer_eatt_small")
+def transformer_eatt_small(args):
+    """Sized for CPU experiments on Multi30k: d 256, ffn 1024, 4 heads, 3+3 layers, dropout 0.3."""
+    _default_dims(args, dim=256, ffn=1024, heads=4, layers=3)
+    args.dropout = getattr(args, "dropout", 0.3)
+    transformer_eatt(args)
+
+
+@register_model_architecture("transformer_eatt", "transformer_eatt_tiny")
+def transformer_eatt_tiny(args):
+    """For tests and smoke runs: d 64, ffn 128, 2 heads, 2+2 layers."""
+    _default_dims(args, dim=64, ffn=128, heads=2, layers=2)
+    transformer_eatt(args)

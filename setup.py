@@ -1,0 +1,38 @@
+"""fairseq-eatt: energy-efficient attention for fairseq machine translation.
+
+torch and fairseq are deliberately not in install_requires:
+- torch: a requirement here would let pip replace a user's CUDA build; install the one you want first.
+- fairseq-fixed==0.12.3.1: its metadata asks for torchaudio, which drags in another torch. Install it with
+  `pip install --no-deps --no-build-isolation fairseq-fixed==0.12.3.1` (the Makefile does this for you).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-eatt",
+    version="0.1.0",
+    description="Energy-efficient attention (E-ATT and friends) as a fairseq --user-dir plugin",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["fairseq_eatt", "fairseq_eatt.*"]),
+    install_requires=[
+        "numpy",
+        "sacrebleu>=2.0",
+        "sacremoses",
+        "subword-nmt",
+        "tqdm",
+        "matplotlib",
+        "hydra-core==1.3.2",
+        "omegaconf==2.3.0",
+        "bitarray",
+        "regex",
+        "cffi",
+        "scikit-learn",
+        "packaging",
+    ],
+    entry_points={
+        "console_scripts": [
+            "fairseq-eatt-demo = fairseq_eatt.cli.demo:main",
+        ],
+    },
+)

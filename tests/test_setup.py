@@ -1,0 +1,26 @@
+"""The set-up behind `make demo` / `make test` is idempotent and keeps the installed torch."""
+import os
+import subprocess
+import sys
+
+from .helpers import REPO_ROOT
+
+
+def test_second_setup_run_reuses_the_environment():
+    proc = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "setup_env.sh")], capture_output=True,
+                          text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ".venv is up to date" in proc.stdout
+    assert "installing" not in proc.stdout and "building" not in proc.stdout
+
+
+def test_environment_pins_its_torch():
+    venv = os.path.join(REPO_ROOT, ".venv")
+    if not os.path.samefile(sys.prefix, venv):
+        import pytest
+
+        pytest.skip("tests are not running inside the repository's .venv")
+    import torch
+
+    constraints = open(os.path.join(venv, "eatt-constraints.txt"), encoding="utf-8").read()
+    assert constraints.strip() == f"torch=={torch.__version__}"
