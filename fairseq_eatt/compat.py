@@ -9,6 +9,7 @@ checkpoint therefore trusts its file, as it always has with fairseq.
 import contextlib
 import functools
 import os
+import warnings
 
 _ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
@@ -18,7 +19,9 @@ def _full_unpickler():
     previous = os.environ.get(_ENV)
     os.environ[_ENV] = "1"
     try:
-        yield
+        with warnings.catch_warnings():  # torch warns that the variable is set: we set it on purpose, here only
+            warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
+            yield
     finally:
         if previous is None:
             os.environ.pop(_ENV, None)

@@ -1,11 +1,12 @@
 """The attention modules on their own: masks, incremental decoding, beam reordering, shapes, errors."""
+import argparse
 import math
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fairseq_eatt.attention import available_attentions, get_attention_class
+from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
 from fairseq_eatt.attention.registry import AttentionSpecError
 
 E, H = 16, 4
@@ -15,7 +16,9 @@ VARIANTS = available_attentions()
 def build(name, cross=False, seed=0, **kwargs):
     torch.manual_seed(seed)
     cls = get_attention_class(name)
-    module = cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **kwargs)
+    position = DECODER_CROSS if cross else ENCODER_SELF
+    options = {**cls.kwargs_from_args(argparse.Namespace(synth_max_length=32), position), **kwargs}
+    module = cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **options)
     return module.eval()
 
 

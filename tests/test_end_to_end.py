@@ -57,7 +57,7 @@ def test_demo_pipeline_prints_bleu_and_writes_outputs(demo_run):
     hyps = open(result["hypotheses"], encoding="utf-8").read().splitlines()
     assert len(hyps) == TEST_SENTENCES
     # the shipped data went through every stage
-    for stage in ("raw", "tok", "bpe300"):
+    for stage in ("tok", "bpe300"):  # raw text that is not compressed is read in place
         assert (demo_run["workdir"] / stage / "train.en").exists()
     assert not list(demo_run["workdir"].glob("**/*.partial"))
 
@@ -93,7 +93,8 @@ def test_generate_beam_search_sacrebleu_and_alignments(trained, demo_run):
     _, save_dir, _ = trained
     out = fairseq(
         "generate", demo_run["data_bin"], "--user-dir", PLUGIN_DIR, "--path", save_dir / "checkpoint_last.pt",
-        "--gen-subset", "test", "--beam", "4", "--batch-size", "8", "--max-len-b", "30",
+        "--gen-subset", "test", "--source-lang", "en", "--target-lang", "de", "--beam", "4", "--batch-size", "8",
+        "--max-len-b", "30",
         "--post-process", "subword_nmt", "--tokenizer", "moses", "--scoring", "sacrebleu", "--print-alignment",
     )
     assert len(re.findall(r"^H-\d+\t", out, re.M)) == TEST_SENTENCES

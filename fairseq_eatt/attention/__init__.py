@@ -3,7 +3,7 @@
 One file per variant family; importing this package registers them all.
 E-ATT lives in :mod:`fairseq_eatt.attention.eatt`.
 """
-from .base import AttentionBase
+from .base import AttentionBase, Positions
 from .registry import (
     DECODER_CROSS,
     DECODER_SELF,
@@ -16,10 +16,11 @@ from .registry import (
     get_attention_class,
     register_attention,
 )
-from . import vanilla, eatt  # noqa: F401,E402  (registers the variants)
+from . import eatt, synthesizer, vanilla  # noqa: F401,E402  (registers the variants)
 
 __all__ = [
     "AttentionBase",
+    "Positions",
     "AttentionSpecError",
     "Capabilities",
     "ENCODER_SELF",

@@ -13,6 +13,7 @@ sum of values and the output projection.
 """
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -24,9 +25,23 @@ from .registry import Capabilities
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 
+@dataclass
+class Positions:
+    """Where each query and key sits in its sentence, counting real tokens only (left padding shifts nothing).
+
+    Given to :meth:`AttentionBase.compute_scores` of variants with ``needs_positions = True``.
+    """
+
+    query: Tensor  # (B or 1, T) long
+    key: Tensor  # (B or 1, S) long
+    query_len_bound: int  # every query position is below this
+    key_len_bound: int  # every key position is below this
+
+
 class AttentionBase(nn.Module):
     capabilities = Capabilities()
     variant_name = "base"  # set by @register_attention
+    needs_positions = False  # True: compute_scores receives token positions (position-based variants)
 
     def __init__(
         self,
@@ -78,7 +93,7 @@ class AttentionBase(nn.Module):
     def project_value(self, value: Tensor) -> Tensor:
         return self._split_heads(self.v_proj(value))
 
-    def compute_scores(self, q: Tensor, k: Tensor) -> Tensor:
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         raise NotImplementedError
 
     def reset_parameters(self):
@@ -140,6 +155,7 @@ class AttentionBase(nn.Module):
         k = self.project_key(key) if key is not None else None
         v = self.project_value(value) if value is not None else None
 
+        query_offset = 0  # decoding steps already taken (position of the first query)
         if buffer is not None:
             prev_k, prev_v = buffer.get("prev_key"), buffer.get("prev_value")
             if prev_k is not None:
@@ -151,15 +167,21 @@ class AttentionBase(nn.Module):
             key_padding_mask = self._cached_padding_mask(
                 buffer.get("prev_key_padding_mask"), key_padding_mask, bsz, k.size(2), static_kv
             )
-            self._set_input_buffer(
-                incremental_state, {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
-            )
+            new_buffer = {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
+            if self.needs_positions:
+                steps = buffer.get("query_offset")
+                query_offset = int(steps[0]) if steps is not None else 0
+                new_buffer["query_offset"] = torch.full(
+                    (bsz,), query_offset + tgt_len, dtype=torch.long, device=q.device
+                )
+            self._set_input_buffer(incremental_state, new_buffer)
         assert k is not None and v is not None
         src_len = k.size(2)
         if key_padding_mask is not None and key_padding_mask.dim() == 0:
             key_padding_mask = None
 
-        scores = self.compute_scores(q, k)  # (B, H, T, S), float
+        pos = self._positions(key_padding_mask, tgt_len, src_len, query_offset) if self.needs_positions else None
+        scores = self.compute_scores(q, k, pos)  # (B, H, T, S), float
         if attn_mask is not None:
             scores = scores + attn_mask.to(scores.dtype)
         if key_padding_mask is not None:
@@ -179,6 +201,18 @@ class AttentionBase(nn.Module):
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         return out, weights
+
+    def _positions(self, key_padding_mask: Optional[Tensor], tgt_len: int, src_len: int, query_offset: int):
+        device = self.out_proj.weight.device
+        if key_padding_mask is not None:
+            key = ((~key_padding_mask.bool()).long().cumsum(dim=1) - 1).clamp_(min=0)
+        else:
+            key = torch.arange(src_len, device=device).unsqueeze(0)
+        if self.encoder_decoder_attention:  # queries are target positions, keys source positions
+            query = torch.arange(query_offset, query_offset + tgt_len, device=device).unsqueeze(0)
+            return Positions(query, key, query_offset + tgt_len, src_len)
+        # self-attention: the queries are the last tgt_len keys (all of them outside incremental decoding)
+        return Positions(key[:, src_len - tgt_len:], key, src_len, src_len)
 
     @staticmethod
     def _masked_softmax(scores: Tensor, masked: bool) -> Tensor:

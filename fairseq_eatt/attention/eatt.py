@@ -7,6 +7,9 @@
 - Scores are negative L1 distances, -||Q_i - K_j||_1 / scale (Eq. 10), again additions only.
 - V and the output projection are ordinary linear layers.
 
+The paper's ablations (Table 5) live here too: ``eatt_select`` (binarized selection, dot-product scores) and
+``eatt_l1`` (linear Q/K projections, L1 scores).
+
 Defaults follow the paper's text. The authors' public code made other choices, offered as options:
 threshold 0 on a layer-normed input (``input_norm``), Q/K of only embed_dim / heads dims in total (``qk_dim``) and
 a different scale in self- and cross-attention (``score_scale`` / ``cross_score_scale``).
@@ -14,11 +17,13 @@ a different scale in self- and cross-attention (``score_scale`` / ``cross_score_
 import math
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
 from .base import AttentionBase
 from .functional import binarize, pairwise_l1
 from .registry import Capabilities, arg_or_default, register_attention
+from .vanilla import VanillaAttention
 
 SCORE_SCALES = ("qk-head-dim", "head-dim", "model-dim", "none")
 INPUT_NORMS = ("none", "static", "learnable")
@@ -32,6 +37,20 @@ def check_threshold(threshold, flag: str = "--eatt-threshold") -> float:
     if not math.isfinite(value):
         raise ValueError(f"{flag} must be a finite number (the binarization threshold tau), got {threshold!r}")
     return value
+
+
+def l1_score_divisor(module: AttentionBase, score_scale: str, cross_score_scale: Optional[str], qk_head_dim: int):
+    """(name, divisor) of the L1 score scale of Eq. 10 for this module's position."""
+    name = cross_score_scale if (module.encoder_decoder_attention and cross_score_scale) else score_scale
+    if name not in SCORE_SCALES:
+        raise ValueError(f"--eatt-score-scale must be one of {', '.join(SCORE_SCALES)}, got {name!r}")
+    divisor = {
+        "qk-head-dim": math.sqrt(qk_head_dim),
+        "head-dim": math.sqrt(module.head_dim),
+        "model-dim": math.sqrt(module.embed_dim),
+        "none": 1.0,
+    }[name]
+    return name, divisor
 
 
 def finite_float(text: str) -> float:
@@ -67,22 +86,16 @@ class EattAttention(AttentionBase):
             raise ValueError(
                 f"--eatt-qk-dim must be a positive multiple of the number of heads ({num_heads}), got {qk_dim}"
             )
-        scale_name = cross_score_scale if (self.encoder_decoder_attention and cross_score_scale) else score_scale
-        if scale_name not in SCORE_SCALES:
-            raise ValueError(f"--eatt-score-scale must be one of {', '.join(SCORE_SCALES)}, got {scale_name!r}")
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"--eatt-input-norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
-        self.score_scale_name = scale_name
-        self.score_divisor = {
-            "qk-head-dim": math.sqrt(self.qk_dim // num_heads),
-            "head-dim": math.sqrt(self.head_dim),
-            "model-dim": math.sqrt(embed_dim),
-            "none": 1.0,
-        }[scale_name]
+        self.score_scale_name, self.score_divisor = l1_score_divisor(self, score_scale, cross_score_scale,
+                                                                     self.qk_dim // num_heads)
         bias = self.out_proj.bias is not None
         # W_Q and W_K: rows are selected by the binarized input (Eqs. 6-9)
         self.q_select = nn.Linear(embed_dim, self.qk_dim, bias=bias)
         self.k_select = nn.Linear(self.kdim, self.qk_dim, bias=bias)
+        self.track_binarization = False  # set by analysis tools; then binarization_counts holds the last forward's
+        self.binarization_counts = {}
         self.input_norm = input_norm
         if input_norm == "none":
             self.q_norm = self.k_norm = nn.Identity()
@@ -128,16 +141,19 @@ class EattAttention(AttentionBase):
             if lin.bias is not None:
                 nn.init.constant_(lin.bias, 0.0)
 
-    def binarize(self, x: Tensor, norm: nn.Module) -> Tensor:
-        return binarize(norm(x), self.threshold)
+    def binarize(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
+        bits = binarize(norm(x), self.threshold)
+        if self.track_binarization:  # ones per token, (T, B); see fairseq_eatt.analysis.binarization
+            self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
+        return bits
 
     def project_query(self, query: Tensor) -> Tensor:
-        return self._split_heads(self.q_select(self.binarize(query, self.q_norm)))
+        return self._split_heads(self.q_select(self.binarize(query, self.q_norm, "query")))
 
     def project_key(self, key: Tensor) -> Tensor:
-        return self._split_heads(self.k_select(self.binarize(key, self.k_norm)))
+        return self._split_heads(self.k_select(self.binarize(key, self.k_norm, "key")))
 
-    def compute_scores(self, q: Tensor, k: Tensor) -> Tensor:
+    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
 
     def extra_repr(self) -> str:
@@ -145,3 +161,35 @@ class EattAttention(AttentionBase):
             f"{super().extra_repr()}, threshold={self.threshold}, qk_dim={self.qk_dim}, "
             f"score_scale={self.score_scale_name}, input_norm={self.input_norm}"
         )
+
+
+@register_attention("eatt_select")
+class EattSelectAttention(EattAttention):
+    """Ablation "discrete selection": binarized selection for Q and K, ordinary scaled dot-product scores."""
+
+    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
+        return torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.size(-1) ** -0.5)
+
+
+@register_attention("eatt_l1")
+class EattL1Attention(VanillaAttention):
+    """Ablation "L1 distance": ordinary linear Q/K projections, negative L1-distance scores (Eq. 10)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, *, score_scale: str = "qk-head-dim",
+                 cross_score_scale: Optional[str] = None, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        self.score_scale_name, self.score_divisor = l1_score_divisor(self, score_scale, cross_score_scale,
+                                                                     self.head_dim)
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(
+            score_scale=arg_or_default(args, "eatt_score_scale", "qk-head-dim"),
+            cross_score_scale=arg_or_default(args, "eatt_cross_score_scale", None),
+        )
+
+    def project_query(self, query: Tensor) -> Tensor:
+        return self._split_heads(self.q_proj(query))  # no 1/sqrt(d) here: the L1 score is scaled instead
+
+    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
+        return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)

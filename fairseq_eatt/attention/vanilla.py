@@ -35,5 +35,5 @@ class VanillaAttention(AttentionBase):
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(self.k_proj(key))
 
-    def compute_scores(self, q: Tensor, k: Tensor) -> Tensor:
+    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return torch.matmul(q, k.transpose(-1, -2)).float()

@@ -45,11 +45,12 @@ def parse_args(argv=None):
     p.add_argument("--encoder-self-attention", default="eatt", help="attention variant of the encoder")
     p.add_argument("--decoder-self-attention", default="eatt", help="attention variant of decoder self-attention")
     p.add_argument("--decoder-cross-attention", default="eatt", help="attention variant of cross-attention")
-    p.add_argument("--max-update", type=int, default=2200, help="training updates (raise it to train longer)")
-    p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the E-ATT schedule")
-    p.add_argument("--warmup-updates", type=int, default=400, help="warm-up of the lr schedule")
-    p.add_argument("--plateau-updates", type=int, default=1000, help="end of the lr plateau")
+    p.add_argument("--max-update", type=int, default=650,
+                   help="training updates (the default takes about 11 minutes on 2 CPU cores; raise it to train longer)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="tokens per batch")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate of the E-ATT schedule")
+    p.add_argument("--warmup-updates", type=int, default=250, help="warm-up of the lr schedule")
+    p.add_argument("--plateau-updates", type=int, default=650, help="end of the lr plateau")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--lenpen", type=float, default=1.0)
@@ -196,8 +197,9 @@ def score(args, gen_out: str, hyp_path: str) -> dict:
     ordered = [hyps[i] for i in range(len(refs))]
     with open(hyp_path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(ordered) + "\n")
-    bleu = sacrebleu.corpus_bleu(ordered, [refs])
-    signature = str(sacrebleu.BLEU().get_signature())
+    metric = sacrebleu.BLEU()
+    bleu = metric.corpus_score(ordered, [refs])
+    signature = str(metric.get_signature())
     return {"bleu": round(bleu.score, 2), "bleu_str": str(bleu), "signature": signature,
             "fairseq_generate_line": fairseq_bleu}
 

@@ -70,17 +70,27 @@ def decompress(src: str, dst: str, expected_sha256: Optional[str] = None):
                              f"{expected_sha256}); the file is corrupt, fetch it again")
 
 
-def tokenize_file(src: str, dst: str, lang: str, desc: Optional[str] = None):
-    """Moses tokenization (sacremoses) without HTML escaping, one sentence per line."""
+def _moses(lang: str):
     from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
-    normalizer = MosesPunctNormalizer(lang=lang)
-    tokenizer = MosesTokenizer(lang=lang)
+    normalizer, tokenizer = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
+    return lambda line: tokenizer.tokenize(normalizer.normalize(line), escape=False, return_str=True)
+
+
+def tokenize_lines(lines: Iterable[str], lang: str) -> List[str]:
+    """Moses punctuation normalization and tokenization (sacremoses), without HTML escaping."""
+    tokenize = _moses(lang)
+    return [tokenize(line.strip()) for line in lines]
+
+
+def tokenize_file(src: str, dst: str, lang: str, desc: Optional[str] = None):
+    """:func:`tokenize_lines` over a file, one sentence per line, with a progress bar."""
+    tokenize = _moses(lang)
     total = count_lines(src)
     with atomic_output(dst) as out:
         for line in tqdm(read_lines(src), total=total, desc=desc or f"tokenize {os.path.basename(src)}",
                          unit=" lines", mininterval=1.0):
-            out.write(tokenizer.tokenize(normalizer.normalize(line), escape=False, return_str=True) + "\n")
+            out.write(tokenize(line) + "\n")
 
 
 def learn_bpe(files: Sequence[str], codes_path: str, merges: int, min_frequency: int = 2):

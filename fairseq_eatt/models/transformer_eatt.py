@@ -8,6 +8,7 @@ cross-attention) need no extra code.
 import logging
 
 from fairseq.distributed import fsdp_wrap
+from fairseq.logging import metrics
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import (
     TransformerConfig,
@@ -29,6 +30,7 @@ from ..attention import (
     check_position,
     get_attention_class,
 )
+from ..analysis.binarization import BinarizationStats, binarizing_modules, set_tracking
 from ..attention.eatt import check_threshold
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,19 @@ class EattTransformerDecoder(TransformerDecoderBase):
         return _wrap_layer(EattDecoderLayer(cfg, no_encoder_attn), cfg)
 
 
+def log_binarization(stats: BinarizationStats, how: str):
+    """Log nonzero ratios with fairseq's metrics (weighted by element counts, so the aggregate is exact)."""
+    totals = {}
+    for (position, layer), (ones, total) in stats.counts().items():
+        if how == "per-layer":
+            metrics.log_scalar(f"binz_{position}_L{layer}", ones / total, total, round=3)
+        o, t = totals.get(position, (0.0, 0.0))
+        totals[position] = (o + ones, t + total)
+    if how == "mean":
+        for position, (ones, total) in totals.items():
+            metrics.log_scalar(f"binz_{position}", ones / total, total, round=3)
+
+
 def validate_attention_args(args):
     """Refuse unknown names, impossible positions and bad E-ATT options before any work is done."""
     for position, attr in POSITION_ATTRS.items():
@@ -120,6 +135,11 @@ class TransformerEattModel(TransformerModel):
                 help=f"attention variant for {where[position]} (default: {DEFAULT_ATTENTION}); "
                      f"choices: {', '.join(names)}",
             )
+        parser.add_argument(
+            "--log-binarization", choices=("per-layer", "mean", "off"), metavar="HOW",
+            help="during validation, log the ratio of nonzero binarized inputs of E-ATT-style attention "
+                 "(the paper's Figure 3): per-layer (default), mean (one value per position) or off",
+        )
         seen = set()
         for name in names:
             variant = get_attention_class(name)
@@ -133,6 +153,21 @@ class TransformerEattModel(TransformerModel):
         eatt_defaults(args)
         validate_attention_args(args)
         return super().build_model(args, task)
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        how = getattr(self.args, "log_binarization", None) or "per-layer"
+        track = not self.training and how != "off" and any(True for _ in binarizing_modules(self))
+        if not track:
+            return super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
+        set_tracking(self, True)
+        try:
+            out = super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
+            stats = BinarizationStats()
+            stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx))
+            log_binarization(stats, how)
+        finally:
+            set_tracking(self, False)
+        return out
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):

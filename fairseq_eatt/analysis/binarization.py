@@ -1,0 +1,69 @@
+"""Ratio of nonzero binarized values (the E-ATT paper's Figure 3), per layer and per position.
+
+Positions: ``encoder_self`` and ``decoder_self`` (the binarized input of self-attention; query and key sides are
+averaged, they are the same input unless ``--eatt-input-norm learnable`` gives them different norms),
+``cross_query`` (decoder states) and ``cross_key`` (encoder output). Padding tokens are left out.
+"""
+from collections import defaultdict
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+POSITIONS = ("encoder_self", "decoder_self", "cross_query", "cross_key")
+
+
+def _binarizing(module: nn.Module) -> bool:
+    return hasattr(module, "track_binarization")
+
+
+def binarizing_modules(model: nn.Module) -> Iterator[Tuple[str, int, nn.Module]]:
+    """(position, layer index from 1, module) for every attention module of ``model`` that binarizes its input."""
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    for i, layer in enumerate(getattr(encoder, "layers", [])):
+        if _binarizing(layer.self_attn):
+            yield "encoder_self", i + 1, layer.self_attn
+    for i, layer in enumerate(getattr(decoder, "layers", [])):
+        if _binarizing(layer.self_attn):
+            yield "decoder_self", i + 1, layer.self_attn
+        if getattr(layer, "encoder_attn", None) is not None and _binarizing(layer.encoder_attn):
+            yield "cross", i + 1, layer.encoder_attn
+
+
+def set_tracking(model: nn.Module, on: bool):
+    for _, _, module in binarizing_modules(model):
+        module.track_binarization = on
+        module.binarization_counts = {}
+
+
+class BinarizationStats:
+    """Accumulates ones and element counts over batches; ratio = ones / (real tokens x input dim)."""
+
+    def __init__(self):
+        self.ones: Dict[Tuple[str, int], float] = defaultdict(float)
+        self.total: Dict[Tuple[str, int], float] = defaultdict(float)
+
+    def update(self, model: nn.Module, src_pad: Optional[Tensor], tgt_pad: Optional[Tensor]):
+        """Add the counts of the last forward pass. ``*_pad``: (B, T) bool, True at padding."""
+        for position, layer, module in binarizing_modules(model):
+            counts = module.binarization_counts
+            if position == "cross":
+                self._add(("cross_query", layer), counts.get("query"), tgt_pad, module.embed_dim)
+                self._add(("cross_key", layer), counts.get("key"), src_pad, module.kdim)
+            else:
+                pad = src_pad if position == "encoder_self" else tgt_pad
+                for side in ("query", "key"):
+                    self._add((position, layer), counts.get(side), pad, module.embed_dim, weight=0.5)
+
+    def _add(self, key, counts: Optional[Tensor], pad: Optional[Tensor], dim: int, weight: float = 1.0):
+        if counts is None:
+            return
+        real = torch.ones_like(counts, dtype=torch.bool) if pad is None else ~pad.t()
+        self.ones[key] += weight * float(counts[real].sum())
+        self.total[key] += weight * float(real.sum()) * dim
+
+    def ratios(self) -> Dict[Tuple[str, int], float]:
+        return {key: self.ones[key] / self.total[key] for key in sorted(self.total) if self.total[key] > 0}
+
+    def counts(self) -> Dict[Tuple[str, int], Tuple[float, float]]:
+        return {key: (self.ones[key], self.total[key]) for key in sorted(self.total)}

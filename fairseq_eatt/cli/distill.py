@@ -1,0 +1,174 @@
+"""fairseq-eatt-distill: sequence-level knowledge distillation with halved model dimensions (the paper's Figure 1).
+
+1. the teacher translates the whole training set with beam search (fairseq-generate);
+2. its translations become a new training set, binarized with the teacher's dictionaries (fairseq-preprocess);
+   valid and test stay the original references;
+3. students of dimension d, d/2, ... (``--student-dims 512,256,128,64``) train on it (fairseq-train), ffn = 4d;
+4. each student decodes the test set and is scored with sacreBLEU; ``summary.json`` lists dims, parameters, BLEU.
+
+Every stage is resumable: finished outputs are reused, training continues from checkpoint_last.pt.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Dict, List
+
+from ..data.text import atomic_output
+
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="fairseq-eatt-distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="the teacher's binarized data directory (train/valid/test, dictionaries)")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint")
+    p.add_argument("--workdir", required=True, help="where the distilled data, students and results go")
+    p.add_argument("--source-lang", required=True)
+    p.add_argument("--target-lang", required=True)
+    p.add_argument("--student-dims", default="512,256,128,64", help="comma-separated model dimensions")
+    p.add_argument("--student-layers", type=int, default=6, help="encoder and decoder layers of the students")
+    p.add_argument("--max-heads", type=int, default=8, help="heads of a student: min(max-heads, d / 8)")
+    p.add_argument("--attention", default="eatt",
+                   help="attention variant of the students in all three positions (e.g. eatt or vanilla)")
+    p.add_argument("--teacher-beam", type=int, default=4, help="beam size when the teacher decodes train")
+    p.add_argument("--beam", type=int, default=4, help="beam size of the students on test")
+    p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=128, help="sentences per batch when decoding")
+    p.add_argument("--train-args", default="--optimizer adam --adam-betas (0.9,0.98) --lr 0.001 "
+                   "--lr-scheduler eatt --criterion label_smoothed_cross_entropy --label-smoothing 0.1 "
+                   "--max-tokens 4096 --max-update 50000 --share-all-embeddings --dropout 0.3",
+                   help="fairseq-train arguments shared by all students (quoted string)")
+    p.add_argument("--post-process", default="subword_nmt", help="fairseq-generate --post-process for scoring")
+    args = p.parse_args(argv)
+    try:
+        args.dims = [int(d) for d in args.student_dims.split(",") if d.strip()]
+    except ValueError:
+        p.error(f"--student-dims must be comma-separated integers, got {args.student_dims!r}")
+    if not args.dims or any(d <= 0 or d % 2 for d in args.dims):
+        p.error(f"--student-dims must be positive even integers, got {args.student_dims!r}")
+    if not os.path.isfile(args.teacher):
+        p.error(f"--teacher {args.teacher}: no such checkpoint")
+    for split in ("train", "valid", "test"):
+        prefix = os.path.join(args.data, f"{split}.{args.source_lang}-{args.target_lang}.{args.source_lang}")
+        if not os.path.exists(prefix + ".bin"):
+            p.error(f"{args.data}: no binarized {split} split for {args.source_lang}-{args.target_lang}")
+    return args
+
+
+def fairseq(tool: str, cmd: List[str], stdout=None):
+    print(f"[distill] $ fairseq-{tool} " + " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
+    proc = subprocess.run([sys.executable, "-m", f"fairseq_cli.{tool}"] + [str(c) for c in cmd], stdout=stdout)
+    if proc.returncode != 0:
+        raise SystemExit(f"[distill] fairseq-{tool} failed with exit code {proc.returncode}")
+
+
+def generate_to(out_path: str, cmd: List[str]):
+    """fairseq-generate into ``out_path``, atomically (a failed run leaves nothing)."""
+    if os.path.exists(out_path):
+        return out_path
+    with atomic_output(out_path) as handle:
+        handle.flush()
+        fairseq("generate", cmd, stdout=handle)
+    return out_path
+
+
+def read_generate(path: str, kind: str) -> Dict[int, str]:
+    lines = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(kind + "-"):
+                head, rest = line.rstrip("\n").split("\t", 1)
+                text = rest.split("\t", 1)[1] if kind in ("H", "D") else rest
+                lines[int(head[len(kind) + 1:])] = text
+    return lines
+
+
+def distilled_data(args) -> str:
+    src, tgt = args.source_lang, args.target_lang
+    out_bin = os.path.join(args.workdir, "distilled-bin")
+    if os.path.exists(os.path.join(out_bin, "dict." + src + ".txt")):
+        return out_bin
+    teacher_out = generate_to(os.path.join(args.workdir, "teacher-train.out"), [
+        args.data, "--user-dir", PLUGIN_DIR, "--path", args.teacher, "--gen-subset", "train",
+        "--source-lang", src, "--target-lang", tgt, "--beam", args.teacher_beam, "--batch-size", args.batch_size,
+    ])
+    sources, hyps = read_generate(teacher_out, "S"), read_generate(teacher_out, "H")
+    if not hyps or sorted(hyps) != sorted(sources):
+        raise SystemExit(f"[distill] {teacher_out}: incomplete teacher output ({len(hyps)} hypotheses)")
+    text_prefix = os.path.join(args.workdir, "distilled-text", "train")
+    for lang, table in ((src, sources), (tgt, hyps)):
+        with atomic_output(f"{text_prefix}.{lang}") as handle:
+            for i in sorted(table):
+                handle.write(table[i] + "\n")
+    partial = out_bin + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    fairseq("preprocess", [
+        "--source-lang", src, "--target-lang", tgt, "--trainpref", text_prefix, "--destdir", partial,
+        "--srcdict", os.path.join(args.data, f"dict.{src}.txt"),
+        "--tgtdict", os.path.join(args.data, f"dict.{tgt}.txt"), "--workers", "1",
+    ])
+    for split in ("valid", "test"):  # students are selected and scored against the real references
+        for lang in (src, tgt):
+            for ext in ("bin", "idx"):
+                name = f"{split}.{src}-{tgt}.{lang}.{ext}"
+                shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
+    os.replace(partial, out_bin)
+    print(f"[distill] distilled training set: {len(hyps)} teacher translations in {out_bin}", flush=True)
+    return out_bin
+
+
+def student_flags(args, dim: int) -> List[str]:
+    heads = max(1, min(args.max_heads, dim // 8))
+    while dim % heads:
+        heads -= 1
+    flags = ["--arch", "transformer_eatt"]
+    for side in ("encoder", "decoder"):
+        flags += [f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", 4 * dim,
+                  f"--{side}-attention-heads", heads, f"--{side}-layers", args.student_layers]
+    for flag in ("--encoder-self-attention", "--decoder-self-attention", "--decoder-cross-attention"):
+        flags += [flag, args.attention]
+    return flags
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    data = distilled_data(args)
+    results = []
+    for dim in args.dims:
+        save_dir = os.path.join(args.workdir, f"student-d{dim}")
+        fairseq("train", [data, "--user-dir", PLUGIN_DIR, *student_flags(args, dim), "--save-dir", save_dir,
+                          "--no-epoch-checkpoints", "--log-format", "simple", *shlex.split(args.train_args)])
+        checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
+        out = generate_to(os.path.join(save_dir, "test.out"), [
+            data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
+            "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
+            "--scoring", "sacrebleu",
+        ])
+        text = open(out, encoding="utf-8").read()
+        bleu = re.search(r"BLEU = ([0-9.]+)", text)
+        results.append({"dim": dim, "checkpoint": checkpoint, "test_output": out,
+                        "bleu": float(bleu.group(1)) if bleu else None,
+                        "params": count_parameters(checkpoint, data)})
+        print(f"[distill] student d={dim}: BLEU {results[-1]['bleu']}", flush=True)
+    summary = {"teacher": args.teacher, "attention": args.attention, "students": results}
+    with atomic_output(os.path.join(args.workdir, "summary.json")) as handle:
+        json.dump(summary, handle, indent=2)
+    print(f"[distill] wrote {os.path.join(args.workdir, 'summary.json')}")
+
+
+def count_parameters(checkpoint: str, data: str) -> int:
+    from .common import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, data)
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == "__main__":
+    main()
