@@ -33,6 +33,9 @@ setup(
     entry_points={
         "console_scripts": [
             "fairseq-eatt-demo = fairseq_eatt.cli.demo:main",
+            "fairseq-eatt-binarization = fairseq_eatt.cli.binarization_stats:main",
+            "fairseq-eatt-heatmap = fairseq_eatt.cli.heatmap:main",
+            "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
         ],
     },
 )

@@ -3,12 +3,10 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from .helpers import PLUGIN_DIR, REPO_ROOT, multi30k_slice
+from .helpers import PLUGIN_DIR, TEST_SENTENCES, fairseq
 
 TINY_DIMS = ["--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2",
              "--encoder-layers", "2", "--decoder-embed-dim", "64", "--decoder-ffn-embed-dim", "128",
@@ -19,31 +17,6 @@ CONFIGS = {
     "hybrid_vanilla_self_eatt_cross": ["--arch", "transformer_eatt_tiny", "--encoder-self-attention", "vanilla",
                                        "--decoder-self-attention", "vanilla", "--decoder-cross-attention", "eatt"],
 }
-TEST_SENTENCES = 24
-
-
-def fairseq(tool, *args, stdin=None):
-    """Run a fairseq command line tool with the plugin; fail the test with its output if it fails."""
-    cmd = [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)]
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=REPO_ROOT)
-    if proc.returncode != 0:
-        pytest.fail(f"fairseq-{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The demo itself, shrunk: prepares the data with the real pipeline, trains E-ATT, generates, scores."""
-    root = tmp_path_factory.mktemp("e2e")
-    raw = multi30k_slice(str(root / "raw"), {"train": 400, "val": 40, "test_2016_flickr": TEST_SENTENCES})
-    workdir = root / "work"
-    cmd = [sys.executable, "-m", "fairseq_eatt.cli.demo", "--raw-dir", raw, "--workdir", str(workdir),
-           "--bpe-merges", "300", "--arch", "transformer_eatt_tiny", "--max-update", "6", "--max-tokens", "2048",
-           "--warmup-updates", "2", "--plateau-updates", "4", "--lr", "0.003"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"workdir": workdir, "stdout": proc.stdout, "data_bin": workdir / "data-bin-bpe300", "raw": raw,
-            "codes": workdir / "bpe300" / "codes"}
 
 
 def test_demo_pipeline_prints_bleu_and_writes_outputs(demo_run):

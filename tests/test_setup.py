@@ -7,9 +7,10 @@ from .helpers import REPO_ROOT
 
 
 def test_second_setup_run_reuses_the_environment():
-    proc = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "setup_env.sh")], capture_output=True,
-                          text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for _ in range(2):  # the first run brings .venv up to date if setup.py changed since `make`
+        proc = subprocess.run(["bash", os.path.join(REPO_ROOT, "scripts", "setup_env.sh")], capture_output=True,
+                              text=True, cwd=REPO_ROOT)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ".venv is up to date" in proc.stdout
     assert "installing" not in proc.stdout and "building" not in proc.stdout
 

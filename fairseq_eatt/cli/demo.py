@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ..data.text import apply_bpe_file, decompress, detokenize_lines, learn_bpe, read_lines, tokenize_file
+from ..data.text import apply_bpe_file, decompress, learn_bpe, read_lines, tokenize_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")

@@ -37,7 +37,10 @@ def cross_attention(model, src_tokens, prev_output_tokens):
     captured = []
 
     def keep(_module, _inputs, output):
-        captured.append(output[1][0].detach().float())
+        weights = output[1].detach().float()
+        if weights.dim() == 4:  # fairseq asks its alignment layer for per-head weights: average them too
+            weights = weights.mean(dim=0)
+        captured.append(weights[0])
 
     hooks = [layer.encoder_attn.register_forward_hook(keep) for layer in model.decoder.layers]
     try:

@@ -117,10 +117,3 @@ def apply_bpe_file(codes_path: str, src: str, dst: str, desc: Optional[str] = No
         for line in tqdm(read_lines(src), total=total, desc=desc or f"apply BPE {os.path.basename(src)}",
                          unit=" lines", mininterval=1.0):
             out.write(bpe.process_line(line) + "\n")
-
-
-def detokenize_lines(lines: Iterable[str], lang: str) -> List[str]:
-    from sacremoses import MosesDetokenizer
-
-    detok = MosesDetokenizer(lang=lang)
-    return [detok.detokenize(line.split()) for line in lines]

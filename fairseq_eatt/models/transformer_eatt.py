@@ -169,6 +169,22 @@ class TransformerEattModel(TransformerModel):
             set_tracking(self, False)
         return out
 
+    def max_positions(self):
+        """fairseq's limits, tightened by attention variants that have a maximum length (the synthesizers), so
+        that fairseq filters long training pairs and stops generation in time instead of failing mid-batch."""
+        src, tgt = super().max_positions()
+        for layer in self.encoder.layers:
+            src = min(src, getattr(layer.self_attn, "max_key_length", src))
+        for layer in self.decoder.layers:
+            tgt = min(tgt, getattr(layer.self_attn, "max_key_length", tgt))
+            if getattr(layer, "encoder_attn", None) is not None:
+                src = min(src, getattr(layer.encoder_attn, "max_key_length", src))
+                tgt = min(tgt, getattr(layer.encoder_attn, "max_query_length", tgt))
+        return src, tgt
+
+    def max_decoder_positions(self):
+        return self.max_positions()[1]
+
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
         return EattTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)

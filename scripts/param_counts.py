@@ -1,0 +1,54 @@
+"""Parameter counts of a preset with each attention variant in every position it allows (for notes and docs).
+
+    .venv/bin/python scripts/param_counts.py [--arch transformer_eatt_small] [--vocab 7968]
+"""
+import argparse
+import logging
+import os
+import tempfile
+
+from fairseq import options, tasks
+
+import fairseq_eatt  # noqa: F401
+from fairseq_eatt.attention import POSITION_FLAGS, available_attentions, get_attention_class
+
+PLUGIN_DIR = os.path.dirname(os.path.abspath(fairseq_eatt.__file__))
+
+
+def count(data_dir, arch, flags):
+    parser = options.get_training_parser()
+    argv = [data_dir, "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de", "--arch", arch,
+            "--share-all-embeddings", "--max-source-positions", "128", "--max-target-positions", "128", *flags]
+    args = options.parse_args_and_arch(parser, input_args=argv)
+    task = tasks.setup_task(args)
+    model = task.build_model(args)
+    return sum(p.numel() for p in model.parameters())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--arch", default="transformer_eatt_small")
+    p.add_argument("--vocab", type=int, default=7968, help="joined dictionary size (Multi30k, 8k BPE: 7968)")
+    args = p.parse_args()
+    logging.disable(logging.INFO)  # fairseq logs every dictionary it loads
+    with tempfile.TemporaryDirectory() as d:
+        for lang in ("en", "de"):
+            with open(os.path.join(d, f"dict.{lang}.txt"), "w") as f:
+                f.writelines(f"w{i} 1\n" for i in range(args.vocab - 4))
+        print(f"{args.arch}, joined vocabulary {args.vocab}, shared embeddings, max positions 128 "
+              "(the synthesizers' max length)\n")
+        print("| variant | positions | params, all allowed positions | params, only cross-attention |")
+        print("|---|---|---|---|")
+        for name in available_attentions():
+            allowed = get_attention_class(name).capabilities.allowed_positions()
+            everywhere = []
+            for pos, flag in POSITION_FLAGS.items():
+                everywhere += [flag, name if pos in allowed else "vanilla"]
+            cross_only = ["--encoder-self-attention", "vanilla", "--decoder-self-attention", "vanilla",
+                          "--decoder-cross-attention", name]
+            print(f"| `{name}` | {', '.join(allowed)} | {count(d, args.arch, everywhere):,} | "
+                  f"{count(d, args.arch, cross_only):,} |")
+
+
+if __name__ == "__main__":
+    main()

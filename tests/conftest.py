@@ -1,0 +1,24 @@
+"""Session fixtures shared by the end-to-end tests: one tiny E-ATT run of the real demo pipeline."""
+import subprocess
+import sys
+
+import pytest
+
+from .helpers import REPO_ROOT, TEST_SENTENCES, multi30k_slice
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo itself, shrunk: prepares the data with the real pipeline, trains E-ATT, generates, scores."""
+    root = tmp_path_factory.mktemp("e2e")
+    raw = multi30k_slice(str(root / "raw"), {"train": 400, "val": 40, "test_2016_flickr": TEST_SENTENCES})
+    workdir = root / "work"
+    cmd = [sys.executable, "-m", "fairseq_eatt.cli.demo", "--raw-dir", raw, "--workdir", str(workdir),
+           "--bpe-merges", "300", "--arch", "transformer_eatt_tiny", "--max-update", "6", "--max-tokens", "2048",
+           "--warmup-updates", "2", "--plateau-updates", "4", "--lr", "0.003"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"workdir": workdir, "stdout": proc.stdout, "data_bin": workdir / "data-bin-bpe300", "raw": raw,
+            "codes": workdir / "bpe300" / "codes"}
+
+

@@ -1,0 +1,117 @@
+"""Every registered variant, in every position where it is allowed: it trains (finite, falling loss on a tiny
+slice of real data) and its beam search is the same with and without incremental state."""
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.sequence_generator import SequenceGenerator
+
+import fairseq_eatt  # noqa: F401
+from fairseq_eatt.attention import POSITION_FLAGS, AttentionSpecError, available_attentions, get_attention_class
+
+from .helpers import PLUGIN_DIR, write_dicts
+
+CASES = [
+    (name, position)
+    for name in available_attentions()
+    for position in get_attention_class(name).capabilities.allowed_positions()
+]
+
+
+def model_args(data_dir, name, position, *extra):
+    """A tiny transformer_eatt with ``name`` in ``position`` and vanilla attention elsewhere."""
+    flags = []
+    for pos, flag in POSITION_FLAGS.items():
+        flags += [flag, name if pos == position else "vanilla"]
+    parser = options.get_training_parser()
+    argv = [str(data_dir), "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de",
+            "--arch", "transformer_eatt_tiny", "--synth-max-length", "64", "--eatt-threshold", "0.5",
+            "--dropout", "0.0", *flags, *extra]
+    return options.parse_args_and_arch(parser, input_args=argv)
+
+
+@pytest.fixture(scope="module")
+def train_batches(demo_run):
+    args = model_args(demo_run["data_bin"], "vanilla", "encoder_self", "--max-tokens", "600")
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    itr = task.get_batch_iterator(dataset=task.dataset("train"), max_tokens=600, seed=1,
+                                  max_positions=(64, 64), ignore_invalid_inputs=True).next_epoch_itr(shuffle=False)
+    return [next(itr) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name,position", CASES)
+def test_trains_with_finite_falling_loss(demo_run, train_batches, name, position):
+    torch.manual_seed(0)
+    args = model_args(demo_run["data_bin"], name, position, "--criterion", "label_smoothed_cross_entropy",
+                      "--label-smoothing", "0.1")
+    task = tasks.setup_task(args)
+    model = task.build_model(args)
+    criterion = task.build_criterion(args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for step in range(12):
+        sample = train_batches[step % 2]
+        loss, sample_size, _ = criterion(model, sample)
+        loss = loss / sample_size
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert sum(losses[-2:]) < sum(losses[:2]) - 0.5, losses
+
+
+@pytest.fixture(scope="module")
+def dict_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dicts")
+    write_dicts(d, vocab_size=40)
+    return d
+
+
+@pytest.mark.parametrize("name,position", CASES)
+def test_beam_search_same_with_and_without_incremental_state(dict_dir, name, position):
+    args = model_args(dict_dir, name, position)
+    task = tasks.setup_task(args)
+    torch.manual_seed(0)
+    model = task.build_model(args)
+    with torch.no_grad():  # a larger weight spread so that the beams differ
+        for p in model.parameters():
+            p.mul_(3.0)
+    model.eval()
+    pad, eos = task.source_dictionary.pad(), task.source_dictionary.eos()
+    torch.manual_seed(1)
+    src = torch.randint(4, len(task.source_dictionary), (3, 7))
+    src[0, :2] = pad  # fairseq left-pads sources
+    src[:, -1] = eos
+    sample = {"net_input": {"src_tokens": src, "src_lengths": (src != pad).sum(1)}}
+
+    def search(incremental):
+        gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=10)
+        gen.model.has_incremental = incremental  # False: the whole prefix is recomputed at every step
+        with torch.no_grad():
+            return gen.forward(sample)
+
+    for fast, slow in zip(search(True), search(False)):
+        assert [h["tokens"].tolist() for h in fast] == [h["tokens"].tolist() for h in slow]
+        for a, b in zip(fast, slow):
+            assert a["score"].item() == pytest.approx(b["score"].item(), abs=1e-4)
+
+
+def test_synthesizer_with_invalid_max_length_is_refused_at_build(dict_dir):
+    args = model_args(dict_dir, "synth_random", "decoder_cross")
+    args.synth_max_length = 0
+    task = tasks.setup_task(args)
+    with pytest.raises((AttentionSpecError, ValueError), match="--synth-max-length must be a positive length"):
+        task.build_model(args)
+
+
+def test_model_max_positions_respect_a_synthesizer_length(dict_dir):
+    args = model_args(dict_dir, "synth_dense", "decoder_cross")
+    args.synth_max_length = 20
+    model = tasks.setup_task(args).build_model(args)
+    # fairseq filters longer training pairs and stops beam search at this length instead of failing mid-batch
+    assert model.max_positions() == (20, 20)
+    assert model.max_decoder_positions() == 20
+    vanilla_args = model_args(dict_dir, "vanilla", "decoder_cross")
+    assert tasks.setup_task(vanilla_args).build_model(vanilla_args).max_positions() == (1024, 1024)
