@@ -17,7 +17,7 @@ def build(name, cross=False, seed=0, **kwargs):
     torch.manual_seed(seed)
     cls = get_attention_class(name)
     position = DECODER_CROSS if cross else ENCODER_SELF
-    options = {**cls.kwargs_from_args(argparse.Namespace(synth_max_length=32), position), **kwargs}
+    options = {**cls.kwargs_from_args(argparse.Namespace(attention_max_length=32), position), **kwargs}
     module = cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **options)
     return module.eval()
 

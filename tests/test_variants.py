@@ -59,7 +59,7 @@ def pad_mask(length, n, left):
 
 @pytest.mark.parametrize("name", SYNTHS)
 def test_encoder_self_attention_same_on_either_padding_side(name):
-    m = build(name, synth_max_length=16)
+    m = build(name, attention_max_length=16)
     x = torch.randn(5, 1, E)
     ref, _ = m(x, x, x)
     for left in (True, False):
@@ -71,7 +71,7 @@ def test_encoder_self_attention_same_on_either_padding_side(name):
 
 @pytest.mark.parametrize("name", SYNTHS)
 def test_cross_attention_columns_are_source_positions_on_either_padding_side(name):
-    m = build(name, DECODER_CROSS, synth_max_length=16)
+    m = build(name, DECODER_CROSS, attention_max_length=16)
     src = torch.randn(5, 1, E)
     tgt = torch.randn(3, 1, E)
     ref, wref = m(tgt, src, src, static_kv=True, need_weights=True)
@@ -84,9 +84,9 @@ def test_cross_attention_columns_are_source_positions_on_either_padding_side(nam
 
 @pytest.mark.parametrize("name", SYNTHS)
 def test_batch_longer_than_max_length_gives_a_clear_error(name):
-    m = build(name, synth_max_length=4)
+    m = build(name, attention_max_length=4)
     x = torch.randn(6, 2, E)
-    with pytest.raises(ValueError, match=r"at most 4 / 4 .*--synth-max-length"):
+    with pytest.raises(ValueError, match=r"at most 4 / 4 .*--attention-max-length"):
         m(x, x, x)
 
 
@@ -102,14 +102,14 @@ def test_max_length_defaults_to_the_models_max_positions(position, flag):
 
 
 def test_fixed_random_synthesizer_is_saved_but_not_trained():
-    trained, fixed = build("synth_random", synth_max_length=8), build("synth_random_fixed", synth_max_length=8)
+    trained, fixed = build("synth_random", attention_max_length=8), build("synth_random_fixed", attention_max_length=8)
     assert "logits" in dict(trained.named_parameters())
     assert "logits" not in dict(fixed.named_parameters())
     assert "logits" in fixed.state_dict()
 
 
 def test_dense_synthesizer_logits_depend_on_the_query_only():
-    m = build("synth_dense", synth_max_length=8)
+    m = build("synth_dense", attention_max_length=8)
     x = torch.randn(4, 1, E)
     y = torch.randn(4, 1, E)
     _, w1 = m(x, x, x, need_weights=True)

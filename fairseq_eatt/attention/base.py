@@ -42,6 +42,7 @@ class AttentionBase(nn.Module):
     capabilities = Capabilities()
     variant_name = "base"  # set by @register_attention
     needs_positions = False  # True: compute_scores receives token positions (position-based variants)
+    value_projection = True  # False: V is the input itself, split into heads (cost-effective attention)
 
     def __init__(
         self,
@@ -70,7 +71,11 @@ class AttentionBase(nn.Module):
         self.add_zero_attn = False
         self.bias_k = self.bias_v = None
         self._state_key = str(uuid.uuid4())
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        if self.value_projection:
+            self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        elif self.vdim != embed_dim:
+            raise ValueError(f"{type(self).__name__} uses its input as values: it needs the value input to have the "
+                             f"model's dimension ({embed_dim}), got {self.vdim}")
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
     # ------------------------------------------------------------------ command-line options
@@ -91,15 +96,18 @@ class AttentionBase(nn.Module):
         raise NotImplementedError
 
     def project_value(self, value: Tensor) -> Tensor:
-        return self._split_heads(self.v_proj(value))
+        return self._split_heads(self.v_proj(value) if self.value_projection else value)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         raise NotImplementedError
 
     def reset_parameters(self):
-        nn.init.xavier_uniform_(self.v_proj.weight, gain=1 / math.sqrt(2))
+        linears = [self.out_proj]
+        if self.value_projection:
+            nn.init.xavier_uniform_(self.v_proj.weight, gain=1 / math.sqrt(2))
+            linears.append(self.v_proj)
         nn.init.xavier_uniform_(self.out_proj.weight)
-        for lin in (self.v_proj, self.out_proj):
+        for lin in linears:
             if lin.bias is not None:
                 nn.init.constant_(lin.bias, 0.0)
 
@@ -155,55 +163,79 @@ class AttentionBase(nn.Module):
         k = self.project_key(key) if key is not None else None
         v = self.project_value(value) if value is not None else None
 
+        # keys (and the padding mask) over everything cached so far
+        prev_v = None
         query_offset = 0  # decoding steps already taken (position of the first query)
         if buffer is not None:
             prev_k, prev_v = buffer.get("prev_key"), buffer.get("prev_value")
             if prev_k is not None:
                 if static_kv:
-                    k, v = prev_k, prev_v
+                    k, v, prev_v = prev_k, prev_v, None
                 else:
                     k = torch.cat([prev_k, k], dim=2)
-                    v = torch.cat([prev_v, v], dim=2)
             key_padding_mask = self._cached_padding_mask(
                 buffer.get("prev_key_padding_mask"), key_padding_mask, bsz, k.size(2), static_kv
             )
-            new_buffer = {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
-            if self.needs_positions:
-                steps = buffer.get("query_offset")
-                query_offset = int(steps[0]) if steps is not None else 0
-                new_buffer["query_offset"] = torch.full(
-                    (bsz,), query_offset + tgt_len, dtype=torch.long, device=q.device
-                )
-            self._set_input_buffer(incremental_state, new_buffer)
+            steps = buffer.get("query_offset")
+            query_offset = int(steps[0]) if steps is not None else 0
         assert k is not None and v is not None
         src_len = k.size(2)
         if key_padding_mask is not None and key_padding_mask.dim() == 0:
             key_padding_mask = None
+        pos = None
+        if self.needs_positions:
+            pos = self._positions(key_padding_mask, tgt_len, src_len, query_offset, q.device)
+        if value is not None:  # freshly projected values (not a cached static copy)
+            v = self.finalize_values(v, k, pos, key_padding_mask, attn_mask)
+        if prev_v is not None:
+            v = torch.cat([prev_v, v], dim=2)
+        if buffer is not None:
+            new_buffer = {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
+            if self.needs_positions:
+                new_buffer["query_offset"] = torch.full(
+                    (bsz,), query_offset + tgt_len, dtype=torch.long, device=q.device
+                )
+            self._set_input_buffer(incremental_state, new_buffer)
 
-        pos = self._positions(key_padding_mask, tgt_len, src_len, query_offset) if self.needs_positions else None
-        scores = self.compute_scores(q, k, pos)  # (B, H, T, S), float
-        if attn_mask is not None:
-            scores = scores + attn_mask.to(scores.dtype)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask.view(bsz, 1, 1, src_len).to(torch.bool), float("-inf"))
         if before_softmax:
-            return scores, v
-
-        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
-        attn_probs = F.dropout(probs, p=self.dropout_p, training=self.training)
-        out = torch.matmul(attn_probs.to(v.dtype), v)  # (B, H, T, dv)
+            return self.masked_scores(q, k, pos, key_padding_mask, attn_mask), v
+        out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1)
         out = self.out_proj(out)
 
         weights: Optional[Tensor] = None
-        if need_weights:
+        if need_weights and probs is not None:
             weights = probs.transpose(0, 1)  # (H, B, T, S)
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         return out, weights
 
-    def _positions(self, key_padding_mask: Optional[Tensor], tgt_len: int, src_len: int, query_offset: int):
-        device = self.out_proj.weight.device
+    def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+                        attn_mask: Optional[Tensor]) -> Tensor:
+        """Hook on newly projected values, given all keys so far (Super attention mixes values here)."""
+        return v
+
+    def masked_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+                      attn_mask: Optional[Tensor]) -> Tensor:
+        """Scores (B, H, T, S) with the additive future mask and key padding applied."""
+        scores = self.compute_scores(q, k, pos)
+        if attn_mask is not None:
+            scores = scores + attn_mask.to(scores.dtype)
+        if key_padding_mask is not None:
+            bsz, src_len = key_padding_mask.shape
+            scores = scores.masked_fill(key_padding_mask.view(bsz, 1, 1, src_len).to(torch.bool), float("-inf"))
+        return scores
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """(output (B, H, T, dv), attention probabilities (B, H, T, S) or None). Variants whose memory must stay
+        linear in the length (local, linformer, performer) override this instead of building (T, S) scores."""
+        scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
+        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
+        attn_probs = F.dropout(probs, p=self.dropout_p, training=self.training)
+        return torch.matmul(attn_probs.to(v.dtype), v), probs
+
+    def _positions(self, key_padding_mask: Optional[Tensor], tgt_len: int, src_len: int, query_offset: int, device):
         if key_padding_mask is not None:
             key = ((~key_padding_mask.bool()).long().cumsum(dim=1) - 1).clamp_(min=0)
         else:

@@ -9,9 +9,9 @@ No query-key interaction: the attention logits are *synthesized*.
 - ``synth_random``: a learned logit matrix R (heads x max_len x max_len), independent of the input;
   ``synth_random_fixed`` keeps R at its random initialization (a buffer, saved in checkpoints, never trained).
 
-Both need a maximum length (``--synth-max-length``, default ``--max-source-positions`` /
-``--max-target-positions``). Columns are *key positions* and rows (random) are *query positions*, counted over
-real tokens: with left padding (fairseq's default for sources) the first real token is position 0 whatever the
+Both need a maximum length (``--attention-max-length``, alias ``--synth-max-length``, default
+``--max-source-positions`` / ``--max-target-positions``). Columns are *key positions* and rows (random) are
+*query positions*, counted over real tokens: with left padding (fairseq's default for sources) the first real token is position 0 whatever the
 padding, so a sentence gets the same logits on either padding side. A batch longer than the maximum length raises
 a clear error.
 """
@@ -22,57 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AttentionBase, Positions
-from .registry import DECODER_CROSS, DECODER_SELF, Capabilities, arg_or_default, register_attention
+from .base import Positions
+from .fixed_length import FixedLengthAttention
+from .registry import Capabilities, register_attention
 
 
-class SynthesizerBase(AttentionBase):
+class SynthesizerBase(FixedLengthAttention):
     capabilities = Capabilities(causal=True, cross=True, incremental=True, fixed_max_length=True)
-    needs_positions = True
 
-    def __init__(self, embed_dim: int, num_heads: int, *, max_query_length: int, max_key_length: int,
-                 max_length_flag: str = "--synth-max-length", **kwargs):
-        super().__init__(embed_dim, num_heads, **kwargs)
-        for name, value in (("max_query_length", max_query_length), ("max_key_length", max_key_length)):
-            if int(value) <= 0:
-                raise ValueError(f"{max_length_flag} must be a positive length, got {value} ({name})")
-        self.max_query_length = int(max_query_length)
-        self.max_key_length = int(max_key_length)
-        self.max_length_flag = max_length_flag
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--synth-max-length", type=int, metavar="N",
-                            help="maximum sequence length of the synthesizer variants (they learn one logit per "
-                                 "position); default: --max-source-positions for encoder self-attention and for the "
-                                 "key side of cross-attention, --max-target-positions for the decoder side")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        explicit = arg_or_default(args, "synth_max_length", None)
-        src = arg_or_default(args, "max_source_positions", 1024)
-        tgt = arg_or_default(args, "max_target_positions", 1024)
-        if explicit is not None:
-            return dict(max_query_length=explicit, max_key_length=explicit, max_length_flag="--synth-max-length")
-        if position == DECODER_SELF:
-            return dict(max_query_length=tgt, max_key_length=tgt, max_length_flag="--max-target-positions")
-        if position == DECODER_CROSS:
-            return dict(max_query_length=tgt, max_key_length=src,
-                        max_length_flag="--max-target-positions / --max-source-positions")
-        return dict(max_query_length=src, max_key_length=src, max_length_flag="--max-source-positions")
-
-    def _check_lengths(self, pos: Positions):
-        longest_query = pos.query_len_bound
-        longest_key = pos.key_len_bound
-        if longest_query > self.max_query_length or longest_key > self.max_key_length:
-            raise ValueError(
-                f"{self.variant_name}: a batch has {longest_query} query / {longest_key} key positions but the "
-                f"variant was built for at most {self.max_query_length} / {self.max_key_length} "
-                f"(set by {self.max_length_flag}); raise it, or filter long sentences "
-                f"(--max-source-positions / --max-target-positions with --skip-invalid-size-inputs-valid-test)"
-            )
-
-    # keys and queries are not projected: the logits come from positions (and, for dense, the query input)
+    # keys are not projected: the logits come from positions (and, for dense, the query input)
     def project_key(self, key: Tensor) -> Tensor:
         return key.new_zeros(key.size(1), self.num_heads, key.size(0), 0)
 

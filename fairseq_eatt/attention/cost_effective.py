@@ -1,0 +1,130 @@
+"""Cost-effective attention (Hosseini et al.; ../shared/seeds/cost-effective-attention-paper.txt).
+
+Per head i, X_i is the i-th block of d/h columns of the input.
+
+- ``optimized``: no value projection, V_i = X_i; the output projection W_O absorbs its role. A layer has 3 of the
+  4 d x d matrices: 25% fewer parameters.
+- ``efficient``: no value and no key projection, K_i = V_i = X_i; scores X W_Q,i X_i^T / sqrt(d_k). 50% fewer.
+- ``super``: efficient plus a learned "left" mixing matrix W_A (max_len x max_len, shared by the heads of a layer)
+  applied to the values over positions: H_i = softmax(X W_Q,i X_i^T / sqrt(d_k)) (W_A X_i). With max_len = d
+  the layer has 2 d^2 + d^2 weights, about 25% fewer than vanilla's 4 d^2.
+
+Super, in detail:
+- W_A is indexed by positions among real tokens (left padding shifts nothing) and its columns at padding keys are
+  zeroed, so padding never mixes into real positions.
+- Under a causal mask (decoder self-attention) the mixing uses exactly the entries the attention mask allows,
+  i.e. the lower triangle of W_A: the value at position t depends on x_1..x_t only, so the future cannot leak.
+  Because of that, the value of a position never changes once it is computed, and incremental decoding caches
+  mixed values like any other variant (each step mixes only its new row).
+- W_A starts as the identity (plus small noise), so a new Super layer begins as Efficient attention.
+
+**Cross-attention** (the paper gives no recipe). Decision: K_i = V_i = Y_i, the blocks of the encoder output, and
+in Super W_A mixes the *source* positions of the values, with no causal restriction. Reason: the values are
+source tokens, so mixing along the source axis is the direct analogue of mixing along the value sequence in
+self-attention, and the whole source is known before decoding starts, so nothing can leak; the query side (the
+target) is never mixed, which keeps incremental decoding exact. This needs the encoder and decoder dimensions
+to be equal (they are in every transformer_eatt architecture); otherwise the model is refused when built.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .base import AttentionBase, Positions
+from .fixed_length import FixedLengthAttention
+from .registry import Capabilities, register_attention
+
+
+class _ScaledDotProduct:
+    """Scores q k^T / sqrt(d_k) (queries are scaled when projected)."""
+
+    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
+        return torch.matmul(q, k.transpose(-1, -2)).float()
+
+
+@register_attention("optimized")
+class OptimizedAttention(_ScaledDotProduct, AttentionBase):
+    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    value_projection = False
+
+    def __init__(self, embed_dim: int, num_heads: int, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        bias = self.out_proj.bias is not None
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
+        self.scaling = self.head_dim**-0.5
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        for lin in (self.q_proj, self.k_proj):
+            nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
+
+    def project_query(self, query: Tensor) -> Tensor:
+        return self._split_heads(self.q_proj(query) * self.scaling)
+
+    def project_key(self, key: Tensor) -> Tensor:
+        return self._split_heads(self.k_proj(key))
+
+
+class _EfficientBase(_ScaledDotProduct, AttentionBase):
+    value_projection = False
+
+    def __init__(self, embed_dim: int, num_heads: int, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if self.kdim != embed_dim:
+            raise ValueError(f"{self.variant_name} uses its input as keys: the key input must have the model's "
+                             f"dimension ({embed_dim}), got {self.kdim} (use equal encoder and decoder dims)")
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=self.out_proj.bias is not None)
+        self.scaling = self.head_dim**-0.5
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        nn.init.xavier_uniform_(self.q_proj.weight, gain=1 / math.sqrt(2))
+
+    def project_query(self, query: Tensor) -> Tensor:
+        return self._split_heads(self.q_proj(query) * self.scaling)
+
+    def project_key(self, key: Tensor) -> Tensor:
+        return self._split_heads(key)
+
+
+@register_attention("efficient")
+class EfficientAttention(_EfficientBase):
+    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+
+
+@register_attention("super")
+class SuperAttention(_EfficientBase, FixedLengthAttention):
+    capabilities = Capabilities(causal=True, cross=True, incremental=True, fixed_max_length=True)
+
+    def __init__(self, embed_dim: int, num_heads: int, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        length = self.max_key_length  # W_A mixes the value (key-side) positions
+        init = torch.eye(length) + torch.randn(length, length) * (0.01 / math.sqrt(length))
+        self.mixing = nn.Parameter(init)  # W_A, shared by the heads
+
+    def _check_lengths(self, pos: Positions):
+        if pos.key_len_bound > self.max_key_length:
+            raise ValueError(
+                f"super: a batch has {pos.key_len_bound} value positions but W_A was built for at most "
+                f"{self.max_key_length} (set by {self.max_length_flag}); raise it or filter long sentences"
+            )
+
+    def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+                        attn_mask: Optional[Tensor]) -> Tensor:
+        self._check_lengths(pos)
+        bsz, _, new, _ = v.shape
+        src_len = k.size(2)
+        rows = pos.key[:, src_len - new:].expand(bsz, -1)  # positions of the new values
+        cols = pos.key.expand(bsz, -1)  # positions of all inputs so far
+        table = self.mixing[: pos.key_len_bound, : pos.key_len_bound]
+        weights = table[rows.unsqueeze(-1), cols.unsqueeze(1)]  # (B, new, S)
+        if attn_mask is not None:  # causal use: only the entries the attention may see (lower triangle)
+            weights = weights.masked_fill(torch.isneginf(attn_mask[-new:].float()).unsqueeze(0), 0.0)
+        if key_padding_mask is not None:  # padding never mixes into real positions
+            weights = weights.masked_fill(key_padding_mask.bool().unsqueeze(1), 0.0)
+        # k holds X split into heads (K_i = X_i); mix the positions, the same W_A for every head
+        return torch.einsum("bns,bhsd->bhnd", weights.to(k.dtype), k)

@@ -1,0 +1,57 @@
+"""Shared machinery of variants that learn something per position and so have a maximum length
+(synthesizers, Super attention, Linformer).
+
+The maximum length comes from ``--attention-max-length`` (alias ``--synth-max-length``) or, by default, from the
+model's ``--max-source-positions`` / ``--max-target-positions`` for the side each axis belongs to. Positions are
+counted over real tokens (:class:`~fairseq_eatt.attention.base.Positions`), so left and right padding give the same
+result. A longer batch raises a clear error naming the flag; the model also reports the limit to fairseq
+(``max_positions``), which then filters long training pairs and stops generation in time.
+"""
+from .base import AttentionBase, Positions
+from .registry import DECODER_CROSS, DECODER_SELF, Capabilities, arg_or_default
+
+
+class FixedLengthAttention(AttentionBase):
+    capabilities = Capabilities(fixed_max_length=True)
+    needs_positions = True
+
+    def __init__(self, embed_dim: int, num_heads: int, *, max_query_length: int, max_key_length: int,
+                 max_length_flag: str = "--attention-max-length", **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        for name, value in (("max_query_length", max_query_length), ("max_key_length", max_key_length)):
+            if int(value) <= 0:
+                raise ValueError(f"{max_length_flag} must be a positive length, got {value} ({name})")
+        self.max_query_length = int(max_query_length)
+        self.max_key_length = int(max_key_length)
+        self.max_length_flag = max_length_flag
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--attention-max-length", "--synth-max-length", dest="attention_max_length", type=int,
+                            metavar="N",
+                            help="maximum sequence length of variants that learn per-position weights (synthesizers, "
+                                 "super, linformer); default: --max-source-positions for encoder self-attention and "
+                                 "the key side of cross-attention, --max-target-positions for the decoder side")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        explicit = arg_or_default(args, "attention_max_length", None)
+        src = arg_or_default(args, "max_source_positions", 1024)
+        tgt = arg_or_default(args, "max_target_positions", 1024)
+        if explicit is not None:
+            return dict(max_query_length=explicit, max_key_length=explicit, max_length_flag="--attention-max-length")
+        if position == DECODER_SELF:
+            return dict(max_query_length=tgt, max_key_length=tgt, max_length_flag="--max-target-positions")
+        if position == DECODER_CROSS:
+            return dict(max_query_length=tgt, max_key_length=src,
+                        max_length_flag="--max-target-positions / --max-source-positions")
+        return dict(max_query_length=src, max_key_length=src, max_length_flag="--max-source-positions")
+
+    def _check_lengths(self, pos: Positions):
+        if pos.query_len_bound > self.max_query_length or pos.key_len_bound > self.max_key_length:
+            raise ValueError(
+                f"{self.variant_name}: a batch has {pos.query_len_bound} query / {pos.key_len_bound} key positions "
+                f"but the variant was built for at most {self.max_query_length} / {self.max_key_length} "
+                f"(set by {self.max_length_flag}); raise it, or filter long sentences "
+                f"(--max-source-positions / --max-target-positions with --skip-invalid-size-inputs-valid-test)"
+            )
