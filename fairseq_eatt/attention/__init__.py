@@ -16,7 +16,7 @@ from .registry import (
     get_attention_class,
     register_attention,
 )
-from . import cost_effective, eatt, synthesizer, vanilla  # noqa: F401,E402  (registers the variants)
+from . import cost_effective, eatt, kernels, lowrank, sparse, synthesizer, vanilla  # noqa: F401,E402
 
 __all__ = [
     "AttentionBase",

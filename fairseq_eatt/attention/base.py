@@ -43,6 +43,7 @@ class AttentionBase(nn.Module):
     variant_name = "base"  # set by @register_attention
     needs_positions = False  # True: compute_scores receives token positions (position-based variants)
     value_projection = True  # False: V is the input itself, split into heads (cost-effective attention)
+    weights_are_probabilities = True  # False: the returned weights are effective weights (linformer)
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class Capabilities:
     cross: bool = True  # queries and keys may come from different sequences (cross-attention)
     incremental: bool = True  # can decode one step at a time with a cache (beam search)
     fixed_max_length: bool = False  # needs a maximum sequence length at construction time
+    why_not: str = ""  # why a position is excluded, shown in the refusal message
 
     def allowed_positions(self) -> List[str]:
         positions = [ENCODER_SELF]
@@ -82,8 +83,9 @@ def check_position(name: str, position: str) -> Type:
     allowed = cls.capabilities.allowed_positions()
     if position not in allowed:
         usable = [n for n in available_attentions() if position in _REGISTRY[n].capabilities.allowed_positions()]
+        why = f" because it {cls.capabilities.why_not}" if cls.capabilities.why_not else ""
         raise AttentionSpecError(
-            f"{flag} {name}: variant {name!r} cannot be used for {position.replace('_', ' ')} attention "
+            f"{flag} {name}: variant {name!r} cannot be used for {position.replace('_', ' ')} attention{why} "
             f"(it supports: {', '.join(allowed)}); valid choices for {flag}: {', '.join(usable)}"
         )
     return cls

@@ -11,9 +11,9 @@ No query-key interaction: the attention logits are *synthesized*.
 
 Both need a maximum length (``--attention-max-length``, alias ``--synth-max-length``, default
 ``--max-source-positions`` / ``--max-target-positions``). Columns are *key positions* and rows (random) are
-*query positions*, counted over real tokens: with left padding (fairseq's default for sources) the first real token is position 0 whatever the
-padding, so a sentence gets the same logits on either padding side. A batch longer than the maximum length raises
-a clear error.
+*query positions*, counted over real tokens: with left padding (fairseq's default for sources) the first real
+token is position 0 whatever the padding, so a sentence gets the same logits on either padding side. A batch
+longer than the maximum length raises a clear error.
 """
 import math
 from typing import Optional

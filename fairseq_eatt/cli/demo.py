@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--decoder-self-attention", default="eatt", help="attention variant of decoder self-attention")
     p.add_argument("--decoder-cross-attention", default="eatt", help="attention variant of cross-attention")
     p.add_argument("--max-update", type=int, default=650,
-                   help="training updates (the default takes about 11 minutes on 2 CPU cores; raise it to train longer)")
+                   help="training updates (the default takes about 10 minutes on 2 CPU cores; raise it to train "
+                        "longer)")
     p.add_argument("--max-tokens", type=int, default=2048, help="tokens per batch")
     p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate of the E-ATT schedule")
     p.add_argument("--warmup-updates", type=int, default=250, help="warm-up of the lr schedule")

@@ -140,13 +140,12 @@ class TransformerEattModel(TransformerModel):
             help="during validation, log the ratio of nonzero binarized inputs of E-ATT-style attention "
                  "(the paper's Figure 3): per-layer (default), mean (one value per position) or off",
         )
-        seen = set()
+        seen = set()  # each class's own flags once, even when several variants inherit them
         for name in names:
-            variant = get_attention_class(name)
-            owner = next(c for c in variant.__mro__ if "add_args" in c.__dict__)
-            if owner not in seen:
-                seen.add(owner)
-                owner.add_args(parser)
+            for owner in get_attention_class(name).__mro__:
+                if "add_args" in owner.__dict__ and owner not in seen:
+                    seen.add(owner)
+                    owner.add_args(parser)
 
     @classmethod
     def build_model(cls, args, task):

@@ -1,0 +1,123 @@
+"""Performer (Choromanski et al., 2021), the survey's kernel attention: FAVOR+ positive random features.
+
+softmax(q k^T) is approximated by phi(q) phi(k)^T with phi(x) = exp(W x - |x|^2 / 2) / sqrt(m), W an (m x d)
+block-orthogonal Gaussian matrix (``--performer-features m``), q and k scaled by d^(-1/4). Then
+out = phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1): no (T x S) matrix, memory linear in the length.
+
+- Causal (decoder self-attention): prefix sums. The full pass uses cumulative sums over positions; incremental
+  decoding keeps the running sums S_t = sum_{s<=t} phi(k_s) v_s^T and z_t = sum_{s<=t} phi(k_s) in the cache
+  (constant size per step, reordered with the beams) and gives the same result as the full pass.
+- Padding keys get phi(k) = 0 and so never contribute.
+- Numerics: features and sums in float32. Each query's features are divided by their own maximum (it cancels
+  between numerator and denominator); keys get no data-dependent stabilizer, so incremental and full passes agree.
+- The random features are a buffer drawn once at construction (saved in checkpoints, identical on every worker
+  since fairseq seeds all of them alike). No attention dropout: the probabilities are never formed.
+- ``need_weights`` (e.g. ``--print-alignment``) forms the (T x S) approximate weights explicitly, only then.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .base import Positions
+from .registry import Capabilities, arg_or_default, register_attention
+from .vanilla import VanillaAttention
+
+
+def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
+    """(rows x dim) Gaussian random features with orthogonal rows inside each block of ``dim`` rows."""
+    blocks = []
+    for start in range(0, rows, dim):
+        q, _ = torch.linalg.qr(torch.randn(dim, dim))
+        norms = torch.randn(dim, dim).norm(dim=1)  # row lengths of a Gaussian matrix
+        blocks.append((q.t() * norms.unsqueeze(1))[: rows - start])
+    return torch.cat(blocks, dim=0)
+
+
+@register_attention("performer")
+class PerformerAttention(VanillaAttention):
+    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+
+    def __init__(self, embed_dim: int, num_heads: int, *, features: int = 64, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if int(features) <= 0:
+            raise ValueError(f"--performer-features must be a positive integer, got {features}")
+        self.num_features = int(features)
+        self.register_buffer("random_features", orthogonal_gaussian(self.num_features, self.head_dim))
+        self.input_scale = self.head_dim**-0.25
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--performer-features", type=int, metavar="M",
+                            help="performer: number of positive random features per head (default 64)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(features=arg_or_default(args, "performer_features", 64))
+
+    def project_query(self, query: Tensor) -> Tensor:
+        return self._split_heads(self.q_proj(query) * self.input_scale)
+
+    def project_key(self, key: Tensor) -> Tensor:
+        return self._split_heads(self.k_proj(key) * self.input_scale)
+
+    def _features(self, x: Tensor, is_query: bool) -> Tensor:
+        x = x.float()
+        logits = torch.matmul(x, self.random_features.float().t()) - 0.5 * (x * x).sum(-1, keepdim=True)
+        if is_query:
+            logits = logits - logits.amax(dim=-1, keepdim=True).detach()
+        return torch.exp(logits) / math.sqrt(self.num_features)
+
+    def _key_features(self, k: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
+        phi = self._features(k, is_query=False)
+        if key_padding_mask is not None:
+            phi = phi.masked_fill(key_padding_mask.bool()[:, None, :, None], 0.0)
+        return phi
+
+    @staticmethod
+    def _normalize(num: Tensor, den: Tensor) -> Tensor:
+        return num / den.clamp_min(1e-12).unsqueeze(-1)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        tgt_len, src_len = q.size(2), k.size(2)
+        phi_q, phi_k = self._features(q, True), self._key_features(k, key_padding_mask)
+        vf = v.float()
+        if attn_mask is not None:  # causal: prefix sums over positions, (B, H, S, m, d) = linear in S
+            kv = torch.einsum("bhsm,bhsd->bhsmd", phi_k, vf).cumsum(dim=2)[:, :, src_len - tgt_len:]
+            z = phi_k.cumsum(dim=2)[:, :, src_len - tgt_len:]
+            out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1))
+        else:
+            kv = torch.einsum("bhsm,bhsd->bhmd", phi_k, vf)
+            den = torch.einsum("bhtm,bhm->bht", phi_q, phi_k.sum(dim=2))
+            out = self._normalize(torch.einsum("bhtm,bhmd->bhtd", phi_q, kv), den)
+        weights = None
+        if need_weights:
+            dense = torch.matmul(phi_q, phi_k.transpose(-1, -2))
+            if attn_mask is not None:
+                dense = dense.masked_fill(torch.isneginf(attn_mask.float()), 0.0)
+            weights = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
+        return out.to(v.dtype), weights
+
+    def forward(self, query, key, value, key_padding_mask=None, incremental_state=None, need_weights=True,
+                static_kv=False, attn_mask=None, before_softmax=False, need_head_weights=False):
+        if before_softmax:
+            raise NotImplementedError("performer never forms attention scores (before_softmax is not available)")
+        if incremental_state is None or static_kv or self.encoder_decoder_attention:
+            return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
+                                   attn_mask, before_softmax, need_head_weights)
+        # decoder self-attention, step by step: running prefix sums instead of a key/value cache
+        buffer = self._get_input_buffer(incremental_state)
+        q, k, v = self.project_query(query), self.project_key(key), self.project_value(value)
+        phi_q, phi_k = self._features(q, True), self._key_features(k, key_padding_mask)
+        kv = torch.einsum("bhsm,bhsd->bhsmd", phi_k, v.float()).cumsum(dim=2)
+        z = phi_k.cumsum(dim=2)
+        if buffer.get("kv_state") is not None:
+            kv = kv + buffer["kv_state"].unsqueeze(2)
+            z = z + buffer["k_state"].unsqueeze(2)
+        self._set_input_buffer(incremental_state, {"kv_state": kv[:, :, -1], "k_state": z[:, :, -1]})
+        out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1)).to(v.dtype)
+        tgt_len, bsz = query.shape[:2]
+        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1))
+        return out, None

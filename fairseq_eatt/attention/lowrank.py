@@ -1,0 +1,89 @@
+"""Linformer (Wang et al., 2020), the survey's low-rank attention: keys and values are projected along the length,
+K' = E K and V' = F V with E, F of shape (k x max_len), so scores are (T x k) instead of (T x S) and memory grows
+linearly with the length.
+
+Where it cannot be causal: E mixes the keys of *all* positions into each projected key, so every output would
+see the future. Linformer is therefore refused as decoder self-attention (at model build time, naming the flag);
+it works as encoder self-attention and as cross-attention, where the whole source is known.
+
+E and F are indexed by positions among real tokens and their columns at padding keys are zeroed: padding never
+enters the projection, whatever side it is on. With ``need_weights`` the returned (T x S) weights are the
+effective weights on the original values, softmax(Q K'^T) F.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Positions
+from .fixed_length import FixedLengthAttention
+from .registry import Capabilities, arg_or_default, register_attention
+from .vanilla import VanillaAttention
+
+WHY_NOT_CAUSAL = ("projects the keys and values of the whole sequence along its length, so every output would see "
+                  "the future")
+
+
+@register_attention("linformer")
+class LinformerAttention(VanillaAttention, FixedLengthAttention):
+    capabilities = Capabilities(causal=False, cross=True, incremental=True, fixed_max_length=True,
+                                why_not=WHY_NOT_CAUSAL)
+    weights_are_probabilities = False
+
+    def __init__(self, embed_dim: int, num_heads: int, *, projected_length: int = 64, share_projection: bool = False,
+                 **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if int(projected_length) <= 0:
+            raise ValueError(f"--linformer-k must be a positive integer, got {projected_length}")
+        self.projected_length = int(projected_length)
+        std = 1.0 / math.sqrt(self.projected_length)
+        self.key_length_proj = nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)  # E
+        self.share_projection = bool(share_projection)
+        self.value_length_proj = (  # F
+            None if self.share_projection
+            else nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)
+        )
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--linformer-k", type=int, metavar="K",
+                            help="linformer: length the keys and values are projected to (default 64)")
+        parser.add_argument("--linformer-share-kv", action="store_true", default=None,
+                            help="linformer: one length projection for keys and values (E = F)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(FixedLengthAttention.kwargs_from_args(args, position),
+                    projected_length=arg_or_default(args, "linformer_k", 64),
+                    share_projection=bool(arg_or_default(args, "linformer_share_kv", False)))
+
+    def _check_lengths(self, pos: Positions):
+        if pos.key_len_bound > self.max_key_length:
+            raise ValueError(
+                f"linformer: a batch has {pos.key_len_bound} key positions but E/F were built for at most "
+                f"{self.max_key_length} (set by {self.max_length_flag}); raise it or filter long sentences"
+            )
+
+    def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor], bsz: int):
+        cols = pos.key.expand(bsz, -1)  # (B, S)
+        proj = table[:, cols].permute(1, 0, 2)  # (B, k, S)
+        if key_padding_mask is not None:
+            proj = proj.masked_fill(key_padding_mask.bool().unsqueeze(1), 0.0)
+        return proj
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        if attn_mask is not None:
+            raise ValueError(f"linformer cannot apply an attention mask: it {WHY_NOT_CAUSAL}")
+        self._check_lengths(pos)
+        bsz = q.size(0)
+        e = self._length_projection(self.key_length_proj, pos, key_padding_mask, bsz)
+        f = e if self.share_projection else self._length_projection(self.value_length_proj, pos, key_padding_mask, bsz)
+        k_low = torch.einsum("bks,bhsd->bhkd", e.to(k.dtype), k)
+        v_low = torch.einsum("bks,bhsd->bhkd", f.to(v.dtype), v)
+        probs = torch.softmax(torch.matmul(q, k_low.transpose(-1, -2)).float(), dim=-1)  # (B, H, T, k)
+        attn = nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
+        out = torch.matmul(attn.to(v_low.dtype), v_low)
+        weights = torch.einsum("bhtk,bks->bhts", probs, f.float()) if need_weights else None
+        return out, weights

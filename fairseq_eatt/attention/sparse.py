@@ -1,0 +1,146 @@
+"""Sparse attention patterns named by the edge-efficient attention survey
+(../shared/seeds/edge-efficient-attention-survey.txt).
+
+Dot-product attention where each query sees only some keys, by position among real tokens (padding shifts
+nothing):
+
+- ``local``: a sliding window, |i - j| <= ``--attention-window``. Computed band by band, so memory grows
+  linearly with the length (no (T, S) score matrix).
+- ``strided``: |i - j| < ``--attention-stride`` or (i - j) divisible by the stride (Child et al.'s two patterns in
+  one head).
+- ``block_sparse``: positions grouped in blocks of ``--block-size``; a query block sees the
+  ``--block-sparse-neighbors`` blocks on each side and the first ``--block-sparse-global`` (global) blocks, and
+  global blocks see everything.
+
+In decoder self-attention the causal mask is applied on top, so each pattern works causally and decodes
+incrementally. They are not offered for cross-attention: the patterns relate positions of one sequence, and a
+source and a target share no positions.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .base import Positions
+from .registry import Capabilities, arg_or_default, register_attention
+from .vanilla import VanillaAttention
+
+WHY_NOT_CROSS = "relates positions of one sequence (a source and a target share no positions)"
+
+
+class _SparsePattern(VanillaAttention):
+    capabilities = Capabilities(causal=True, cross=False, incremental=True, why_not=WHY_NOT_CROSS)
+    needs_positions = True
+
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        """Bool (B|1, T, S): may the query at position qpos see the key at position kpos."""
+        raise NotImplementedError
+
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
+        scores = super().compute_scores(q, k, pos)
+        allowed = self.allowed(pos.query.unsqueeze(-1), pos.key.unsqueeze(-2))
+        return scores.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+
+
+def _positive(value, flag):
+    if int(value) <= 0:
+        raise ValueError(f"{flag} must be a positive integer, got {value}")
+    return int(value)
+
+
+@register_attention("strided")
+class StridedAttention(_SparsePattern):
+    def __init__(self, embed_dim: int, num_heads: int, *, stride: int = 4, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        self.stride = _positive(stride, "--attention-stride")
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--attention-stride", type=int, metavar="N",
+                            help="strided attention: keys within N positions or a multiple of N away (default 4)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(stride=arg_or_default(args, "attention_stride", 4))
+
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        rel = qpos - kpos
+        return (rel.abs() < self.stride) | (torch.remainder(rel, self.stride) == 0)
+
+
+@register_attention("block_sparse")
+class BlockSparseAttention(_SparsePattern):
+    def __init__(self, embed_dim: int, num_heads: int, *, block_size: int = 8, neighbors: int = 1,
+                 global_blocks: int = 1, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        self.block_size = _positive(block_size, "--block-size")
+        if int(neighbors) < 0 or int(global_blocks) < 0:
+            raise ValueError(f"--block-sparse-neighbors and --block-sparse-global must be >= 0, got {neighbors}, "
+                             f"{global_blocks}")
+        self.neighbors, self.global_blocks = int(neighbors), int(global_blocks)
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--block-size", type=int, metavar="N", help="block_sparse: positions per block (default 8)")
+        parser.add_argument("--block-sparse-neighbors", type=int, metavar="N",
+                            help="block_sparse: blocks seen on each side of a query's own block (default 1)")
+        parser.add_argument("--block-sparse-global", type=int, metavar="N",
+                            help="block_sparse: the first N blocks are global: they see and are seen by all "
+                                 "(default 1; 0 for a purely local layout)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(block_size=arg_or_default(args, "block_size", 8),
+                    neighbors=arg_or_default(args, "block_sparse_neighbors", 1),
+                    global_blocks=arg_or_default(args, "block_sparse_global", 1))
+
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        qb, kb = qpos // self.block_size, kpos // self.block_size
+        return ((qb - kb).abs() <= self.neighbors) | (kb < self.global_blocks) | (qb < self.global_blocks)
+
+
+@register_attention("local")
+class LocalAttention(_SparsePattern):
+    def __init__(self, embed_dim: int, num_heads: int, *, window: int = 8, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if int(window) < 0:
+            raise ValueError(f"--attention-window must be >= 0, got {window}")
+        self.window = int(window)
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--attention-window", type=int, metavar="W",
+                            help="local attention: each query sees keys at most W positions away (default 8)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(window=arg_or_default(args, "attention_window", 8))
+
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        return (qpos - kpos).abs() <= self.window
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        # Real tokens are contiguous whatever the padding side, so a window of array indices around a query is
+        # its window of positions; padding inside it is masked. Memory: (B, H, T, 2W+1, d), linear in T.
+        bsz, heads, tgt_len, _ = q.shape
+        src_len = k.size(2)
+        offsets = torch.arange(-self.window, self.window + 1, device=q.device)
+        rows = torch.arange(src_len - tgt_len, src_len, device=q.device)  # each query's own index among keys
+        index = rows.unsqueeze(1) + offsets.unsqueeze(0)  # (T, n)
+        outside = (index < 0) | (index >= src_len)
+        index = index.clamp(0, src_len - 1)
+        scores = torch.einsum("bhtd,bhtnd->bhtn", q, k[:, :, index]).float()
+        scores = scores.masked_fill(outside, float("-inf"))
+        if attn_mask is not None:
+            scores = scores + attn_mask.float().gather(1, index)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.bool()[:, index].unsqueeze(1), float("-inf"))
+        probs = self._masked_softmax(scores, masked=True)
+        attn = torch.nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
+        out = torch.einsum("bhtn,bhtnd->bhtd", attn.to(v.dtype), v[:, :, index])
+        weights = None
+        if need_weights:  # dense (T, S) weights only when fairseq asks for them
+            weights = probs.new_zeros(bsz, heads, tgt_len, src_len)
+            weights.scatter_add_(3, index.expand(bsz, heads, -1, -1), probs)
+        return out, weights

@@ -1,0 +1,97 @@
+"""Linformer and Performer, and the linear memory of local / linformer / performer."""
+import argparse
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionSpecError, check_position
+from fairseq_eatt.attention import get_attention_class
+
+
+def layer(name, position=ENCODER_SELF, d=16, h=4, **flags):
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    cross = position == DECODER_CROSS
+    kwargs = cls.kwargs_from_args(argparse.Namespace(**flags), position)
+    return cls(d, h, self_attention=not cross, encoder_decoder_attention=cross, **kwargs).eval()
+
+
+def test_linformer_is_refused_as_decoder_self_attention_with_the_reason():
+    with pytest.raises(AttentionSpecError, match="--decoder-self-attention linformer.*would see the future"):
+        check_position("linformer", DECODER_SELF)
+
+
+@pytest.mark.parametrize("position", [ENCODER_SELF, DECODER_CROSS])
+def test_linformer_same_on_either_padding_side(position):
+    m = layer("linformer", position, attention_max_length=16, linformer_k=4)
+    src, tgt = torch.randn(5, 1, 16), torch.randn(3, 1, 16)
+    query = src if position == ENCODER_SELF else tgt
+    ref, _ = m(query, src, src)
+    for left in (True, False):
+        filler = torch.randn(2, 1, 16) * 50
+        sp = torch.cat([filler, src]) if left else torch.cat([src, filler])
+        mask = torch.tensor([[left] * 2 + [False] * 5]) if left else torch.tensor([[False] * 5 + [True] * 2])
+        out, _ = m(sp if position == ENCODER_SELF else tgt, sp, sp, key_padding_mask=mask)
+        real = out if position == DECODER_CROSS else (out[2:] if left else out[:5])
+        torch.testing.assert_close(real, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_linformer_shared_projection_has_fewer_parameters():
+    own = sum(p.numel() for p in layer("linformer", attention_max_length=32, linformer_k=8).parameters())
+    shared = sum(p.numel() for p in layer("linformer", attention_max_length=32, linformer_k=8,
+                                          linformer_share_kv=True).parameters())
+    assert own - shared == 8 * 32
+
+
+def performer_error(features):
+    torch.manual_seed(3)
+    vanilla = layer("vanilla", d=32, h=2)
+    perf = layer("performer", d=32, h=2, performer_features=features)
+    perf.load_state_dict({**perf.state_dict(), **vanilla.state_dict()})
+    x = torch.randn(10, 2, 32) * 0.5
+    exact, _ = vanilla(x, x, x)
+    approx, _ = perf(x, x, x)
+    return ((approx - exact).norm() / exact.norm()).item()
+
+
+def test_performer_approximates_softmax_attention_better_with_more_features():
+    coarse, fine = performer_error(16), performer_error(16384)
+    assert fine < 0.05, fine
+    assert fine < coarse / 2
+
+
+class _Sizes(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def largest_buffer(name, length, causal=False):
+    flags = dict(attention_max_length=1024, linformer_k=8, attention_window=2, performer_features=8)
+    m = layer(name, DECODER_SELF if causal else ENCODER_SELF, d=8, h=2, **flags).train()
+    x = torch.randn(length, 2, 8, requires_grad=True)
+    mask = torch.triu(torch.full((length, length), float("-inf")), 1) if causal else None
+    with _Sizes() as probe:
+        out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
+        out.sum().backward()
+    return probe.largest
+
+
+@pytest.mark.parametrize("name,causal", [("local", False), ("local", True), ("linformer", False),
+                                         ("performer", False), ("performer", True)])
+def test_memory_grows_linearly_with_length(name, causal):
+    small, large = largest_buffer(name, 128, causal), largest_buffer(name, 256, causal)
+    assert large <= 2.1 * small, (small, large)
+
+
+def test_memory_check_detects_quadratic_attention():
+    small, large = largest_buffer("vanilla", 128), largest_buffer("vanilla", 256)
+    assert large >= 3.9 * small  # the (T, S) score matrix: the check above would fail for vanilla
