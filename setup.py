@@ -36,6 +36,7 @@ setup(
             "fairseq-eatt-binarization = fairseq_eatt.cli.binarization_stats:main",
             "fairseq-eatt-heatmap = fairseq_eatt.cli.heatmap:main",
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
+            "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",
         ],
     },
 )

@@ -4,6 +4,7 @@ Where things live:
 - ``attention/``      the attention variants (plain PyTorch) and their registry; E-ATT is ``attention/eatt.py``
 - ``models/``         fairseq glue: the ``transformer_eatt`` model, its architectures and per-position flags
 - ``lr_scheduler/``   the E-ATT paper's learning-rate schedule (``--lr-scheduler eatt``)
+- ``criterions/``     cross-entropy plus attention modules' auxiliary losses (adaptive span)
 - ``compat.py``       makes fairseq checkpoints load on torch >= 2.6
 - ``cli/``            console scripts (the demo)
 """
@@ -17,7 +18,7 @@ except ImportError:  # the attention modules stay usable without fairseq
     fairseq = None
 
 if fairseq is not None:
-    from . import compat, lr_scheduler, models  # noqa: F401,E402
+    from . import compat, criterions, lr_scheduler, models  # noqa: F401,E402
 
     compat.enable_fairseq_checkpoint_loading()
     compat.enable_model_help()

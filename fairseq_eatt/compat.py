@@ -56,10 +56,13 @@ def _flag_value(argv, *names):
 
 
 def enable_model_help():
-    """Make ``fairseq-train --arch transformer_eatt --help`` list the model's flags.
+    """Two fixes to fairseq's command-line parsing.
 
-    fairseq adds model- and task-specific flags only after a first parse, which ``--help`` cuts short, so stock
-    fairseq never shows them. When --help is asked for, we add those groups up front, the way fairseq would.
+    - ``fairseq-train --arch transformer_eatt --help`` lists the model's flags: fairseq adds model- and
+      task-specific flags only after a first parse, which ``--help`` cuts short, so stock fairseq never shows them.
+      When --help is asked for, we add those groups up front, the way fairseq would.
+    - ``--bf16 --cpu`` trains in bfloat16 on the CPU: fairseq 0.12 turns every --bf16 into --tpu (and then fails
+      without torch_xla); with --cpu and no explicit --tpu we keep the TPU off.
     """
     import argparse
     import sys
@@ -84,7 +87,12 @@ def enable_model_help():
             task = _flag_value(argv, "--task")
             if task in TASK_REGISTRY:
                 TASK_REGISTRY[task].add_args(parser)
-        return original(parser, input_args, *args, **kwargs)
+        parsed = original(parser, input_args, *args, **kwargs)
+        namespace = parsed[0] if isinstance(parsed, tuple) else parsed
+        if getattr(namespace, "bf16", False) and getattr(namespace, "cpu", False) and "--tpu" not in argv:
+            # fairseq 0.12 assumes bf16 means a TPU and sets --tpu; with --cpu we mean bf16 on the CPU
+            namespace.tpu = False
+        return parsed
 
     parse_args_and_arch._eatt_wrapped = True
     options.parse_args_and_arch = parse_args_and_arch

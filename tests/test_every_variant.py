@@ -25,7 +25,7 @@ def model_args(data_dir, name, position, *extra):
     parser = options.get_training_parser()
     argv = [str(data_dir), "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de",
             "--arch", "transformer_eatt_tiny", "--attention-max-length", "64", "--eatt-threshold", "0.5",
-            "--dropout", "0.0", *flags, *extra]
+            "--dropout", "0.0", "--criterion", "label_smoothed_cross_entropy_with_aux", *flags, *extra]
     return options.parse_args_and_arch(parser, input_args=argv)
 
 
@@ -42,8 +42,7 @@ def train_batches(demo_run):
 @pytest.mark.parametrize("name,position", CASES)
 def test_trains_with_finite_falling_loss(demo_run, train_batches, name, position):
     torch.manual_seed(0)
-    args = model_args(demo_run["data_bin"], name, position, "--criterion", "label_smoothed_cross_entropy",
-                      "--label-smoothing", "0.1")
+    args = model_args(demo_run["data_bin"], name, position, "--label-smoothing", "0.1")
     task = tasks.setup_task(args)
     model = task.build_model(args)
     criterion = task.build_criterion(args)

@@ -16,7 +16,7 @@ from .registry import (
     get_attention_class,
     register_attention,
 )
-from . import cost_effective, eatt, kernels, lowrank, sparse, synthesizer, vanilla  # noqa: F401,E402
+from . import adaptive_span, cost_effective, eatt, kernels, lowrank, sparse, synthesizer, vanilla  # noqa: F401,E402
 
 __all__ = [
     "AttentionBase",

@@ -89,6 +89,11 @@ class AttentionBase(nn.Module):
         """Constructor keyword arguments of this variant taken from parsed flags, for one position."""
         return {}
 
+    @classmethod
+    def has_auxiliary_loss(cls, args) -> bool:
+        """True if, with these flags, the module adds a term to the training loss (``auxiliary_loss()``)."""
+        return False
+
     # ------------------------------------------------------------------ hooks for variants
     def project_query(self, query: Tensor) -> Tensor:
         raise NotImplementedError

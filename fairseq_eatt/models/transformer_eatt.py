@@ -32,6 +32,7 @@ from ..attention import (
 )
 from ..analysis.binarization import BinarizationStats, binarizing_modules, set_tracking
 from ..attention.eatt import check_threshold
+from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,13 @@ def log_binarization(stats: BinarizationStats, how: str):
 def validate_attention_args(args):
     """Refuse unknown names, impossible positions and bad E-ATT options before any work is done."""
     for position, attr in POSITION_ATTRS.items():
-        check_position(getattr(args, attr), position)
+        cls = check_position(getattr(args, attr), position)
+        criterion = getattr(args, "criterion", None)
+        if criterion not in (None, AUX_CRITERION) and cls.has_auxiliary_loss(args):
+            raise AttentionSpecError(
+                f"{POSITION_FLAGS[position]} {cls.variant_name}: its auxiliary loss needs --criterion "
+                f"{AUX_CRITERION} (--criterion {criterion} would drop it)"
+            )
     try:
         check_threshold(getattr(args, "eatt_threshold", 1.0))
     except ValueError as err:

@@ -1,0 +1,79 @@
+"""Adaptive attention span (Sukhbaatar et al., 2019), the survey's adaptive-computation attention.
+
+Each head learns how far it looks: attention to a key at distance x is multiplied by the soft mask
+m_z(x) = clamp((R + z - x) / R, 0, 1) and renormalized, where z in [0, ``--adaptive-span-max``] is the head's
+learned span and R the ramp (``--adaptive-span-ramp``). Training adds ``--adaptive-span-penalty`` x sum of spans
+per token to the loss, which shrinks spans the task does not need; use
+``--criterion label_smoothed_cross_entropy_with_aux`` so that the penalty reaches the loss (with any other
+criterion a model with adaptive span and a positive penalty is refused: the penalty would be dropped). The
+learned spans are logged.
+
+Distances are between positions of one sequence, so the variant serves encoder and decoder self-attention
+(causally, with incremental decoding), not cross-attention.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Positions
+from .registry import Capabilities, arg_or_default, register_attention
+from .vanilla import VanillaAttention
+
+
+@register_attention("adaptive_span")
+class AdaptiveSpanAttention(VanillaAttention):
+    capabilities = Capabilities(causal=True, cross=False, incremental=True,
+                                why_not="masks by the distance between positions of one sequence")
+    needs_positions = True
+
+    def __init__(self, embed_dim: int, num_heads: int, *, max_span: int = 64, ramp: int = 8,
+                 init_ratio: float = 0.5, penalty: float = 2e-6, **kwargs):
+        super().__init__(embed_dim, num_heads, **kwargs)
+        if int(max_span) <= 0 or int(ramp) <= 0:
+            raise ValueError(f"--adaptive-span-max and --adaptive-span-ramp must be positive, got {max_span}, {ramp}")
+        if not 0.0 <= float(init_ratio) <= 1.0:
+            raise ValueError(f"--adaptive-span-init must be in [0, 1], got {init_ratio}")
+        if float(penalty) < 0:
+            raise ValueError(f"--adaptive-span-penalty must be >= 0, got {penalty}")
+        self.max_span, self.ramp, self.penalty = int(max_span), int(ramp), float(penalty)
+        self.span_ratio = nn.Parameter(torch.full((num_heads, 1, 1), float(init_ratio)))  # z / max_span per head
+
+    @classmethod
+    def add_args(cls, parser):
+        parser.add_argument("--adaptive-span-max", type=int, metavar="N", help="adaptive_span: largest span (64)")
+        parser.add_argument("--adaptive-span-ramp", type=int, metavar="R", help="adaptive_span: soft-mask ramp (8)")
+        parser.add_argument("--adaptive-span-init", type=float, metavar="F",
+                            help="adaptive_span: initial span as a fraction of the largest (0.5)")
+        parser.add_argument("--adaptive-span-penalty", type=float, metavar="L",
+                            help="adaptive_span: loss per token and unit of span, summed over heads (2e-6)")
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        return dict(max_span=arg_or_default(args, "adaptive_span_max", 64),
+                    ramp=arg_or_default(args, "adaptive_span_ramp", 8),
+                    init_ratio=arg_or_default(args, "adaptive_span_init", 0.5),
+                    penalty=arg_or_default(args, "adaptive_span_penalty", 2e-6))
+
+    @classmethod
+    def has_auxiliary_loss(cls, args) -> bool:
+        return float(arg_or_default(args, "adaptive_span_penalty", 2e-6)) > 0
+
+    def spans(self) -> Tensor:
+        return self.span_ratio.clamp(0.0, 1.0).flatten() * self.max_span
+
+    def auxiliary_loss(self) -> Tensor:
+        """Per-token span penalty; the criterion ``label_smoothed_cross_entropy_with_aux`` adds it to the loss."""
+        return self.penalty * self.spans().sum()
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
+        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
+        distance = (pos.query.unsqueeze(-1) - pos.key.unsqueeze(-2)).abs().float().unsqueeze(1)  # (B|1, 1, T, S)
+        span = self.span_ratio.clamp(0.0, 1.0) * self.max_span  # (H, 1, 1)
+        soft = ((self.ramp + span - distance) / self.ramp).clamp(0.0, 1.0)
+        probs = probs * soft
+        probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        attn = nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
+        return torch.matmul(attn.to(v.dtype), v), probs

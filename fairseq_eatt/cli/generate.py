@@ -1,0 +1,80 @@
+"""fairseq-eatt-generate: fairseq-generate with 8-bit integer or bfloat16 inference, for any checkpoint.
+
+    fairseq-eatt-generate DATA --user-dir fairseq_eatt --path ckpt.pt --quantize int8 [fairseq-generate flags]
+    fairseq-eatt-generate DATA --user-dir fairseq_eatt --path ckpt.pt --inference-dtype bfloat16 [...]
+
+``--quantize int8`` applies PyTorch dynamic quantization to every ``nn.Linear`` of the loaded models (int8
+weights, activations quantized on the fly; CPU only): the attention projections, the feed-forward layers and the
+output projection. Embeddings and layer norms stay in float32. ``--inference-dtype bfloat16`` casts the models to
+bfloat16. Either way the model size before and after is reported. Every other flag is fairseq-generate's own.
+"""
+import argparse
+import io
+import logging
+import sys
+
+import torch
+
+logger = logging.getLogger("fairseq_eatt.generate")
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Size of the serialized state dict (quantized weights count as stored, int8 plus scales)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def convert(model: torch.nn.Module, quantize: str, dtype: str) -> torch.nn.Module:
+    before = model_bytes(model)
+    if quantize == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model.float().cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    after = model_bytes(model)
+    what = "int8 dynamic quantization of nn.Linear" if quantize == "int8" else dtype
+    logger.info(f"model size {before / 2**20:.2f} MiB (float32) -> {after / 2**20:.2f} MiB ({what}), "
+                f"{after / before:.1%} of the original")
+    return model
+
+
+def parse_own_args(argv):
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--quantize", choices=("none", "int8"), default="none")
+    p.add_argument("--inference-dtype", choices=("float32", "bfloat16"), default="float32")
+    return p.parse_known_args(argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+    own, rest = parse_own_args(argv)
+    if own.quantize == "int8" and own.inference_dtype != "float32":
+        raise SystemExit("fairseq-eatt-generate: --quantize int8 runs in float32 with int8 weights; "
+                         "drop --inference-dtype or --quantize")
+    if own.quantize == "int8" and ("--fp16" in rest or "--bf16" in rest):
+        raise SystemExit("fairseq-eatt-generate: --quantize int8 cannot be combined with --fp16/--bf16")
+    if own.quantize == "int8" and "--cpu" not in rest and torch.cuda.is_available():
+        rest.append("--cpu")  # dynamically quantized linears run on the CPU
+    from fairseq import checkpoint_utils
+    from fairseq_cli import generate
+
+    original = checkpoint_utils.load_model_ensemble
+
+    def load_and_convert(*args, **kwargs):
+        models, cfg = original(*args, **kwargs)
+        if own.quantize != "none" or own.inference_dtype != "float32":
+            models = [convert(m, own.quantize, own.inference_dtype) for m in models]
+        return models, cfg
+
+    checkpoint_utils.load_model_ensemble = load_and_convert
+    try:
+        sys.argv = [sys.argv[0]] + rest
+        generate.cli_main()
+    finally:
+        checkpoint_utils.load_model_ensemble = original
+
+
+if __name__ == "__main__":
+    main()
