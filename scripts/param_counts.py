@@ -18,11 +18,33 @@ PLUGIN_DIR = os.path.dirname(os.path.abspath(fairseq_eatt.__file__))
 def count(data_dir, arch, flags):
     parser = options.get_training_parser()
     argv = [data_dir, "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de", "--arch", arch,
-            "--share-all-embeddings", "--max-source-positions", "128", "--max-target-positions", "128", *flags]
+            "--share-all-embeddings", "--max-source-positions", "128", "--max-target-positions", "128",
+            "--criterion", "label_smoothed_cross_entropy_with_aux", *flags]
     args = options.parse_args_and_arch(parser, input_args=argv)
     task = tasks.setup_task(args)
     model = task.build_model(args)
     return sum(p.numel() for p in model.parameters())
+
+
+def layer_table(dim=512, heads=8, max_length=512):
+    """One attention layer per variant at d = 512: parameters and capabilities."""
+    import torch
+
+    print(f"\nOne attention layer, d = {dim}, {heads} heads, self-attention; fixed-length variants built for "
+          f"{max_length} positions\n")
+    print("| variant | positions | parameters | vs vanilla | incremental decoding |")
+    print("|---|---|---|---|---|")
+    counts = {}
+    for name in available_attentions():
+        cls = get_attention_class(name)
+        torch.manual_seed(0)
+        kwargs = cls.kwargs_from_args(argparse.Namespace(attention_max_length=max_length), "encoder_self")
+        counts[name] = sum(p.numel() for p in cls(dim, heads, self_attention=True, **kwargs).parameters())
+    for name in available_attentions():
+        caps = get_attention_class(name).capabilities
+        allowed = caps.allowed_positions()
+        print(f"| `{name}` | {', '.join(allowed)} | {counts[name]:,} | {counts[name] / counts['vanilla']:.1%} | "
+              f"{'yes' if caps.incremental else 'no'} |")
 
 
 def main():
@@ -46,9 +68,10 @@ def main():
                 everywhere += [flag, name if pos in allowed else "vanilla"]
             cross_only = ["--encoder-self-attention", "vanilla", "--decoder-self-attention", "vanilla",
                           "--decoder-cross-attention", name]
-            print(f"| `{name}` | {', '.join(allowed)} | {count(d, args.arch, everywhere):,} | "
-                  f"{count(d, args.arch, cross_only):,} |")
+            cross = f"{count(d, args.arch, cross_only):,}" if "decoder_cross" in allowed else "not allowed"
+            print(f"| `{name}` | {', '.join(allowed)} | {count(d, args.arch, everywhere):,} | {cross} |")
 
 
 if __name__ == "__main__":
     main()
+    layer_table()
