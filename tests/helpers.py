@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_DIR = os.path.join(REPO_ROOT, "fairseq_eatt")
@@ -40,3 +42,31 @@ def fairseq(tool, *args, stdin=None):
     if proc.returncode != 0:
         pytest.fail(f"fairseq-{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout + proc.stderr
+
+
+def assert_same_on_either_padding_side(module, cross: bool, dim: int = 16):
+    """Real positions' outputs do not depend on padding, left (fairseq's default for sources) or right."""
+    src, tgt = torch.randn(5, 1, dim), torch.randn(3, 1, dim)
+    ref, _ = module(tgt if cross else src, src, src)
+    for left in (True, False):
+        filler = torch.randn(2, 1, dim) * 50
+        padded = torch.cat([filler, src]) if left else torch.cat([src, filler])
+        mask = torch.tensor([[True] * 2 + [False] * 5]) if left else torch.tensor([[False] * 5 + [True] * 2])
+        out, _ = module(tgt if cross else padded, padded, padded, key_padding_mask=mask)
+        real = out if cross else (out[2:] if left else out[:5])
+        torch.testing.assert_close(real, ref, rtol=1e-5, atol=1e-5)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any operation produces (forward and backward) while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
 from fairseq_eatt.attention.registry import AttentionSpecError
+
+from .helpers import LargestTensor
 
 E, H = 16, 4
 VARIANTS = available_attentions()
@@ -189,26 +190,13 @@ def test_unknown_variant_is_refused_with_choices():
         get_attention_class("nope", "--encoder-self-attention")
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def test_eatt_never_materializes_pairwise_difference_tensor():
     b, h, t, s, e = 4, 2, 16, 16, 64
     torch.manual_seed(0)
     m = get_attention_class("eatt")(e, h, encoder_decoder_attention=True)
     q_in = torch.randn(t, b, e, requires_grad=True)
     kv = torch.randn(s, b, e, requires_grad=True)
-    with _LargestTensor() as probe:
+    with LargestTensor() as probe:
         out, _ = m(q_in, kv, kv)
         out.sum().backward()
     five_d = b * h * t * s * (e // h)

@@ -6,6 +6,8 @@ import torch
 
 from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, get_attention_class
 
+from .helpers import assert_same_on_either_padding_side
+
 
 def layer(name, d=16, h=4, position=ENCODER_SELF, **flags):
     torch.manual_seed(0)
@@ -64,17 +66,7 @@ def test_super_keeps_padding_out_of_the_mix_on_either_side(position):
     m = layer("super", position=position, attention_max_length=16)
     with torch.no_grad():
         m.mixing.normal_()
-    src, tgt = torch.randn(5, 1, 16), torch.randn(3, 1, 16)
-    query = src if position == ENCODER_SELF else tgt
-    ref, _ = m(query, src, src)
-    for left in (True, False):
-        filler = torch.randn(2, 1, 16) * 50
-        sp = torch.cat([filler, src]) if left else torch.cat([src, filler])
-        mask = torch.tensor([[True, True] + [False] * 5]) if left else torch.tensor([[False] * 5 + [True, True]])
-        qp = sp if position == ENCODER_SELF else tgt
-        out, _ = m(qp, sp, sp, key_padding_mask=mask)
-        real = out if position == DECODER_CROSS else (out[2:] if left else out[:5])
-        torch.testing.assert_close(real, ref, rtol=1e-5, atol=1e-5)
+    assert_same_on_either_padding_side(m, cross=position == DECODER_CROSS)
 
 
 def test_cross_attention_needs_equal_encoder_and_decoder_dims():

@@ -3,10 +3,11 @@ import argparse
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionSpecError, check_position
 from fairseq_eatt.attention import get_attention_class
+
+from .helpers import LargestTensor, assert_same_on_either_padding_side
 
 
 def layer(name, position=ENCODER_SELF, d=16, h=4, **flags):
@@ -25,16 +26,7 @@ def test_linformer_is_refused_as_decoder_self_attention_with_the_reason():
 @pytest.mark.parametrize("position", [ENCODER_SELF, DECODER_CROSS])
 def test_linformer_same_on_either_padding_side(position):
     m = layer("linformer", position, attention_max_length=16, linformer_k=4)
-    src, tgt = torch.randn(5, 1, 16), torch.randn(3, 1, 16)
-    query = src if position == ENCODER_SELF else tgt
-    ref, _ = m(query, src, src)
-    for left in (True, False):
-        filler = torch.randn(2, 1, 16) * 50
-        sp = torch.cat([filler, src]) if left else torch.cat([src, filler])
-        mask = torch.tensor([[left] * 2 + [False] * 5]) if left else torch.tensor([[False] * 5 + [True] * 2])
-        out, _ = m(sp if position == ENCODER_SELF else tgt, sp, sp, key_padding_mask=mask)
-        real = out if position == DECODER_CROSS else (out[2:] if left else out[:5])
-        torch.testing.assert_close(real, ref, rtol=1e-5, atol=1e-5)
+    assert_same_on_either_padding_side(m, cross=position == DECODER_CROSS)
 
 
 def test_linformer_shared_projection_has_fewer_parameters():
@@ -61,25 +53,12 @@ def test_performer_approximates_softmax_attention_better_with_more_features():
     assert fine < coarse / 2
 
 
-class _Sizes(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def largest_buffer(name, length, causal=False):
     flags = dict(attention_max_length=1024, linformer_k=8, attention_window=2, performer_features=8)
     m = layer(name, DECODER_SELF if causal else ENCODER_SELF, d=8, h=2, **flags).train()
     x = torch.randn(length, 2, 8, requires_grad=True)
     mask = torch.triu(torch.full((length, length), float("-inf")), 1) if causal else None
-    with _Sizes() as probe:
+    with LargestTensor() as probe:
         out, _ = m(x, x, x, attn_mask=mask, need_weights=False)
         out.sum().backward()
     return probe.largest

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .base import AttentionBase, Positions
 from .fixed_length import FixedLengthAttention
 from .registry import Capabilities, register_attention
+from .vanilla import VanillaAttention
 
 
 class _ScaledDotProduct:
@@ -44,28 +45,10 @@ class _ScaledDotProduct:
 
 
 @register_attention("optimized")
-class OptimizedAttention(_ScaledDotProduct, AttentionBase):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+class OptimizedAttention(VanillaAttention):
+    """Vanilla attention without W_V: the values are the input's head blocks."""
+
     value_projection = False
-
-    def __init__(self, embed_dim: int, num_heads: int, **kwargs):
-        super().__init__(embed_dim, num_heads, **kwargs)
-        bias = self.out_proj.bias is not None
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
-        self.scaling = self.head_dim**-0.5
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        super().reset_parameters()
-        for lin in (self.q_proj, self.k_proj):
-            nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
-
-    def project_query(self, query: Tensor) -> Tensor:
-        return self._split_heads(self.q_proj(query) * self.scaling)
-
-    def project_key(self, key: Tensor) -> Tensor:
-        return self._split_heads(self.k_proj(key))
 
 
 class _EfficientBase(_ScaledDotProduct, AttentionBase):
