@@ -37,6 +37,7 @@ setup(
             "fairseq-eatt-heatmap = fairseq_eatt.cli.heatmap:main",
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
             "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",
+            "fairseq-eatt-energy = fairseq_eatt.cli.energy:main",
         ],
     },
 )

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts
 from .registry import Capabilities
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
@@ -93,6 +94,23 @@ class AttentionBase(nn.Module):
     def has_auxiliary_loss(cls, args) -> bool:
         """True if, with these flags, the module adds a term to the training loss (``auxiliary_loss()``)."""
         return False
+
+    # ------------------------------------------------------------------ energy accounting
+    @classmethod
+    def op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
+                  nonzero_ratio: Optional[float] = None) -> Dict[str, "OpCounts"]:
+        """Operations of this variant for ``lq`` queries and ``lk`` keys at model dimension ``d``:
+        ``{"alignment": scores, "attention": scores + values + weighted sum}`` (the output projection belongs to
+        the block, as in the E-ATT paper's Appendix A). See :mod:`fairseq_eatt.energy.ops` for the conventions."""
+        raise NotImplementedError(f"{cls.variant_name} does not declare its operation counts yet")
+
+    @classmethod
+    def declares_op_counts(cls) -> bool:
+        """True if ``op_counts`` was written for this variant: by the class itself or a private family base
+        (``_Name``). A public variant's counts are not inherited by variants derived from it, which compute
+        something else (eatt_select is not eatt)."""
+        owner = next(c for c in cls.__mro__ if "op_counts" in c.__dict__)
+        return owner is cls or (owner is not AttentionBase and owner.__name__.startswith("_"))
 
     # ------------------------------------------------------------------ hooks for variants
     def project_query(self, query: Tensor) -> Tensor:

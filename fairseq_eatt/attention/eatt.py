@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, check_convention, projection
 from .base import AttentionBase
 from .functional import binarize, pairwise_l1
 from .registry import Capabilities, arg_or_default, register_attention
@@ -133,6 +134,23 @@ class EattAttention(AttentionBase):
             cross_score_scale=arg_or_default(args, "eatt_cross_score_scale", None),
             input_norm=arg_or_default(args, "eatt_input_norm", "none"),
         )
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+        """Paper: l*d additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
+        Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x d per token, 0.5 when no ratio is
+        measured), binarization is one comparison per input, each L1 term is a subtraction plus an accumulation,
+        and the scores are scaled (one multiplication each)."""
+        check_convention(convention)
+        weighted_sum = OpCounts(mul=lq * lk * d, add=lq * lk * d)
+        if convention == "paper":
+            alignment = OpCounts(add=lq * d + lk * d + lq * lk * d)
+        else:
+            ratio = 0.5 if nonzero_ratio is None else float(nonzero_ratio)
+            selection = OpCounts(add=ratio * d * d * (lq + lk), cmp=d * (lq + lk))
+            alignment = selection + OpCounts(add=2 * lq * lk * d, mul=lq * lk * heads)
+            weighted_sum = OpCounts(mul=lq * lk * d, add=lq * (lk - 1) * d)
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum}
 
     def reset_parameters(self):
         super().reset_parameters()

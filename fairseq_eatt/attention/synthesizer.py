@@ -22,9 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, check_convention, projection
 from .base import Positions
 from .fixed_length import FixedLengthAttention
 from .registry import Capabilities, register_attention
+
+
+def _weighted_sum(lq: int, lk: int, d: int, convention: str) -> OpCounts:
+    return OpCounts(mul=lq * lk * d, add=lq * lk * d if convention == "paper" else lq * (lk - 1) * d)
 
 
 class SynthesizerBase(FixedLengthAttention):
@@ -45,6 +50,14 @@ class DenseSynthesizerAttention(SynthesizerBase):
         self.logits_weight = nn.Parameter(torch.empty(num_heads, self.head_dim, self.max_key_length))
         self.logits_bias = nn.Parameter(torch.zeros(self.max_key_length)) if bias else None
         self.reset_parameters()
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+        """W_1 (d x d) and W_2 (one row of lk logits per token, d inputs) instead of Q/K projections and scores."""
+        check_convention(convention)
+        alignment = projection(lq, d, d) + projection(lq, d, lk)
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + _weighted_sum(lq, lk, d,
+                                                                                                       convention)}
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -70,6 +83,13 @@ class DenseSynthesizerAttention(SynthesizerBase):
 
 class _RandomSynthesizer(SynthesizerBase):
     trainable = True
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+        """No alignment arithmetic at all: the logits are looked up."""
+        check_convention(convention)
+        return {"alignment": OpCounts(),
+                "attention": projection(lk, d, d) + _weighted_sum(lq, lk, d, convention)}
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)

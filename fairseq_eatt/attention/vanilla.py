@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, check_convention, projection
 from .base import AttentionBase
 from .registry import Capabilities, register_attention
 
@@ -37,3 +38,14 @@ class VanillaAttention(AttentionBase):
 
     def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return torch.matmul(q, k.transpose(-1, -2)).float()
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+        check_convention(convention)
+        scores = OpCounts(mul=lq * lk * d, add=lq * lk * d)
+        weighted_sum = OpCounts(mul=lq * lk * d, add=lq * lk * d)
+        if convention == "complete":  # a dot product of n terms has n - 1 additions; the 1/sqrt(d_k) scaling
+            scores = OpCounts(mul=lq * lk * d + lq * d, add=lq * lk * (d - heads))
+            weighted_sum = OpCounts(mul=lq * lk * d, add=lq * (lk - 1) * d)
+        alignment = projection(lq, d, d) + projection(lk, d, d) + scores
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum}

@@ -1,0 +1,77 @@
+"""Count the arithmetic a forward pass actually executes, to check the declared operation counts.
+
+Run code under :class:`OpCounter` (a ``TorchDispatchMode``); every aten operation on floating-point tensors is
+charged as follows, and nothing else is:
+
+- matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``): n*k*m multiplications and n*(k-1)*m additions, plus
+  n*m additions for a bias. If the left operand is all 0/1 (E-ATT's binarized input) the product is a selection:
+  no multiplications, and each output sums its selected rows (|selected| - 1 additions, plus the bias).
+- elementwise ``add``/``sub`` (additions) and ``mul``/``div`` (multiplications): one per output element;
+  ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
+- comparisons (``gt``, ``lt``, ``ge``, ``le``): one ``cmp`` per output element.
+- not charged, as in the paper's Appendix A: activations and normalizations (softmax, exp, relu, abs, layer
+  norm), and data movement (views, copies, gathers, masking with ``masked_fill``).
+"""
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torch
+
+from .ops import OpCounts
+
+aten = torch.ops.aten
+_ADD = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.sub_.Tensor, aten.rsub.Scalar, aten.sub.out,
+        aten.add.Scalar, aten.sub.Scalar}
+_MUL = {aten.mul.Tensor, aten.mul_.Tensor, aten.div.Tensor, aten.div_.Tensor, aten.mul.Scalar, aten.div.Scalar}
+_CMP = {aten.gt.Scalar, aten.gt.Tensor, aten.lt.Scalar, aten.lt.Tensor, aten.ge.Scalar, aten.le.Scalar}
+
+
+def _is_binary(t: torch.Tensor) -> bool:
+    return bool(((t == 0) | (t == 1)).all())
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> OpCounts:
+    """a: (..., n, k), b: (..., k, m)."""
+    m = b.shape[-1]
+    if _is_binary(a):
+        selected = a.reshape(-1, a.shape[-1]).sum(-1)
+        return OpCounts(add=float((selected - 1).clamp(min=0).sum()) * m)
+    batch = a.numel() // (a.shape[-2] * a.shape[-1])
+    n, k = a.shape[-2], a.shape[-1]
+    return OpCounts(mul=batch * n * k * m, add=batch * n * (k - 1) * m)
+
+
+class OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.counts = OpCounts()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        floating = isinstance(out, torch.Tensor) and out.is_floating_point()
+        if not floating:
+            if func in _CMP and isinstance(out, torch.Tensor):
+                self.counts = self.counts + OpCounts(cmp=out.numel())
+            return out
+        packet = func.overloadpacket
+        if packet in (aten.mm, aten.bmm):
+            self.counts = self.counts + _matmul(args[0], args[1])
+        elif packet in (aten.addmm, aten.baddbmm):
+            self.counts = self.counts + _matmul(args[1], args[2]) + OpCounts(add=out.numel())
+        elif func in _ADD:
+            self.counts = self.counts + OpCounts(add=out.numel())
+        elif func in _MUL:
+            self.counts = self.counts + OpCounts(mul=out.numel())
+        elif packet is aten.sum:
+            self.counts = self.counts + OpCounts(add=args[0].numel() - out.numel())
+        elif packet is aten.cumsum:
+            dim = args[1] % out.dim()
+            self.counts = self.counts + OpCounts(add=out.numel() - out.numel() // out.shape[dim])
+        return out
+
+
+def measure(fn, *args, **kwargs):
+    """(result, OpCounts) of ``fn(*args, **kwargs)`` under no_grad."""
+    with torch.no_grad(), OpCounter() as counter:
+        result = fn(*args, **kwargs)
+    return result, counter.counts

@@ -1,0 +1,63 @@
+"""Energy per operation, in picojoules.
+
+- ``paper-asic`` / ``paper-fpga``: the E-ATT paper's Table 1 (from Li et al., 2020).
+- ``horowitz-45nm-<type>``: the 45 nm figures commonly cited from Horowitz (ISSCC 2014): int8 add 0.03 / mul 0.2,
+  int32 add 0.1 / mul 3.1, fp16 add 0.4 / mul 1.1, fp32 add 0.9 / mul 3.7.
+- a user table: a JSON file ``{"name": "my-chip", "add": 0.5, "mul": 2.0, "cmp": 0.5}`` (``cmp``, the cost of a
+  comparison such as E-ATT's binarization, is optional and defaults to the cost of an addition).
+"""
+import json
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from .ops import OpCounts
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    name: str
+    add: float
+    mul: float
+    cmp: Optional[float] = None  # None: same as an addition
+
+    def energy(self, ops: OpCounts) -> float:
+        cmp = self.add if self.cmp is None else self.cmp
+        return ops.add * self.add + ops.mul * self.mul + ops.cmp * cmp
+
+
+BUILTIN: Dict[str, EnergyTable] = {
+    t.name: t
+    for t in (
+        EnergyTable("paper-asic", add=0.9, mul=3.7),
+        EnergyTable("paper-fpga", add=0.4, mul=18.8),
+        EnergyTable("horowitz-45nm-int8", add=0.03, mul=0.2),
+        EnergyTable("horowitz-45nm-int32", add=0.1, mul=3.1),
+        EnergyTable("horowitz-45nm-fp16", add=0.4, mul=1.1),
+        EnergyTable("horowitz-45nm-fp32", add=0.9, mul=3.7),
+    )
+}
+
+
+def load_table(path: str) -> EnergyTable:
+    """A user-supplied table (see the module docstring for the format); errors name the file and the key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"--energy-table {path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--energy-table {path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f'--energy-table {path}: expected an object like {{"name": ..., "add": ..., "mul": ...}}')
+    values = {}
+    for key in ("add", "mul", "cmp"):
+        if key not in data:
+            if key == "cmp":
+                continue
+            raise ValueError(f"--energy-table {path}: missing {key!r} (pJ per operation)")
+        value = data[key]
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"--energy-table {path}: {key!r} must be a finite number >= 0 (pJ), got {value!r}")
+        values[key] = float(value)
+    return EnergyTable(str(data.get("name", path)), values["add"], values["mul"], values.get("cmp"))

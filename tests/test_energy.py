@@ -1,0 +1,77 @@
+"""Energy accounting (work in progress for issue 5): the paper's Tables 1, 2 and 7 from declared op counts."""
+import json
+import re
+
+import pytest
+
+from fairseq_eatt.cli import energy as energy_cli
+from fairseq_eatt.energy.ops import OpCounts
+from fairseq_eatt.energy.report import counts, paper_report, percent
+from fairseq_eatt.energy.tables import BUILTIN, load_table
+
+
+def row(text, label):
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def test_table7_reproduces_the_paper_to_two_decimals():
+    text = paper_report(22, 512, 8, "paper")
+    table7 = text[text.index("### Table 7"):]
+    assert row(table7, "alignment") == ["0.45", "0.05"]
+    assert row(table7, "attention") == ["34.09", "33.83"]
+    assert row(table7, "block") == ["83.17", "83.10"]
+
+
+def test_table2_rows_follow_the_formulas_at_l22():
+    text = paper_report(22, 512, 8, "paper")
+    assert row(text, "Dense")[1::2] == ["51.05", "67.59"]
+    assert row(text, "RandInit")[1::2] == ["0.00", "33.80"]
+    assert row(text, "E-ATT")[1::2] == ["0.45", "34.09"]
+    assert "51.10 is what they give at l = 23" in text
+
+
+def test_paper_formulas_of_appendix_a():
+    l, d = 22, 512
+    v = counts("vanilla", l, d, 8, "paper")
+    assert v["alignment"] == OpCounts(mul=2 * l * d * d + l * l * d, add=2 * l * d * d + l * l * d)
+    assert v["block"] == OpCounts(mul=12 * l * d * d + 2 * l * l * d, add=12 * l * d * d + 2 * l * l * d)
+    e = counts("eatt", l, d, 8, "paper")
+    assert e["alignment"] == OpCounts(mul=0, add=2 * l * d + l * l * d)
+    assert e["attention"] == OpCounts(mul=l * d * d + l * l * d, add=l * d * d + 2 * l * d + 2 * l * l * d)
+    assert e["block"] == OpCounts(mul=10 * l * d * d + l * l * d, add=10 * l * d * d + 2 * l * d + 2 * l * l * d)
+
+
+def test_complete_convention_charges_the_selection_and_both_l1_operations():
+    asic = BUILTIN["paper-asic"]
+    paper = counts("eatt", 22, 512, 8, "paper")
+    half = counts("eatt", 22, 512, 8, "complete")  # no measured ratio: 0.5
+    sparse = counts("eatt", 22, 512, 8, "complete", ratio=0.1)
+    assert half["alignment"].add == 0.5 * 512 * 512 * 44 + 2 * 22 * 22 * 512
+    assert sparse["alignment"].add < half["alignment"].add
+    assert percent(half["alignment"], paper["alignment"], asic) > 100.0
+
+
+def test_tool_output_is_stable(capsys):
+    energy_cli.main(["--convention", "paper"])
+    first = capsys.readouterr().out
+    energy_cli.main(["--convention", "paper"])
+    assert capsys.readouterr().out == first
+    assert "| add | 0.9 | 0.4 |" in first and "| mul | 3.7 | 18.8 |" in first
+
+
+def test_user_energy_table(tmp_path, capsys):
+    path = tmp_path / "chip.json"
+    path.write_text(json.dumps({"name": "my-chip", "add": 1.0, "mul": 1.0}))
+    assert load_table(str(path)).energy(OpCounts(mul=2, add=3, cmp=1)) == 6.0
+    energy_cli.main(["--convention", "paper", "--energy-table", str(path)])
+    assert re.search(r"\| alignment \| 0\.45 \| 0\.05 \| [0-9.]+ \|", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("content,match", [("{", "not valid JSON"), ('{"add": 1}', "missing 'mul'"),
+                                           ('{"add": -1, "mul": 1}', "'add' must be a finite number")])
+def test_bad_user_tables_are_refused(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_table(str(path))
