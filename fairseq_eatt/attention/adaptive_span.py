@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, only_complete
 from .base import Positions
 from .registry import Capabilities, arg_or_default, register_attention
 from .vanilla import VanillaAttention
@@ -58,6 +59,14 @@ class AdaptiveSpanAttention(VanillaAttention):
     @classmethod
     def has_auxiliary_loss(cls, args) -> bool:
         return float(arg_or_default(args, "adaptive_span_penalty", 2e-6)) > 0
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Vanilla attention; the complete convention adds the soft span mask and the renormalization."""
+        counts = VanillaAttention.op_counts(lq, lk, d, heads, convention)
+        pairs = heads * lq * lk
+        mask = only_complete(convention, OpCounts(mul=heads + 3 * pairs, add=heads + pairs + heads * lq * (lk - 1)))
+        return {"alignment": counts["alignment"], "attention": counts["attention"] + mask}
 
     def spans(self) -> Tensor:
         return self.span_ratio.clamp(0.0, 1.0).flatten() * self.max_span

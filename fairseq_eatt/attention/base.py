@@ -98,10 +98,12 @@ class AttentionBase(nn.Module):
     # ------------------------------------------------------------------ energy accounting
     @classmethod
     def op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
-                  nonzero_ratio: Optional[float] = None) -> Dict[str, "OpCounts"]:
+                  nonzero_ratio: Optional[float] = None, **options) -> Dict[str, "OpCounts"]:
         """Operations of this variant for ``lq`` queries and ``lk`` keys at model dimension ``d``:
         ``{"alignment": scores, "attention": scores + values + weighted sum}`` (the output projection belongs to
-        the block, as in the E-ATT paper's Appendix A). See :mod:`fairseq_eatt.energy.ops` for the conventions."""
+        the block, as in the E-ATT paper's Appendix A). ``options`` are the variant's constructor options (window,
+        features, ...). See :mod:`fairseq_eatt.energy.ops` for the conventions; the ``complete`` convention is
+        what the code executes, checked against :mod:`fairseq_eatt.energy.measure` by the tests."""
         raise NotImplementedError(f"{cls.variant_name} does not declare its operation counts yet")
 
     @classmethod

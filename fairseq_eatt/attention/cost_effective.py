@@ -31,10 +31,16 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import AttentionBase, Positions
 from .fixed_length import FixedLengthAttention
 from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
+
+
+def _scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
+    """Scaled dot products (the query scaling counts only in the complete convention)."""
+    return dot_scores(lq, lk, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
 
 
 class _ScaledDotProduct:
@@ -49,6 +55,12 @@ class OptimizedAttention(VanillaAttention):
     """Vanilla attention without W_V: the values are the input's head blocks."""
 
     value_projection = False
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        check_convention(convention)
+        alignment = projection(lq, d, d) + projection(lk, d, d) + _scores(lq, lk, d, heads, convention)
+        return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
 
 
 class _EfficientBase(_ScaledDotProduct, AttentionBase):
@@ -78,6 +90,12 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
 class EfficientAttention(_EfficientBase):
     capabilities = Capabilities(causal=True, cross=True, incremental=True)
 
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        check_convention(convention)
+        alignment = projection(lq, d, d) + _scores(lq, lk, d, heads, convention)
+        return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
+
 
 @register_attention("super")
 class SuperAttention(_EfficientBase, FixedLengthAttention):
@@ -88,6 +106,14 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         length = self.max_key_length  # W_A mixes the value (key-side) positions
         init = torch.eye(length) + torch.randn(length, length) * (0.01 / math.sqrt(length))
         self.mixing = nn.Parameter(init)  # W_A, shared by the heads
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Efficient attention plus the mixing W_A X: lk values, each mixing lk inputs of d features."""
+        check_convention(convention)
+        counts = EfficientAttention.op_counts(lq, lk, d, heads, convention)
+        mixing = weighted_sum(lk, lk, d, convention)
+        return {"alignment": counts["alignment"], "attention": counts["attention"] + mixing}
 
     def _check_lengths(self, pos: Positions):
         if pos.key_len_bound > self.max_key_length:

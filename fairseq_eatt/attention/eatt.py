@@ -20,7 +20,14 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, projection
+from ..energy.ops import (
+    OpCounts,
+    check_convention,
+    dot_scores,
+    only_complete,
+    projection,
+    weighted_sum,
+)
 from .base import AttentionBase
 from .functional import binarize, pairwise_l1
 from .registry import Capabilities, arg_or_default, register_attention
@@ -52,6 +59,30 @@ def l1_score_divisor(module: AttentionBase, score_scale: str, cross_score_scale:
         "none": 1.0,
     }[name]
     return name, divisor
+
+
+def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None) -> OpCounts:
+    """Q and K by binarized selection (Eqs. 6-9). Paper: l*d additions per projection. Complete: each selected
+    row of W (nonzero ratio x d x d per token, 0.5 without a measured ratio; the bias completes a row with a
+    single selected feature) and one comparison per binarized input. ``nonzero_ratio``: one ratio, or a
+    (query side, key side) pair for cross-attention.
+
+    Measured difference (tested): a token with *no* selected feature still adds its bias, d additions that a
+    ratio-based count does not see."""
+    if convention == "paper":
+        return OpCounts(add=(lq + lk) * d)
+    if nonzero_ratio is None:
+        nonzero_ratio = 0.5
+    q_ratio, k_ratio = nonzero_ratio if isinstance(nonzero_ratio, (tuple, list)) else (nonzero_ratio,) * 2
+    return OpCounts(add=d * d * (float(q_ratio) * lq + float(k_ratio) * lk), cmp=d * (lq + lk))
+
+
+def l1_scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
+    """-|q - k|_1 / scale (Eq. 10). Paper: one addition per term. Complete: a subtraction and an accumulation per
+    term, and the scaling of each score."""
+    if convention == "paper":
+        return OpCounts(add=lq * lk * d)
+    return OpCounts(add=2 * lq * lk * d, mul=lq * lk * heads)
 
 
 def finite_float(text: str) -> float:
@@ -136,21 +167,15 @@ class EattAttention(AttentionBase):
         )
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Paper: l*d additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
         Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x d per token, 0.5 when no ratio is
         measured), binarization is one comparison per input, each L1 term is a subtraction plus an accumulation,
         and the scores are scaled (one multiplication each)."""
         check_convention(convention)
-        weighted_sum = OpCounts(mul=lq * lk * d, add=lq * lk * d)
-        if convention == "paper":
-            alignment = OpCounts(add=lq * d + lk * d + lq * lk * d)
-        else:
-            ratio = 0.5 if nonzero_ratio is None else float(nonzero_ratio)
-            selection = OpCounts(add=ratio * d * d * (lq + lk), cmp=d * (lq + lk))
-            alignment = selection + OpCounts(add=2 * lq * lk * d, mul=lq * lk * heads)
-            weighted_sum = OpCounts(mul=lq * lk * d, add=lq * (lk - 1) * d)
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum}
+        alignment = selection_ops(lq, lk, d, convention, nonzero_ratio) + l1_scores(lq, lk, d, heads, convention)
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -188,6 +213,14 @@ class EattSelectAttention(EattAttention):
     def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.size(-1) ** -0.5)
 
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        check_convention(convention)
+        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio) + dot_scores(lq, lk, d, heads, convention)
+                     + only_complete(convention, OpCounts(mul=lq * lk * heads)))
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
+
 
 @register_attention("eatt_l1")
 class EattL1Attention(VanillaAttention):
@@ -211,3 +244,10 @@ class EattL1Attention(VanillaAttention):
 
     def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        check_convention(convention)
+        alignment = projection(lq, d, d) + projection(lk, d, d) + l1_scores(lq, lk, d, heads, convention)
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..energy.ops import OpCounts, check_convention, projection
 from .base import Positions
 from .registry import Capabilities, arg_or_default, register_attention
 from .vanilla import VanillaAttention
@@ -55,6 +56,31 @@ class PerformerAttention(VanillaAttention):
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
         return dict(features=arg_or_default(args, "performer_features", 64))
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Non-causal form (encoder self- and cross-attention); the causal prefix sums differ. Paper: the feature
+        maps' products, phi(K)^T V, phi(Q) (phi(K)^T V) and the normalizer. Complete: also the input scaling,
+        the |x|^2 / 2 terms, the query stabilizer, the 1/sqrt(m) factor, the key sum and the final division."""
+        check_convention(convention)
+        m = int(options.get("features", 64))
+        if convention == "paper":
+            feats = OpCounts(mul=(lq + lk) * d * m, add=(lq + lk) * d * m)
+            kv = OpCounts(mul=lk * m * d, add=lk * m * d)
+            out = OpCounts(mul=lq * m * d + lq * heads * m, add=lq * m * d + lq * heads * m)
+            alignment = projection(lq, d, d) + projection(lk, d, d) + feats
+            return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
+        dk = d // heads
+
+        def features(n: int, stabilized: bool) -> OpCounts:
+            return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
+                            add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + n * heads * m * (2 if stabilized else 1))
+
+        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=(lq + lk) * d)
+                     + features(lq, True) + features(lk, False))
+        kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
+        out = OpCounts(mul=lq * m * d + lq * heads * m + lq * d, add=lq * (m - 1) * d + lq * heads * (m - 1))
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query) * self.input_scale)

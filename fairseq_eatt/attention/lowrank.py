@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import Positions
 from .fixed_length import FixedLengthAttention
 from .registry import Capabilities, arg_or_default, register_attention
@@ -57,6 +58,18 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         return dict(FixedLengthAttention.kwargs_from_args(args, position),
                     projected_length=arg_or_default(args, "linformer_k", 64),
                     share_projection=bool(arg_or_default(args, "linformer_share_kv", False)))
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Q/K/V projections, E K and F V (k x lk times lk x d each), then attention over k projected keys.
+        ``need_weights`` (effective T x S weights for fairseq) costs extra and is not counted."""
+        check_convention(convention)
+        k = int(options.get("projected_length", 64))
+        length = OpCounts(mul=2 * k * lk * d, add=2 * k * (lk if convention == "paper" else lk - 1) * d)
+        scores = dot_scores(lq, k, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
+        alignment = projection(lq, d, d) + projection(lk, d, d) + length.scaled(0.5) + scores
+        values = projection(lk, d, d) + length.scaled(0.5) + weighted_sum(lq, k, d, convention)
+        return {"alignment": alignment, "attention": alignment + values}
 
     def _check_lengths(self, pos: Positions):
         if pos.key_len_bound > self.max_key_length:

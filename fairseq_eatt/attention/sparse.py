@@ -16,13 +16,15 @@ In decoder self-attention the causal mask is applied on top, so each pattern wor
 incrementally. They are not offered for cross-attention: the patterns relate positions of one sequence, and a
 source and a target share no positions.
 """
+import argparse
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..energy.ops import OpCounts, check_convention, projection
 from .base import Positions
-from .registry import Capabilities, arg_or_default, register_attention
+from .registry import ENCODER_SELF, Capabilities, arg_or_default, register_attention
 from .vanilla import VanillaAttention
 
 WHY_NOT_CROSS = "relates positions of one sequence (a source and a target share no positions)"
@@ -34,7 +36,28 @@ class _SparsePattern(VanillaAttention):
 
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
         """Bool (B|1, T, S): may the query at position qpos see the key at position kpos."""
+        return self.pattern(qpos, kpos, **self.pattern_options())
+
+    def pattern_options(self) -> dict:
         raise NotImplementedError
+
+    @staticmethod
+    def pattern(qpos: Tensor, kpos: Tensor, **options) -> Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Complete: as executed, dense scores then the pattern mask (= vanilla). Paper: only the allowed
+        (query, key) pairs, what a sparse kernel computes (pairs of a non-causal sequence of length lk)."""
+        check_convention(convention)
+        if convention == "complete":
+            return VanillaAttention.op_counts(lq, lk, d, heads, convention)
+        defaults = cls.kwargs_from_args(argparse.Namespace(), ENCODER_SELF)
+        pos = torch.arange(lk)
+        pairs = int(cls.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **{**defaults, **options}).sum())
+        alignment = projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)}
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         scores = super().compute_scores(q, k, pos)
@@ -63,9 +86,13 @@ class StridedAttention(_SparsePattern):
     def kwargs_from_args(cls, args, position: str) -> dict:
         return dict(stride=arg_or_default(args, "attention_stride", 4))
 
-    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+    def pattern_options(self) -> dict:
+        return dict(stride=self.stride)
+
+    @staticmethod
+    def pattern(qpos: Tensor, kpos: Tensor, stride: int = 4, **_) -> Tensor:
         rel = qpos - kpos
-        return (rel.abs() < self.stride) | (torch.remainder(rel, self.stride) == 0)
+        return (rel.abs() < stride) | (torch.remainder(rel, stride) == 0)
 
 
 @register_attention("block_sparse")
@@ -94,9 +121,14 @@ class BlockSparseAttention(_SparsePattern):
                     neighbors=arg_or_default(args, "block_sparse_neighbors", 1),
                     global_blocks=arg_or_default(args, "block_sparse_global", 1))
 
-    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
-        qb, kb = qpos // self.block_size, kpos // self.block_size
-        return ((qb - kb).abs() <= self.neighbors) | (kb < self.global_blocks) | (qb < self.global_blocks)
+    def pattern_options(self) -> dict:
+        return dict(block_size=self.block_size, neighbors=self.neighbors, global_blocks=self.global_blocks)
+
+    @staticmethod
+    def pattern(qpos: Tensor, kpos: Tensor, block_size: int = 8, neighbors: int = 1, global_blocks: int = 1,
+                **_) -> Tensor:
+        qb, kb = qpos // block_size, kpos // block_size
+        return ((qb - kb).abs() <= neighbors) | (kb < global_blocks) | (qb < global_blocks)
 
 
 @register_attention("local")
@@ -116,8 +148,25 @@ class LocalAttention(_SparsePattern):
     def kwargs_from_args(cls, args, position: str) -> dict:
         return dict(window=arg_or_default(args, "attention_window", 8))
 
-    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
-        return (qpos - kpos).abs() <= self.window
+    def pattern_options(self) -> dict:
+        return dict(window=self.window)
+
+    @staticmethod
+    def pattern(qpos: Tensor, kpos: Tensor, window: int = 8, **_) -> Tensor:
+        return (qpos - kpos).abs() <= window
+
+    @classmethod
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Complete: the band as computed, 2W+1 keys per query whatever the length (positions outside the
+        sequence are computed, then masked). Paper: only the pairs inside the window."""
+        if convention == "paper":
+            return super().op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        check_convention(convention)
+        band = 2 * int(options.get("window", 8)) + 1
+        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=lq * d)
+                     + OpCounts(mul=lq * band * d, add=lq * band * (d - heads)))
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + OpCounts(mul=lq * band * d, add=lq * (band - 1) * d)}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:

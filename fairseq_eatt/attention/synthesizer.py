@@ -22,14 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, projection
+from ..energy.ops import OpCounts, check_convention, projection, weighted_sum
 from .base import Positions
 from .fixed_length import FixedLengthAttention
 from .registry import Capabilities, register_attention
-
-
-def _weighted_sum(lq: int, lk: int, d: int, convention: str) -> OpCounts:
-    return OpCounts(mul=lq * lk * d, add=lq * lk * d if convention == "paper" else lq * (lk - 1) * d)
 
 
 class SynthesizerBase(FixedLengthAttention):
@@ -52,11 +48,11 @@ class DenseSynthesizerAttention(SynthesizerBase):
         self.reset_parameters()
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """W_1 (d x d) and W_2 (one row of lk logits per token, d inputs) instead of Q/K projections and scores."""
         check_convention(convention)
         alignment = projection(lq, d, d) + projection(lq, d, lk)
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + _weighted_sum(lq, lk, d,
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d,
                                                                                                        convention)}
 
     def reset_parameters(self):
@@ -85,11 +81,11 @@ class _RandomSynthesizer(SynthesizerBase):
     trainable = True
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """No alignment arithmetic at all: the logits are looked up."""
         check_convention(convention)
         return {"alignment": OpCounts(),
-                "attention": projection(lk, d, d) + _weighted_sum(lq, lk, d, convention)}
+                "attention": projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)

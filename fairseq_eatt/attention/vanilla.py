@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, projection
+from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import AttentionBase
 from .registry import Capabilities, register_attention
 
@@ -40,12 +40,9 @@ class VanillaAttention(AttentionBase):
         return torch.matmul(q, k.transpose(-1, -2)).float()
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None):
+    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
-        scores = OpCounts(mul=lq * lk * d, add=lq * lk * d)
-        weighted_sum = OpCounts(mul=lq * lk * d, add=lq * lk * d)
-        if convention == "complete":  # a dot product of n terms has n - 1 additions; the 1/sqrt(d_k) scaling
-            scores = OpCounts(mul=lq * lk * d + lq * d, add=lq * lk * (d - heads))
-            weighted_sum = OpCounts(mul=lq * lk * d, add=lq * (lk - 1) * d)
+        scores = dot_scores(lq, lk, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
         alignment = projection(lq, d, d) + projection(lk, d, d) + scores
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum}
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}

@@ -8,7 +8,8 @@ charged as follows, and nothing else is:
   no multiplications, and each output sums its selected rows (|selected| - 1 additions, plus the bias).
 - elementwise ``add``/``sub`` (additions) and ``mul``/``div`` (multiplications): one per output element;
   ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
-- comparisons (``gt``, ``lt``, ``ge``, ``le``): one ``cmp`` per output element.
+- comparisons (``gt``, ``lt``, ``ge``, ``le``) of floating-point data: one ``cmp`` per output element
+  (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
 - not charged, as in the paper's Appendix A: activations and normalizations (softmax, exp, relu, abs, layer
   norm), and data movement (views, copies, gathers, masking with ``masked_fill``).
 """
@@ -50,7 +51,8 @@ class OpCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         floating = isinstance(out, torch.Tensor) and out.is_floating_point()
         if not floating:
-            if func in _CMP and isinstance(out, torch.Tensor):
+            # comparisons of data (E-ATT's binarization), not of integer positions (masks, patterns)
+            if func in _CMP and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
                 self.counts = self.counts + OpCounts(cmp=out.numel())
             return out
         packet = func.overloadpacket

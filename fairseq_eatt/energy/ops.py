@@ -37,3 +37,18 @@ def projection(tokens: int, d_in: int, d_out: int) -> OpCounts:
 def check_convention(convention: str):
     if convention not in CONVENTIONS:
         raise ValueError(f"--convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+
+
+def dot_scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
+    """q k^T for every head: an n-term dot product has n multiplications and n - 1 additions (paper: n and n)."""
+    return OpCounts(mul=lq * lk * d, add=lq * lk * (d if convention == "paper" else d - heads))
+
+
+def weighted_sum(lq: int, lk: int, d: int, convention: str) -> OpCounts:
+    """probabilities times values: lk terms per output (paper: lk multiplications and lk additions)."""
+    return OpCounts(mul=lq * lk * d, add=lq * lk * d if convention == "paper" else lq * (lk - 1) * d)
+
+
+def only_complete(convention: str, ops: OpCounts) -> OpCounts:
+    """Terms the paper's convention leaves out (score scaling, normalizations, bookkeeping arithmetic)."""
+    return ops if convention == "complete" else OpCounts()
