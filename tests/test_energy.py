@@ -75,3 +75,40 @@ def test_bad_user_tables_are_refused(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(ValueError, match=match):
         load_table(str(path))
+
+
+def test_checkpoint_energy_per_sentence(demo_run, tmp_path):
+    (checkpoint,) = demo_run["workdir"].glob("checkpoints/*/checkpoint_best.pt")
+    out = tmp_path / "energy"
+    energy_cli.main(["--path", str(checkpoint), "--data", str(demo_run["data_bin"]), "--subset", "test",
+                     "--convention", "both", "--out", str(out)])
+    results = json.loads((tmp_path / "energy.json").read_text())
+    assert [r["convention"] for r in results] == ["paper", "complete"]
+    for r in results:
+        sentences = r["by_sentence"]
+        assert len(sentences) == r["sentences"] > 0
+        total = sum(s["energy_pj"]["total"] for s in sentences)
+        assert r["per_sentence_uj"]["total"] == pytest.approx(total / len(sentences) / 1e6)
+        assert r["per_target_token_uj"]["total"] == pytest.approx(total / r["target_tokens"] / 1e6)
+        assert set(r["nonzero_ratios"]) >= {"encoder_self_L1", "cross_query_L2", "cross_key_L1"}
+        longest = max(sentences, key=lambda s: (s["src_len"], s["tgt_len"]))
+        shortest = min(sentences, key=lambda s: (s["src_len"], s["tgt_len"]))
+        assert longest["energy_pj"]["total"] > shortest["energy_pj"]["total"]
+    assert "| total |" in (tmp_path / "energy.md").read_text()
+
+
+def test_measured_ratios_change_the_complete_count_only():
+    from types import SimpleNamespace
+
+    from fairseq_eatt.energy.checkpoint import sentence_counts
+
+    args = SimpleNamespace(encoder_embed_dim=16, encoder_attention_heads=2, encoder_layers=1,
+                           encoder_ffn_embed_dim=32, decoder_embed_dim=16, decoder_attention_heads=2,
+                           decoder_layers=1, decoder_ffn_embed_dim=32, encoder_self_attention="eatt",
+                           decoder_self_attention="eatt", decoder_cross_attention="eatt")
+    low = {("encoder_self", 1): 0.1, ("decoder_self", 1): 0.1, ("cross_query", 1): 0.1, ("cross_key", 1): 0.1}
+    high = {k: 0.9 for k in low}
+    for convention, differs in (("paper", False), ("complete", True)):
+        a = sentence_counts(args, 9, 7, low, convention)["encoder_self"]
+        b = sentence_counts(args, 9, 7, high, convention)["encoder_self"]
+        assert (a != b) == differs

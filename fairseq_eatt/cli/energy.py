@@ -1,7 +1,12 @@
-"""fairseq-eatt-energy: the E-ATT paper's energy tables (1, 2 and 7) from the variants' declared op counts.
+"""fairseq-eatt-energy: energy tables from the operation counts each attention variant declares.
 
     fairseq-eatt-energy [--l 22] [--d 512] [--heads 8] [--convention paper|complete|both]
                         [--table horowitz-45nm-fp32 ...] [--energy-table my_chip.json]
+        the paper's Tables 1, 2 and 7, every registered variant and every self/cross hybrid
+
+    fairseq-eatt-energy --path ckpt.pt --data DATA --subset test --out results/energy_ckpt
+        energy per sentence and per token of a trained checkpoint at the real sentence lengths, with the
+        measured nonzero ratios of its binarized inputs (writes OUT.md and OUT.json)
 """
 import argparse
 
@@ -21,7 +26,16 @@ def parse_args(argv=None):
                    help="extra built-in energy table(s) for Tables 1 and 7")
     p.add_argument("--energy-table", action="append", default=[], metavar="JSON",
                    help='user table: {"name": ..., "add": pJ, "mul": pJ, "cmp": pJ (optional)}')
+    p.add_argument("--path", help="checkpoint: report energy per sentence over --data/--subset instead")
+    p.add_argument("--data", help="binarized data directory of --path")
+    p.add_argument("--subset", default="test", help="split of --data (default test)")
+    p.add_argument("--max-sentences", type=int, default=None, help="only the first N sentences of the split")
+    p.add_argument("--cost", default="paper-asic", choices=sorted(BUILTIN),
+                   help="energy table for --path (or --energy-table, whose first file then wins)")
+    p.add_argument("--out", help="with --path: write OUT.md and OUT.json")
     args = p.parse_args(argv)
+    if args.path and not args.data:
+        p.error("--path needs --data (the binarized data directory the checkpoint was trained on)")
     for flag in ("l", "d", "heads"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -34,9 +48,30 @@ def parse_args(argv=None):
     return args
 
 
+def checkpoint_report(args, conventions):
+    import json
+
+    from ..energy.checkpoint import dataset_energy, markdown
+    from .binarization_stats import collect
+    from .common import load_checkpoint, write_atomically
+
+    model, task = load_checkpoint(args.path, args.data)
+    ratios = collect(model, task, args.subset, 4096, args.max_sentences).ratios()
+    table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN[args.cost]
+    results = [dataset_energy(model, task, args.subset, table, c, ratios, args.max_sentences) for c in conventions]
+    text = "\n".join(markdown(r) for r in results)
+    print(text)
+    if args.out:
+        write_atomically(args.out + ".md", lambda f: f.write(text))
+        write_atomically(args.out + ".json", lambda f: json.dump(results, f, indent=1))
+        print(f"wrote {args.out}.md and {args.out}.json")
+
+
 def main(argv=None):
     args = parse_args(argv)
     conventions = CONVENTIONS if args.convention == "both" else (args.convention,)
+    if args.path:
+        return checkpoint_report(args, conventions)
     for convention in conventions:
         print(f"## {convention} convention\n")
         print(paper_report(args.l, args.d, args.heads, convention, args.extra))

@@ -9,16 +9,56 @@ LEVELS = ("alignment", "attention", "block")
 PAPER_ROWS = (("vanilla", "Vanilla ATT"), ("synth_dense", "Dense"), ("synth_random", "RandInit"), ("eatt", "E-ATT"))
 
 
+def attention_counts(variant: str, lq: int, lk: int, d: int, heads: int, convention: str, ratio=None,
+                     options: Optional[dict] = None) -> Dict[str, OpCounts]:
+    cls = get_attention_class(variant)
+    if not cls.declares_op_counts():
+        raise NotImplementedError(f"{variant} does not declare its operation counts yet")
+    return cls.op_counts(lq, lk, d, heads, convention, ratio, **(options or {}))
+
+
+def feed_forward(tokens: int, d: int, ffn: int) -> OpCounts:
+    return projection(tokens, d, ffn) + projection(tokens, ffn, d)
+
+
 def counts(variant: str, l: int, d: int, heads: int, convention: str, ratio: Optional[float] = None):
     """alignment / attention / block counts of ``variant`` with queries and keys of length ``l``.
 
     A block adds the output projection and the feed-forward layer (d -> 4d -> d) to the attention."""
-    cls = get_attention_class(variant)
-    if not cls.declares_op_counts():
-        raise NotImplementedError(f"{variant} does not declare its operation counts yet")
-    declared = cls.op_counts(l, l, d, heads, convention, ratio)
-    block = declared["attention"] + projection(l, d, d) + projection(l, d, 4 * d) + projection(l, 4 * d, d)
-    return {**declared, "block": block}
+    declared = attention_counts(variant, l, l, d, heads, convention, ratio)
+    return {**declared, "block": declared["attention"] + projection(l, d, d) + feed_forward(l, d, 4 * d)}
+
+
+def model_counts(self_variant: str, cross_variant: str, l: int, d: int, heads: int, convention: str,
+                 layers: int = 6) -> OpCounts:
+    """A transformer of ``layers`` + ``layers`` blocks: encoder blocks with ``self_variant``, decoder blocks with
+    ``self_variant`` self-attention and ``cross_variant`` cross-attention (embeddings and softmax excluded)."""
+    self_attn = attention_counts(self_variant, l, l, d, heads, convention)["attention"]
+    cross = attention_counts(cross_variant, l, l, d, heads, convention)["attention"]
+    encoder = self_attn + projection(l, d, d) + feed_forward(l, d, 4 * d)
+    decoder = self_attn + cross + projection(l, d, d).scaled(2) + feed_forward(l, d, 4 * d)
+    return (encoder + decoder).scaled(layers)
+
+
+def hybrids(l: int, d: int, heads: int, convention: str, tables: List[EnergyTable]) -> str:
+    """Every self/cross combination (the paper's Table 6 layout) as % of an all-vanilla model."""
+    from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF
+
+    def allowed(name, *positions):
+        return all(p in get_attention_class(name).capabilities.allowed_positions() for p in positions)
+
+    base = model_counts("vanilla", "vanilla", l, d, heads, convention)
+    lines = ["| self-attention | cross-attention | " + " | ".join(f"{t.name} (%)" for t in tables) + " |",
+             "|---|---|" + "---|" * len(tables)]
+    for s in available_attentions():
+        if not allowed(s, ENCODER_SELF, DECODER_SELF):
+            continue
+        for c in available_attentions():
+            if allowed(c, DECODER_CROSS):
+                total = model_counts(s, c, l, d, heads, convention)
+                lines.append(f"| `{s}` | `{c}` | " + " | ".join(f"{percent(total, base, t):.2f}" for t in tables)
+                             + " |")
+    return "\n".join(lines) + "\n"
 
 
 def percent(part: OpCounts, whole: OpCounts, table: EnergyTable) -> float:
@@ -92,5 +132,8 @@ def paper_report(l: int = 22, d: int = 512, heads: int = 8, convention: str = "p
             table7(l, d, heads, convention, tables),
         f"All registered variants, ASIC energy as % of vanilla (l = {l}, d = {d}, {convention} convention)":
             all_variants(l, d, heads, convention, asic),
+        f"Hybrids: a 6+6 layer model with one variant as (encoder and decoder) self-attention and one as "
+        f"cross-attention, % of an all-vanilla model (l = {l}, d = {d}, {convention} convention)":
+            hybrids(l, d, heads, convention, [asic, fpga]),
     }
     return "\n".join(f"### {title}\n\n{body}" for title, body in parts.items()) + "\n" + CONVENTION_NOTE + "\n"
