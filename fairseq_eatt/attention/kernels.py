@@ -73,8 +73,9 @@ class PerformerAttention(VanillaAttention):
         dk = d // heads
 
         def features(n: int, stabilized: bool) -> OpCounts:
+            logits = n * heads * m * (2 if stabilized else 1)  # minus |x|^2/2 (and the query stabilizer)
             return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
-                            add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + n * heads * m * (2 if stabilized else 1))
+                            add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
 
         alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=(lq + lk) * d)
                      + features(lq, True) + features(lk, False))

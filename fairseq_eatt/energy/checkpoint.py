@@ -22,30 +22,29 @@ def _variant(args, position: str) -> str:
     return getattr(args, POSITION_ATTRS[position], None) or "vanilla"  # stock transformer checkpoints: vanilla
 
 
+def _attention(args, position: str, lq: int, lk: int, d: int, heads: int, convention: str, ratio) -> OpCounts:
+    """One attention layer of the checkpoint's variant in ``position``, with its output projection."""
+    name = _variant(args, position)
+    options = get_attention_class(name).kwargs_from_args(args, position)
+    return attention_counts(name, lq, lk, d, heads, convention, ratio, options)["attention"] + projection(lq, d, d)
+
+
 def sentence_counts(args, src_len: int, tgt_len: int, ratios: Dict, convention: str) -> Dict[str, OpCounts]:
     d, heads = args.encoder_embed_dim, args.encoder_attention_heads
+    dd, dheads = args.decoder_embed_dim, args.decoder_attention_heads
     per_position = {p: OpCounts() for p in POSITIONS}
     for layer in range(1, args.encoder_layers + 1):
-        name = _variant(args, ENCODER_SELF)
-        options = get_attention_class(name).kwargs_from_args(args, ENCODER_SELF)
-        attn = attention_counts(name, src_len, src_len, d, heads, convention, ratios.get(("encoder_self", layer)),
-                                options)["attention"]
-        per_position["encoder_self"] += attn + projection(src_len, d, d)
+        per_position["encoder_self"] += _attention(args, ENCODER_SELF, src_len, src_len, d, heads, convention,
+                                                   ratios.get(("encoder_self", layer)))
         per_position["feed_forward"] += feed_forward(src_len, d, args.encoder_ffn_embed_dim)
-    dd, dheads = args.decoder_embed_dim, args.decoder_attention_heads
     for layer in range(1, args.decoder_layers + 1):
-        name = _variant(args, DECODER_SELF)
-        options = get_attention_class(name).kwargs_from_args(args, DECODER_SELF)
-        attn = attention_counts(name, tgt_len, tgt_len, dd, dheads, convention, ratios.get(("decoder_self", layer)),
-                                options)["attention"]
-        per_position["decoder_self"] += attn + projection(tgt_len, dd, dd)
-        name = _variant(args, DECODER_CROSS)
-        options = get_attention_class(name).kwargs_from_args(args, DECODER_CROSS)
-        ratio = None
+        per_position["decoder_self"] += _attention(args, DECODER_SELF, tgt_len, tgt_len, dd, dheads, convention,
+                                                   ratios.get(("decoder_self", layer)))
+        cross_ratio = None
         if ("cross_query", layer) in ratios:
-            ratio = (ratios[("cross_query", layer)], ratios[("cross_key", layer)])
-        attn = attention_counts(name, tgt_len, src_len, dd, dheads, convention, ratio, options)["attention"]
-        per_position["decoder_cross"] += attn + projection(tgt_len, dd, dd)
+            cross_ratio = (ratios[("cross_query", layer)], ratios[("cross_key", layer)])
+        per_position["decoder_cross"] += _attention(args, DECODER_CROSS, tgt_len, src_len, dd, dheads, convention,
+                                                    cross_ratio)
         per_position["feed_forward"] += feed_forward(tgt_len, dd, args.decoder_ffn_embed_dim)
     return per_position
 
