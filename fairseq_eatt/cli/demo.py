@@ -169,6 +169,7 @@ def generate(args, data_bin: str, checkpoint: str, out_path: str) -> str:
         data_bin, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test",
         "--source-lang", args.src, "--target-lang", args.tgt,
         "--beam", str(args.beam), "--lenpen", str(args.lenpen), "--batch-size", "128",
+        "--required-batch-size-multiple", "1",  # fairseq 0.12 drops the last n % 8 sentences otherwise
         "--post-process", "subword_nmt", "--tokenizer", "moses", "--scoring", "sacrebleu",
     ]
     tmp = out_path + ".partial"

@@ -45,6 +45,9 @@ def parse_args(argv=None):
                    "--max-tokens 4096 --max-update 50000 --share-all-embeddings --dropout 0.3",
                    help="fairseq-train arguments shared by all students (quoted string)")
     p.add_argument("--post-process", default="subword_nmt", help="fairseq-generate --post-process for scoring")
+    p.add_argument("--distilled-dir", default=None,
+                   help="where the teacher's translations and their binarized data go (default: --workdir); point "
+                        "several student runs (e.g. vanilla and E-ATT students) at one folder to decode once")
     args = p.parse_args(argv)
     try:
         args.dims = [int(d) for d in args.student_dims.split(",") if d.strip()]
@@ -91,17 +94,19 @@ def read_generate(path: str, kind: str) -> Dict[int, str]:
 
 def distilled_data(args) -> str:
     src, tgt = args.source_lang, args.target_lang
-    out_bin = os.path.join(args.workdir, "distilled-bin")
+    folder = args.distilled_dir or args.workdir
+    out_bin = os.path.join(folder, "distilled-bin")
     if os.path.exists(os.path.join(out_bin, "dict." + src + ".txt")):
         return out_bin
-    teacher_out = generate_to(os.path.join(args.workdir, "teacher-train.out"), [
+    teacher_out = generate_to(os.path.join(folder, "teacher-train.out"), [
         args.data, "--user-dir", PLUGIN_DIR, "--path", args.teacher, "--gen-subset", "train",
         "--source-lang", src, "--target-lang", tgt, "--beam", args.teacher_beam, "--batch-size", args.batch_size,
+        "--required-batch-size-multiple", 1,  # fairseq 0.12 drops the last n % 8 sentences otherwise
     ])
     sources, hyps = read_generate(teacher_out, "S"), read_generate(teacher_out, "H")
     if not hyps or sorted(hyps) != sorted(sources):
         raise SystemExit(f"[distill] {teacher_out}: incomplete teacher output ({len(hyps)} hypotheses)")
-    text_prefix = os.path.join(args.workdir, "distilled-text", "train")
+    text_prefix = os.path.join(folder, "distilled-text", "train")
     for lang, table in ((src, sources), (tgt, hyps)):
         with atomic_output(f"{text_prefix}.{lang}") as handle:
             for i in sorted(table):
@@ -149,6 +154,7 @@ def main(argv=None):
         out = generate_to(os.path.join(save_dir, "test.out"), [
             data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
             "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
+            "--required-batch-size-multiple", 1,
             "--scoring", "sacrebleu",
         ])
         text = open(out, encoding="utf-8").read()

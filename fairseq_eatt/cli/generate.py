@@ -57,6 +57,9 @@ def main(argv=None):
         raise SystemExit("fairseq-eatt-generate: --quantize int8 cannot be combined with --fp16/--bf16")
     if own.quantize == "int8" and "--cpu" not in rest and torch.cuda.is_available():
         rest.append("--cpu")  # dynamically quantized linears run on the CPU
+    if not any(a.startswith("--required-batch-size-multiple") for a in rest):
+        # fairseq 0.12 silently drops the last (n mod 8) sentences of a split otherwise (fairseq issue #5036)
+        rest += ["--required-batch-size-multiple", "1"]
     from fairseq import checkpoint_utils
     from fairseq_cli import generate
 

@@ -1,0 +1,296 @@
+"""fairseq-eatt-experiment: run the experiments behind one table or figure of the E-ATT paper.
+
+    fairseq-eatt-experiment RECIPE [--scale paper|small] [--tasks ...] [--seeds 1,2,3] [--jobs 2] [--dry-run]
+
+Recipes that train (one JSON result per run under --results):
+    table4    vanilla vs E-ATT on each task, several seeds (paper: 5 seeds on En-Vi, En-De, Zh-En)
+    table5    ablations: discrete selection only, L1 distance only (paper: En-Vi, dev BLEU)
+    table6    hybrids: {vanilla, Dense, RandInit, E-ATT} as self-attention x as cross-attention
+    variants  every registered variant in every position it supports (vanilla elsewhere)
+Recipes built on trained runs (they train the runs they need first):
+    figure1   sequence-level distillation from the vanilla seed-1 model into students of halved dimensions
+    figure2   cross-attention heat maps of the vanilla and E-ATT seed-1 models on one test sentence
+    figure3   ratio of nonzero binarized values per layer of the E-ATT models (all seeds)
+    energy    the paper's Tables 1, 2 and 7 (and every variant) from the declared operation counts
+
+Scales: ``paper`` (default) uses the paper's settings (fairseq_eatt/experiments/settings.py; run it on GPUs);
+``small`` runs on 2 CPU cores on the shipped Multi30k. Runs are resumable: a finished run (its JSON exists with
+the same settings) is skipped, an interrupted one continues from checkpoint_last.pt. Afterwards,
+``fairseq-eatt-aggregate`` turns the JSON files into markdown tables and plots.
+"""
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List
+
+from ..data.text import atomic_output
+from ..experiments import recipes as R
+from ..experiments import runner
+from ..experiments.settings import SCALES, setting
+
+RECIPES = R.TRAINING_RECIPES + ("figure1", "figure2", "figure3", "energy")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="fairseq-eatt-experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help=f"the table or figure to run: one of {', '.join(RECIPES)}; training recipes "
+                   "may be joined with commas (table4,table5) to share one queue of runs")
+    p.add_argument("--scale", choices=SCALES, default="paper",
+                   help="paper: the paper's settings (GPU); small: Multi30k on a 2-core CPU")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the recipe's tasks at this scale)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: 1-5 for table4 at paper scale, "
+                   "1-3 at small scale, 1 otherwise)")
+    p.add_argument("--only", default=None, metavar="REGEX", help="only runs whose name matches (e.g. 'eatt.*seed1')")
+    p.add_argument("--workdir", default=os.path.join("work", "experiments"),
+                   help="data, checkpoints and decoded outputs")
+    p.add_argument("--results", default=os.path.join("results", "runs"), help="where the JSON results go")
+    p.add_argument("--local-dir", default=None,
+                   help="raw corpus files to use instead of downloading (fairseq_eatt.data.prepare --local-dir); "
+                        "the small scale uses the shipped Multi30k")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at the same time, each with cores/jobs threads (CPU); keep 1 on one GPU")
+    p.add_argument("--train-args", default="", help="extra fairseq-train arguments for every run (quoted string), "
+                   "e.g. '--fp16' or '--update-freq 4' on 2 GPUs; they change the runs' config hash")
+    p.add_argument("--max-update", type=int, default=None, help="override the setting's update count")
+    p.add_argument("--arch", default=None, help="override the setting's architecture")
+    p.add_argument("--max-tokens", type=int, default=None, help="override the setting's tokens per batch")
+    p.add_argument("--student-dims", default=None,
+                   help="figure1: student dimensions (default: 512,256,128,64 paper; 256,128,64 small)")
+    p.add_argument("--sentence", type=int, default=0, help="figure2: index of the test sentence")
+    p.add_argument("--figures", default=os.path.join("results", "figures"), help="figure2/3 and energy outputs")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    args = p.parse_args(argv)
+    args.recipes = args.recipe.split(",")
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown or (len(args.recipes) > 1 and any(r not in R.TRAINING_RECIPES for r in args.recipes)):
+        p.error(f"recipe {args.recipe!r}: valid recipes are {', '.join(RECIPES)}; only training recipes "
+                f"({', '.join(R.TRAINING_RECIPES)}) can be joined with commas")
+    args.recipe = args.recipes[0]
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    for flag in ("max_update", "max_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    try:
+        args.seed_list = [int(s) for s in args.seeds.split(",")] if args.seeds else \
+            R.default_seeds(args.recipe, args.scale)
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    args.task_list = args.tasks.split(",") if args.tasks else R.default_tasks(args.recipe, args.scale)
+    try:
+        args.settings = {t: setting(t, args.scale, max_update=args.max_update, arch=args.arch,
+                                    max_tokens=args.max_tokens) for t in args.task_list}
+    except ValueError as err:
+        p.error(f"--tasks: {err}")
+    return args
+
+
+def log(msg: str):
+    print(f"[experiment] {msg}", flush=True)
+
+
+def training_runs(args, recipe: str, seeds: List[int]) -> List[R.RunSpec]:
+    runs = R.runs_for(recipe, args.scale, args.task_list, seeds)
+    if args.only:
+        try:
+            runs = R.select(runs, args.only)
+        except ValueError as err:
+            raise SystemExit(f"fairseq-eatt-experiment: {err}")
+    return runs
+
+
+def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
+    """Train, decode and score ``runs`` (skipping finished ones); returns the results that exist."""
+    import shlex
+
+    extra = shlex.split(args.train_args)
+    pending, results = [], {}
+    for run in runs:
+        chash = runner.config_hash(run, args.settings[run.task], extra)
+        try:
+            done = runner.existing_result(args.results, run, chash)
+        except runner.RunFailed as err:
+            raise SystemExit(f"fairseq-eatt-experiment: {err}")
+        state = "done" if done else "to run"
+        log(f"{run.task}-{run.scale}/{run.name}: {state}" + (f" (valid BLEU {done['valid']['bleu']}, test BLEU "
+                                                               f"{done['test']['bleu']})" if done else ""))
+        if done:
+            results[run] = done
+        else:
+            pending.append(run)
+    if args.dry_run or not pending:
+        return results
+    data = {task: runner.prepare_task(args.settings[task], os.path.join(args.workdir, "data"), args.local_dir)
+            for task in sorted({r.task for r in pending})}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    failures = []
+
+    def one(run):
+        log(f"start {run.task}-{run.scale}/{run.name}")
+        try:
+            result = runner.execute(run, args.settings[run.task], data[run.task], args.workdir, args.results, extra,
+                                    echo=args.jobs == 1, threads=threads)
+        except runner.RunFailed as err:
+            failures.append(f"{run.name}: {err}")
+            log(f"FAILED {run.name}: {err}")
+            return
+        results[run] = result
+        log(f"finished {run.task}-{run.scale}/{run.name}: valid BLEU {result['valid']['bleu']}, test BLEU "
+            f"{result['test']['bleu']} -> {runner.result_path(args.results, run)}")
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, pending))
+    if failures:
+        raise SystemExit("fairseq-eatt-experiment: runs failed:\n  " + "\n  ".join(failures))
+    return results
+
+
+def checkpoint_of(args, run: R.RunSpec, result: dict) -> str:
+    return os.path.join(runner.run_dir_of(args.workdir, run, result["config_hash"]), "checkpoint_best.pt")
+
+
+def seed1_run(args, variant: str) -> R.RunSpec:
+    task = args.task_list[0]
+    return R.uniform(task, args.scale, variant, args.seed_list[0])
+
+
+def figure1(args):
+    """Distill the vanilla seed-1 model into vanilla and E-ATT students of halved dimensions."""
+    from ..energy.report import model_counts
+    from ..energy.tables import BUILTIN
+    from . import distill
+
+    teacher_run = seed1_run(args, "vanilla")
+    done = train_all(args, [teacher_run])
+    if args.dry_run:
+        return
+    teacher = done[teacher_run]
+    s = args.settings[teacher_run.task]
+    dims = args.student_dims or ("512,256,128,64" if args.scale == "paper" else "256,128,64")
+    layers = 6 if args.scale == "paper" else 3
+    data = runner.prepare_task(s, os.path.join(args.workdir, "data"), args.local_dir)
+    base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}", "figure1")
+    train_args = (f"--optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --weight-decay 0.0001 --lr {s.lr} "
+                  f"--lr-scheduler eatt --warmup-updates {s.warmup_updates} --plateau-updates {s.plateau_updates} "
+                  f"--criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens {s.max_tokens} "
+                  f"--update-freq {s.update_freq} --max-update {s.max_update} --dropout {s.dropout} "
+                  f"--seed {teacher_run.seed} --num-workers 0 --log-interval 50 "
+                  + ("--share-all-embeddings" if s.embeddings == "all" else "--share-decoder-input-output-embed")
+                  + (" " + args.train_args if args.train_args else ""))
+    teacher_ckpt = checkpoint_of(args, teacher_run, teacher)
+    asic = BUILTIN["paper-asic"]
+    l_mean = round(teacher["lengths"]["test"]["src"])
+    reference = model_counts("vanilla", "vanilla", l_mean, 512 if args.scale == "paper" else 256, 8 if
+                             args.scale == "paper" else 4, "paper", layers=layers)
+    for attention in ("vanilla", "eatt"):
+        out = os.path.join(args.results, f"{teacher_run.task}-{args.scale}", f"figure1.{attention}.json")
+        if os.path.exists(out):
+            log(f"{out}: done")
+            continue
+        workdir = os.path.join(base, attention)
+        distill.main([data.data_bin, "--teacher", teacher_ckpt, "--workdir", workdir, "--distilled-dir", base,
+                      "--source-lang", data.src, "--target-lang", data.tgt, "--student-dims", dims,
+                      "--student-layers", str(layers), "--attention", attention, "--teacher-beam", str(s.beam),
+                      "--beam", str(s.beam), "--lenpen", str(s.lenpen), "--train-args", train_args])
+        with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as handle:
+            summary = json.load(handle)
+        for student in summary["students"]:
+            heads = max(1, min(8, student["dim"] // 8))
+            while student["dim"] % heads:
+                heads -= 1
+            counts = model_counts(attention, attention, l_mean, student["dim"], heads, "paper", layers=layers)
+            student["energy_vs_vanilla_teacher_size"] = round(asic.energy(counts) / asic.energy(reference), 4)
+        summary.update(task=teacher_run.task, scale=args.scale, teacher_run=teacher_run.name, layers=layers,
+                       energy_note=f"ASIC (paper's Table 1), paper convention, l = {l_mean} (mean test source "
+                                   f"length), relative to the vanilla model of the teacher's size",
+                       bleu_note="fairseq-generate's sacreBLEU on test (BPE removed, tokenized text)",
+                       train_args=train_args, date=teacher["date"], machine=runner.machine(),
+                       git_commit=runner.git_commit())
+        with atomic_output(out) as handle:
+            json.dump(summary, handle, indent=2)
+        log(f"wrote {out}")
+
+
+def figure2(args):
+    from ..data.corpora import CORPORA
+    from . import heatmap
+
+    runs = [seed1_run(args, v) for v in ("vanilla", "eatt")]
+    done = train_all(args, runs)
+    if args.dry_run:
+        return
+    task = runs[0].task
+    corpus = CORPORA[task]
+    s = args.settings[task]
+    data = runner.prepare_task(s, os.path.join(args.workdir, "data"), args.local_dir)
+    prep = os.path.join(args.workdir, "data", task)
+    tok_or_raw = "tok" if corpus.tokenized else "raw"
+    suffix = "" if corpus.tokenized else ".joined"
+    src = open(os.path.join(prep, tok_or_raw, f"test.{corpus.src}{suffix}"), encoding="utf-8").read().splitlines()
+    tgt = open(os.path.join(prep, tok_or_raw, f"test.{corpus.tgt}{suffix}"), encoding="utf-8").read().splitlines()
+    if not 0 <= args.sentence < len(src):
+        raise SystemExit(f"--sentence {args.sentence}: the test set has {len(src)} sentences (0..{len(src) - 1})")
+    codes = os.path.join(prep, f"bpe{s.bpe_merges}", f"codes.{corpus.src}-{corpus.tgt}")
+    if not corpus.joint_bpe:
+        raise SystemExit(f"figure2: {task} has separate BPE models per language; the heat map command takes one")
+    for run in runs:
+        out = os.path.join(args.figures, f"figure2_{task}-{args.scale}_{run.encoder_self}.png")
+        heatmap.main([data.data_bin, "--path", checkpoint_of(args, run, done[run]),
+                      "--source", src[args.sentence], "--target", tgt[args.sentence],
+                      "--tokenize", "none" if corpus.tokenized else "moses", "--bpe-codes", codes,
+                      "--layer", "all", "--out", out])
+        log(f"wrote {out}")
+
+
+def figure3(args):
+    from . import binarization_stats
+
+    runs = [R.uniform(args.task_list[0], args.scale, "eatt", seed) for seed in args.seed_list]
+    done = train_all(args, runs)
+    if args.dry_run:
+        return
+    data = runner.prepare_task(args.settings[runs[0].task], os.path.join(args.workdir, "data"), args.local_dir)
+    for run in runs:
+        out = os.path.join(args.figures, f"figure3_{run.task}-{args.scale}_seed{run.seed}")
+        binarization_stats.main([data.data_bin, "--path", checkpoint_of(args, run, done[run]),
+                                 "--subset", "valid", "--out", out])
+
+
+def energy(args):
+    """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions, as ``fairseq-eatt-energy`` prints."""
+    import contextlib
+    import datetime
+    import io
+
+    from . import energy as energy_cli
+
+    flags = ["--convention", "both", "--table", "horowitz-45nm-fp32", "--table", "horowitz-45nm-int8"]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        energy_cli.main(flags)
+    out = os.path.join(args.figures, "energy.md")
+    with atomic_output(out) as handle:
+        handle.write(f"# Energy tables\n\nCommand: `fairseq-eatt-energy {' '.join(flags)}`; date "
+                     f"{datetime.date.today().isoformat()}; computed from the declared operation counts (no "
+                     f"training).\n\n" + buffer.getvalue())
+    log(f"wrote {out}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.recipe in R.TRAINING_RECIPES:
+        runs: List[R.RunSpec] = []
+        for recipe in args.recipes:
+            seeds = args.seed_list if args.seeds else R.default_seeds(recipe, args.scale)
+            runs += [r for r in training_runs(args, recipe, seeds) if r not in runs]
+        train_all(args, runs)
+    else:
+        {"figure1": figure1, "figure2": figure2, "figure3": figure3, "energy": energy}[args.recipe](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Train, decode and score one run of a recipe, resumably, and write its result as one JSON file.
+
+Layout (``--workdir`` W, ``--results`` R):
+    W/data/<task>/                       prepared corpus (fairseq_eatt.data.prepare)
+    W/<task>-<scale>/<run>.<config>/     checkpoints, train.log, decoded valid/test
+    R/<task>-<scale>/<run>.json          the result (written last, atomically)
+``<config>`` is a hash of every setting of the run, so a changed setting never resumes an old checkpoint, and a
+result JSON made with other settings is reported instead of being taken as done.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from ..attention import get_attention_class
+from ..data.text import atomic_output, read_lines
+from .recipes import RunSpec
+from .settings import TaskSetting
+
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(PLUGIN_DIR)
+SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
+SCHEMA = 1
+AUX_CRITERION = "label_smoothed_cross_entropy_with_aux"
+
+
+@dataclass
+class PreparedData:
+    data_bin: str
+    src: str
+    tgt: str
+    references: Dict[str, str]  # split -> reference file matching the setting's BLEU mode
+
+
+def prepare_task(setting: TaskSetting, data_root: str, local_dir: Optional[str]) -> PreparedData:
+    from ..data.corpora import CORPORA
+    from ..data.prepare import prepare
+
+    corpus = CORPORA[setting.task]
+    if local_dir is None and setting.task == "multi30k-en-de":
+        local_dir = SHIPPED_MULTI30K
+    out = os.path.join(data_root, setting.task)
+    result = prepare(corpus, out, local_dir=local_dir, merges=setting.bpe_merges)
+    folder, name = ("tok", "{split}.{lang}") if setting.bleu == "tokenized" else ("raw", "{split}.{lang}.joined")
+    refs = {split: os.path.join(out, folder, name.format(split=split, lang=corpus.tgt)) for split in ("valid", "test")}
+    return PreparedData(result["data_bin"], corpus.src, corpus.tgt, refs)
+
+
+def criterion_for(run: RunSpec) -> str:
+    args = argparse.Namespace()
+    aux = any(get_attention_class(v).has_auxiliary_loss(args) for v in run.attention.values())
+    return AUX_CRITERION if aux else "label_smoothed_cross_entropy"
+
+
+def train_flags(run: RunSpec, setting: TaskSetting, extra: List[str]) -> List[str]:
+    flags = [
+        "--user-dir", PLUGIN_DIR, "--task", "translation", "--arch", setting.arch,
+        "--encoder-self-attention", run.encoder_self, "--decoder-self-attention", run.decoder_self,
+        "--decoder-cross-attention", run.decoder_cross,
+        "--share-all-embeddings" if setting.embeddings == "all" else "--share-decoder-input-output-embed",
+        "--dropout", str(setting.dropout),
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "1.0", "--weight-decay", "0.0001",
+        "--lr", str(setting.lr), "--lr-scheduler", "eatt", "--warmup-updates", str(setting.warmup_updates),
+        "--plateau-updates", str(setting.plateau_updates),
+        "--criterion", criterion_for(run), "--label-smoothing", "0.1",
+        "--max-tokens", str(setting.max_tokens), "--update-freq", str(setting.update_freq),
+        "--max-update", str(setting.max_update), "--seed", str(run.seed),
+        "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
+    ]
+    return flags + list(setting.extra_train_args) + extra
+
+
+def config_hash(run: RunSpec, setting: TaskSetting, extra_train: List[str]) -> str:
+    blob = json.dumps({"run": run.attention, "seed": run.seed, "setting": setting.as_dict(), "extra": extra_train},
+                      sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def machine() -> Dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        from importlib.metadata import version
+
+        fairseq_version = version("fairseq-fixed")
+    except Exception:  # noqa: BLE001 (an unusual install: report what fairseq says)
+        import fairseq
+
+        fairseq_version = getattr(fairseq, "__version__", "unknown")
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "fairseq": fairseq_version,
+            "python": platform.python_version()}
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def call(cmd: List[str], log_path: str, echo: bool, threads: Optional[int], stdout_path: Optional[str] = None):
+    """Run ``cmd``; its stderr (and stdout unless ``stdout_path``) is appended to ``log_path`` and echoed if asked."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
+    shown = "$ " + " ".join(shlex.quote(c) for c in cmd)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(shown + "\n")
+        log.flush()
+        if echo:
+            print(shown, flush=True)
+        out = open(stdout_path, "w", encoding="utf-8") if stdout_path else subprocess.PIPE
+        try:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out is subprocess.PIPE else
+                                    subprocess.PIPE, env=env, text=True)
+            stream = proc.stdout if out is subprocess.PIPE else proc.stderr
+            for line in stream:
+                log.write(line)
+                if echo:
+                    sys.stdout.write(line)
+            code = proc.wait()
+        finally:
+            if stdout_path:
+                out.close()
+    if code != 0:
+        raise RunFailed(f"{cmd[2] if len(cmd) > 2 else cmd[0]} exited with code {code}; see {log_path}")
+
+
+def fairseq_cmd(tool: str, args: List[str]) -> List[str]:
+    return [sys.executable, "-m", f"fairseq_cli.{tool}"] + args
+
+
+def valid_log(log_path: str) -> Dict:
+    """Every validation in a fairseq-train log: loss per num_updates (a resumed run may repeat one; the last
+    wins), and the binarization ratios (``binz_*``) of the last validation."""
+    losses: Dict[int, float] = {}
+    binarization: Dict[str, float] = {}
+    for line in read_lines(log_path):
+        if "valid on 'valid' subset" not in line:
+            continue
+        fields = dict(part.strip().split(" ", 1) for part in line.split("|")[3:] if " " in part.strip())
+        if "loss" in fields and "num_updates" in fields:
+            losses[int(fields["num_updates"])] = float(fields["loss"])
+            binarization = {k[len("binz_"):]: float(v) for k, v in fields.items() if k.startswith("binz_")}
+    return {"valid_losses": [{"num_updates": n, "loss": losses[n]} for n in sorted(losses)],
+            "binarization_last_valid": binarization}
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the current folder when it lies below it, absolute otherwise."""
+    rel = os.path.relpath(path)
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
+def decode(run_dir: str, data: PreparedData, setting: TaskSetting, split: str, log_path: str, echo: bool,
+           threads: Optional[int], batch_size: int) -> Dict:
+    """Beam search on ``split`` with the best checkpoint, scored with sacreBLEU against the setting's references."""
+    import sacrebleu
+
+    out_path = os.path.join(run_dir, f"{split}.out")
+    subset = "valid" if split == "valid" else "test"
+    if not os.path.exists(out_path):
+        cmd = [data.data_bin, "--user-dir", PLUGIN_DIR, "--path", os.path.join(run_dir, "checkpoint_best.pt"),
+               "--gen-subset", subset, "--source-lang", data.src, "--target-lang", data.tgt,
+               "--beam", str(setting.beam), "--lenpen", str(setting.lenpen), "--batch-size", str(batch_size),
+               "--post-process", "subword_nmt",
+               "--required-batch-size-multiple", "1"]  # fairseq drops the last n % 8 sentences otherwise
+        if setting.bleu == "detok":
+            cmd += ["--tokenizer", "moses"]
+        partial = out_path + ".partial"
+        call(fairseq_cmd("generate", cmd), log_path, echo, threads, stdout_path=partial)
+        os.replace(partial, out_path)
+    hyps: Dict[int, str] = {}
+    for line in read_lines(out_path):
+        if line.startswith("D-"):
+            head, _score, text = (line.split("\t", 2) + ["", ""])[:3]
+            hyps[int(head[2:])] = text
+    refs = list(read_lines(data.references[split]))
+    if sorted(hyps) != list(range(len(refs))):
+        os.replace(out_path, out_path + ".incomplete")
+        raise RunFailed(f"{out_path}: {len(hyps)} hypotheses for {len(refs)} references in "
+                        f"{data.references[split]} (moved aside; rerun to decode again)")
+    ordered = [hyps[i] for i in range(len(refs))]
+    metric = sacrebleu.BLEU(tokenize="none" if setting.bleu == "tokenized" else "13a")
+    bleu = metric.corpus_score(ordered, [refs])
+    with atomic_output(os.path.join(run_dir, f"{split}.hyp")) as handle:
+        handle.write("\n".join(ordered) + "\n")
+    return {"bleu": round(bleu.score, 2), "bleu_str": str(bleu), "signature": str(metric.get_signature()),
+            "sentences": len(refs), "references": shown_path(data.references[split])}
+
+
+def mean_lengths(data: PreparedData, split: str) -> Dict[str, float]:
+    """Mean BPE tokens per sentence (with end-of-sentence) of source and target in the binarized ``split``."""
+    from fairseq.data import data_utils
+
+    out = {}
+    for side, lang in (("src", data.src), ("tgt", data.tgt)):
+        prefix = os.path.join(data.data_bin, f"{split}.{data.src}-{data.tgt}.{lang}")
+        dataset = data_utils.load_indexed_dataset(prefix, None, dataset_impl="mmap")
+        out[side] = round(float(dataset.sizes.mean()), 2)
+    return out
+
+
+def model_info(checkpoint: str, data_bin: str) -> Dict:
+    """Parameter count and the dimensions the energy accounting needs, read from the trained model."""
+    from ..cli.common import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, data_bin)
+    enc, dec = model.encoder, model.decoder
+    return {"params": sum(p.numel() for p in model.parameters()), "embed_dim": enc.embed_tokens.embedding_dim,
+            "heads": enc.layers[0].self_attn.num_heads, "encoder_layers": len(enc.layers),
+            "decoder_layers": len(dec.layers)}
+
+
+def result_path(results: str, run: RunSpec) -> str:
+    return os.path.join(results, f"{run.task}-{run.scale}", run.name + ".json")
+
+
+def existing_result(results: str, run: RunSpec, chash: str) -> Optional[Dict]:
+    """The stored result of ``run`` if it was made with the same settings; an error if with others."""
+    path = result_path(results, run)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    if stored.get("config_hash") != chash:
+        raise RunFailed(f"{path} holds run {run.name} made with other settings (config {stored.get('config_hash')}, "
+                        f"now {chash}); give another --results folder, or delete that file to rerun it")
+    return stored
+
+
+def run_dir_of(workdir: str, run: RunSpec, chash: str) -> str:
+    return os.path.join(workdir, f"{run.task}-{run.scale}", f"{run.name}.{chash}")
+
+
+def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str, results: str,
+            extra_train: List[str], echo: bool = True, threads: Optional[int] = None, batch_size: int = 128) -> Dict:
+    chash = config_hash(run, setting, extra_train)
+    done = existing_result(results, run, chash)
+    if done is not None:
+        return done
+    run_dir = run_dir_of(workdir, run, chash)
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, "train.log")
+    flags = train_flags(run, setting, extra_train) + ["--save-dir", run_dir]
+    started = time.time()
+    call(fairseq_cmd("train", [data.data_bin] + flags), log_path, echo, threads)
+    trained = time.time()
+    if not os.path.exists(os.path.join(run_dir, "checkpoint_best.pt")):
+        raise RunFailed(f"{run_dir}: training ended without checkpoint_best.pt; see {log_path}")
+    scores = {split: decode(run_dir, data, setting, split, log_path, echo, threads, batch_size)
+              for split in ("valid", "test")}
+    result = {
+        "schema": SCHEMA, "run": run.name, "task": run.task, "scale": run.scale, "seed": run.seed,
+        "attention": run.attention, "config_hash": chash, "setting": setting.as_dict(), "extra_train_args": extra_train,
+        "model": model_info(os.path.join(run_dir, "checkpoint_best.pt"), data.data_bin),
+        "valid": scores["valid"], "test": scores["test"],
+        **valid_log(log_path),
+        "lengths": {"valid": mean_lengths(data, "valid"), "test": mean_lengths(data, "test")},
+        "seconds": {"train_this_call": round(trained - started, 1), "decode": round(time.time() - trained, 1)},
+        "threads": threads or os.cpu_count(),
+        "command": "fairseq-train " + " ".join(shlex.quote(c) for c in [shown_path(data.data_bin)] + flags),
+        "workdir": shown_path(run_dir),
+        "date": datetime.date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
+    }
+    with atomic_output(result_path(results, run)) as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
+    return result
