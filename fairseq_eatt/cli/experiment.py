@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--local-dir", default=None,
                    help="raw corpus files to use instead of downloading (fairseq_eatt.data.prepare --local-dir); "
                         "the small scale uses the shipped Multi30k")
+    p.add_argument("--skip-checksum", action="store_true",
+                   help="do not verify the corpus files' pinned checksums (e.g. a subset in --local-dir)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at the same time, each with cores/jobs threads (CPU); keep 1 on one GPU")
     p.add_argument("--train-args", default="", help="extra fairseq-train arguments for every run (quoted string), "
@@ -57,12 +59,18 @@ def parse_args(argv=None):
     p.add_argument("--max-update", type=int, default=None, help="override the setting's update count")
     p.add_argument("--arch", default=None, help="override the setting's architecture")
     p.add_argument("--max-tokens", type=int, default=None, help="override the setting's tokens per batch")
+    p.add_argument("--bpe-merges", type=int, default=None, help="override the setting's BPE merge operations")
+    p.add_argument("--warmup-updates", type=int, default=None, help="override the setting's lr warm-up")
+    p.add_argument("--plateau-updates", type=int, default=None, help="override the setting's lr plateau end")
     p.add_argument("--student-dims", default=None,
                    help="figure1: student dimensions (default: 512,256,128,64 paper; 256,128,64 small)")
     p.add_argument("--sentence", type=int, default=0, help="figure2: index of the test sentence")
-    p.add_argument("--figures", default=os.path.join("results", "figures"), help="figure2/3 and energy outputs")
+    p.add_argument("--figures", default=None,
+                   help="where figure2/figure3 write their files (default: results/<scale>)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     args = p.parse_args(argv)
+    if args.figures is None:
+        args.figures = os.path.join("results", args.scale)
     args.recipes = args.recipe.split(",")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown or (len(args.recipes) > 1 and any(r not in R.TRAINING_RECIPES for r in args.recipes)):
@@ -71,7 +79,7 @@ def parse_args(argv=None):
     args.recipe = args.recipes[0]
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
-    for flag in ("max_update", "max_tokens"):
+    for flag in ("max_update", "max_tokens", "bpe_merges", "warmup_updates", "plateau_updates"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
@@ -83,7 +91,9 @@ def parse_args(argv=None):
     args.task_list = args.tasks.split(",") if args.tasks else R.default_tasks(args.recipe, args.scale)
     try:
         args.settings = {t: setting(t, args.scale, max_update=args.max_update, arch=args.arch,
-                                    max_tokens=args.max_tokens) for t in args.task_list}
+                                    max_tokens=args.max_tokens, bpe_merges=args.bpe_merges,
+                                    warmup_updates=args.warmup_updates, plateau_updates=args.plateau_updates)
+                         for t in args.task_list}
     except ValueError as err:
         p.error(f"--tasks: {err}")
     return args
@@ -91,6 +101,11 @@ def parse_args(argv=None):
 
 def log(msg: str):
     print(f"[experiment] {msg}", flush=True)
+
+
+def prepare(args, task: str) -> runner.PreparedData:
+    return runner.prepare_task(args.settings[task], os.path.join(args.workdir, "data"), args.local_dir,
+                               verify=not args.skip_checksum)
 
 
 def training_runs(args, recipe: str, seeds: List[int]) -> List[R.RunSpec]:
@@ -124,7 +139,7 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
             pending.append(run)
     if args.dry_run or not pending:
         return results
-    data = {task: runner.prepare_task(args.settings[task], os.path.join(args.workdir, "data"), args.local_dir)
+    data = {task: prepare(args, task)
             for task in sorted({r.task for r in pending})}
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     failures = []
@@ -172,7 +187,7 @@ def figure1(args):
     s = args.settings[teacher_run.task]
     dims = args.student_dims or ("512,256,128,64" if args.scale == "paper" else "256,128,64")
     layers = 6 if args.scale == "paper" else 3
-    data = runner.prepare_task(s, os.path.join(args.workdir, "data"), args.local_dir)
+    data = prepare(args, teacher_run.task)
     base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}", "figure1")
     train_args = (f"--optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --weight-decay 0.0001 --lr {s.lr} "
                   f"--lr-scheduler eatt --warmup-updates {s.warmup_updates} --plateau-updates {s.plateau_updates} "
@@ -226,7 +241,7 @@ def figure2(args):
     task = runs[0].task
     corpus = CORPORA[task]
     s = args.settings[task]
-    data = runner.prepare_task(s, os.path.join(args.workdir, "data"), args.local_dir)
+    data = prepare(args, task)
     prep = os.path.join(args.workdir, "data", task)
     tok_or_raw = "tok" if corpus.tokenized else "raw"
     suffix = "" if corpus.tokenized else ".joined"
@@ -253,7 +268,7 @@ def figure3(args):
     done = train_all(args, runs)
     if args.dry_run:
         return
-    data = runner.prepare_task(args.settings[runs[0].task], os.path.join(args.workdir, "data"), args.local_dir)
+    data = prepare(args, runs[0].task)
     for run in runs:
         out = os.path.join(args.figures, f"figure3_{run.task}-{args.scale}_seed{run.seed}")
         binarization_stats.main([data.data_bin, "--path", checkpoint_of(args, run, done[run]),
@@ -272,7 +287,7 @@ def energy(args):
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         energy_cli.main(flags)
-    out = os.path.join(args.figures, "energy.md")
+    out = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "energy.md")
     with atomic_output(out) as handle:
         handle.write(f"# Energy tables\n\nCommand: `fairseq-eatt-energy {' '.join(flags)}`; date "
                      f"{datetime.date.today().isoformat()}; computed from the declared operation counts (no "

@@ -40,7 +40,7 @@ class PreparedData:
     references: Dict[str, str]  # split -> reference file matching the setting's BLEU mode
 
 
-def prepare_task(setting: TaskSetting, data_root: str, local_dir: Optional[str]) -> PreparedData:
+def prepare_task(setting: TaskSetting, data_root: str, local_dir: Optional[str], verify: bool = True) -> PreparedData:
     from ..data.corpora import CORPORA
     from ..data.prepare import prepare
 
@@ -48,7 +48,7 @@ def prepare_task(setting: TaskSetting, data_root: str, local_dir: Optional[str])
     if local_dir is None and setting.task == "multi30k-en-de":
         local_dir = SHIPPED_MULTI30K
     out = os.path.join(data_root, setting.task)
-    result = prepare(corpus, out, local_dir=local_dir, merges=setting.bpe_merges)
+    result = prepare(corpus, out, local_dir=local_dir, merges=setting.bpe_merges, verify=verify)
     folder, name = ("tok", "{split}.{lang}") if setting.bleu == "tokenized" else ("raw", "{split}.{lang}.joined")
     refs = {split: os.path.join(out, folder, name.format(split=split, lang=corpus.tgt)) for split in ("valid", "test")}
     return PreparedData(result["data_bin"], corpus.src, corpus.tgt, refs)
@@ -138,6 +138,7 @@ def call(cmd: List[str], log_path: str, echo: bool, threads: Optional[int], stdo
             stream = proc.stdout if out is subprocess.PIPE else proc.stderr
             for line in stream:
                 log.write(line)
+                log.flush()  # follow a run with tail -f
                 if echo:
                     sys.stdout.write(line)
             code = proc.wait()

@@ -1,0 +1,37 @@
+"""fairseq-eatt-aggregate: the runs' JSON results as the paper's tables (markdown) and figures (PNG).
+
+    fairseq-eatt-aggregate [--results results/runs] [--out results] [--scale small]
+
+Writes OUT/<scale>/table4.md, table5.md, table6.md, variants.md, figure1.md, figure2.md, figure3.md (and their
+PNGs), each with its status (complete / partial with the missing runs / not run) and provenance, and prints the
+status of each.
+"""
+import argparse
+import os
+import sys
+
+from ..experiments.aggregate import ResultError, aggregate
+from ..experiments.settings import SCALES
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="fairseq-eatt-aggregate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=os.path.join("results", "runs"), help="folder of run JSON files")
+    p.add_argument("--out", default="results", help="tables go to OUT/<scale>/")
+    p.add_argument("--scale", action="append", choices=SCALES, default=None,
+                   help="scale(s) to report (default: every scale with results; small if none)")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.results):
+        p.error(f"--results {args.results}: no such folder (run fairseq-eatt-experiment first)")
+    try:
+        report = aggregate(args.results, args.out, args.scale)
+    except ResultError as err:
+        sys.exit(f"fairseq-eatt-aggregate: {err}")
+    for scale, parts in report.items():
+        for name, status in parts.items():
+            print(f"{os.path.join(args.out, scale, name + '.md')}: {status}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The paper's recipes: which runs each table needs, the resumable runner end to end at a tiny size, the figure
+recipes, and the aggregation of stored JSON results into tables with their status."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fairseq_eatt.attention import available_attentions, get_attention_class
+from fairseq_eatt.experiments import recipes as R
+from fairseq_eatt.experiments.aggregate import Collection, ResultError, aggregate, attention_energy, load_runs, mean_std
+from fairseq_eatt.experiments.settings import SETTINGS, setting
+
+from .helpers import REPO_ROOT, multi30k_slice
+
+SLICE = {"train": 200, "val": 40, "test_2016_flickr": 24}
+
+
+def experiment(*args, check=True):
+    cmd = [sys.executable, "-m", "fairseq_eatt.cli.experiment", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    if check and proc.returncode != 0:
+        pytest.fail(f"fairseq-eatt-experiment failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}")
+    return proc
+
+
+# ---- settings and recipes -------------------------------------------------------------------------------------
+
+def test_paper_settings_follow_the_paper():
+    """Sec. 4.2 of the E-ATT paper: updates x tokens, dropout, beam and length penalty per task."""
+    expected = {"iwslt15-en-vi": (50000, 4096, 0.3, 4, 1.5, "all"),
+                "wmt14-en-de": (150000, 32768, 0.1, 4, 0.6, "decoder"),
+                "wmt17-zh-en": (200000, 32768, 0.1, 10, 1.5, "decoder")}
+    for task, (updates, tokens, dropout, beam, lenpen, shared) in expected.items():
+        s = SETTINGS[(task, "paper")]
+        assert (s.max_update, s.max_tokens * s.update_freq, s.dropout, s.beam, s.lenpen, s.embeddings) == \
+            (updates, tokens, dropout, beam, lenpen, shared), task
+        assert (s.arch, s.lr, s.warmup_updates, s.plateau_updates, s.bpe_merges) == \
+            ("transformer_eatt", 1e-3, 8000, 20000, 32000)
+    assert SETTINGS[("iwslt15-en-vi", "paper")].bleu == "tokenized"  # tokenized BLEU for IWSLT'15, as usual
+
+
+def test_setting_errors_name_the_valid_choices():
+    with pytest.raises(ValueError, match="small-scale tasks: multi30k-en-de"):
+        setting("wmt14-en-de", "small")
+    with pytest.raises(ValueError, match="valid scales are paper, small"):
+        setting("multi30k-en-de", "huge")
+    assert setting("multi30k-en-de", "small", max_update=7, arch=None).max_update == 7
+
+
+def test_recipes_list_the_paper_runs_and_share_them():
+    t4 = R.runs_for("table4", "paper", R.default_tasks("table4", "paper"), R.default_seeds("table4", "paper"))
+    assert len(t4) == 3 * 2 * 5
+    t6 = R.runs_for("table6", "small", ["multi30k-en-de"], [1])
+    assert len(t6) == 16 and len({(r.encoder_self, r.decoder_cross) for r in t6}) == 16
+    assert all(r.encoder_self == r.decoder_self for r in t6)
+    t5 = R.runs_for("table5", "small", ["multi30k-en-de"], [1])
+    small4 = R.runs_for("table4", "small", ["multi30k-en-de"], R.default_seeds("table4", "small"))
+    assert len(small4) == 6 and len(t5) == 4
+    # Table 4's seed-1 runs are rows of Table 5 and the diagonal of Table 6: identical specs, trained once
+    assert {r for r in small4 if r.seed == 1} <= set(t5) & set(t6)
+
+
+def test_variants_recipe_puts_each_variant_where_it_can_work():
+    runs = R.runs_for("variants", "small", ["multi30k-en-de"], [1])
+    assert len(runs) == len(available_attentions())
+    for run in runs:
+        used = {v for v in run.attention.values() if v != "vanilla"} or {"vanilla"}
+        assert len(used) == 1
+        (variant,) = used
+        allowed = get_attention_class(variant).capabilities.allowed_positions()
+        for position, name in run.attention.items():
+            assert (name == variant) == (position in allowed), (variant, position)
+    linformer = next(r for r in runs if "linformer" in r.attention.values())
+    assert linformer.decoder_self == "vanilla"  # linformer cannot be causal
+
+
+def test_experiment_cli_rejects_bad_input():
+    for args, message in ((["table9"], "valid recipes are"), (["table4", "--seeds", "1,x"], "--seeds"),
+                          (["table4", "--jobs", "0"], "--jobs must be at least 1"),
+                          (["table4", "--scale", "small", "--tasks", "wmt14-en-de"], "small-scale tasks"),
+                          (["figure1,table4"], "can be joined"), (["table4", "--max-update", "0"], "--max-update")):
+        proc = experiment(*args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
+
+
+def test_dry_run_lists_the_runs_without_training(tmp_path):
+    proc = experiment("table4,table5", "--scale", "small", "--dry-run", "--workdir", tmp_path / "w",
+                      "--results", tmp_path / "r")
+    listed = [line for line in proc.stdout.splitlines() if line.endswith(": to run")]
+    assert len(listed) == 8  # 6 of Table 4 + the 2 ablations of Table 5
+    assert not (tmp_path / "w").exists()
+
+
+# ---- the runner end to end, tiny --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    raw = multi30k_slice(str(root / "raw"), SLICE)
+    common = ["--scale", "small", "--local-dir", raw, "--skip-checksum", "--arch", "transformer_eatt_tiny",
+              "--max-update", "4", "--warmup-updates", "2", "--plateau-updates", "4", "--bpe-merges", "200",
+              "--workdir", root / "work", "--results", root / "results" / "runs", "--figures", root / "results" / "small"]
+    proc = experiment("table4", "--seeds", "1", "--jobs", "2", *common)
+    return {"root": root, "common": common, "stdout": proc.stdout}
+
+
+def test_runner_writes_one_complete_json_per_run(tiny_experiment):
+    folder = tiny_experiment["root"] / "results" / "runs" / "multi30k-en-de-small"
+    files = sorted(os.listdir(folder))
+    assert files == ["eatt-eatt-eatt.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
+    for name in files:
+        result = json.loads((folder / name).read_text())
+        assert result["valid"]["sentences"] == SLICE["val"] and result["test"]["sentences"] == SLICE["test_2016_flickr"]
+        assert 0.0 <= result["test"]["bleu"] <= 100.0 and "tok:13a" in result["test"]["signature"]
+        assert result["setting"]["arch"] == "transformer_eatt_tiny" and result["setting"]["max_update"] == 4
+        assert result["valid_losses"] and result["valid_losses"][-1]["num_updates"] == 4
+        assert result["model"]["embed_dim"] == 64 and result["model"]["params"] > 0
+        assert "--seed 1" in result["command"] and result["machine"]["cores"] >= 1
+        run_dir = tiny_experiment["root"] / "work" / "multi30k-en-de-small" / f"{result['run']}.{result['config_hash']}"
+        hyps = (run_dir / "test.hyp").read_text(encoding="utf-8").splitlines()
+        assert len(hyps) == SLICE["test_2016_flickr"]  # every sentence decoded, none dropped by batching
+    eatt = json.loads((folder / "eatt-eatt-eatt.seed1.json").read_text())
+    assert set(eatt["binarization_last_valid"]) >= {"encoder_self_L1", "cross_key_L2"}
+
+
+def test_finished_runs_are_skipped_and_changed_settings_are_refused(tiny_experiment):
+    root, common = tiny_experiment["root"], list(tiny_experiment["common"])
+    path = root / "results" / "runs" / "multi30k-en-de-small" / "vanilla-vanilla-vanilla.seed1.json"
+    before = path.stat().st_mtime_ns
+    proc = experiment("table4", "--seeds", "1", *common)
+    assert "vanilla-vanilla-vanilla.seed1: done" in proc.stdout and path.stat().st_mtime_ns == before
+    changed = [("5" if a == "4" and common[i - 1] == "--max-update" else a) for i, a in enumerate(common)]
+    proc = experiment("table4", "--seeds", "1", *changed, check=False)
+    assert proc.returncode != 0 and "made with other settings" in proc.stderr
+
+
+def test_figure_recipes_on_the_tiny_runs(tiny_experiment):
+    root, common = tiny_experiment["root"], tiny_experiment["common"]
+    experiment("figure3", "--seeds", "1", *common)
+    ratios = json.loads((root / "results" / "small" / "figure3_multi30k-en-de-small_seed1.json").read_text())["ratios"]
+    assert {r["position"] for r in ratios} == {"encoder_self", "decoder_self", "cross_query", "cross_key"}
+    experiment("figure2", *common)
+    assert (root / "results" / "small" / "figure2_multi30k-en-de-small_eatt.png").stat().st_size > 1000
+    assert (root / "results" / "small" / "figure2_multi30k-en-de-small_vanilla.png").stat().st_size > 1000
+    experiment("figure1", "--student-dims", "32,16", *common)
+    for attention in ("vanilla", "eatt"):
+        summary = json.loads((root / "results" / "runs" / "multi30k-en-de-small" / f"figure1.{attention}.json")
+                             .read_text())
+        energies = [s["energy_vs_vanilla_teacher_size"] for s in summary["students"]]
+        assert [s["dim"] for s in summary["students"]] == [32, 16] and energies[0] > energies[1] > 0
+    # the teacher's translations of the training set were made once and shared by both student groups
+    assert (root / "work" / "multi30k-en-de-small" / "figure1" / "distilled-bin").is_dir()
+
+    report = aggregate(str(root / "results" / "runs"), str(root / "results"), ["small"])["small"]
+    assert report["figure1"] == "complete" and report["figure2"] == "complete"
+    text = (root / "results" / "small" / "table4.md").read_text()
+    assert "partial (2 of 6 runs" in text and "**Custom settings**" in text
+
+
+def test_energy_recipe_writes_the_paper_tables(tmp_path):
+    experiment("energy", "--results", tmp_path / "runs")
+    text = (tmp_path / "energy.md").read_text()
+    assert "Table 7" in text and "| paper-asic" in text
+
+
+# ---- aggregation on stored JSON -----------------------------------------------------------------------------------
+
+def stored_run(task="multi30k-en-de", scale="small", enc="vanilla", dec=None, cross=None, seed=1, test=20.0,
+               valid=21.0):
+    """A run result in the runner's format (the fields the aggregation reads)."""
+    dec, cross = dec or enc, cross or enc
+    return {
+        "schema": 1, "run": f"{enc}-{dec}-{cross}.seed{seed}", "task": task, "scale": scale, "seed": seed,
+        "attention": {"encoder_self": enc, "decoder_self": dec, "decoder_cross": cross}, "config_hash": "abc",
+        "setting": SETTINGS[(task, scale)].as_dict(), "extra_train_args": [],
+        "model": {"params": 1000, "embed_dim": 256, "heads": 4, "encoder_layers": 3, "decoder_layers": 3},
+        "valid": {"bleu": valid, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},
+        "test": {"bleu": test, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},
+        "lengths": {"test": {"src": 15.1, "tgt": 15.3}, "valid": {"src": 15.4, "tgt": 16.1}},
+        "date": "2026-11-22", "git_commit": "0000000", "threads": 1,
+        "machine": {"cpu": "test cpu", "cores": 2, "gpu": None, "torch": "x", "fairseq": "y"},
+    }
+
+
+def write_runs(folder, runs):
+    for run in runs:
+        path = folder / f"{run['task']}-{run['scale']}" / f"{run['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run))
+
+
+def test_mean_and_sample_std():
+    assert mean_std([20.0, 22.0, 24.0]) == "22.00 ± 2.00 (n=3)"
+    assert mean_std([19.5]) == "19.50 (n=1)" and mean_std([]) == "-"
+
+
+def test_table4_aggregates_seeds_and_reports_status(tmp_path):
+    runs = [stored_run(enc="vanilla", seed=s, test=t) for s, t in ((1, 24.0), (2, 25.0), (3, 26.0))]
+    runs += [stored_run(enc="eatt", seed=s, test=t) for s, t in ((1, 18.0), (2, 19.0))]
+    write_runs(tmp_path / "runs", runs)
+    report = aggregate(str(tmp_path / "runs"), str(tmp_path / "out"), ["small"])["small"]
+    assert report["table4"].startswith("partial (5 of 6 runs; missing: eatt-eatt-eatt.seed3")
+    text = (tmp_path / "out" / "small" / "table4.md").read_text()
+    assert "| multi30k-en-de | Vanilla | 25.00 ± 1.00 (n=3) |" in text
+    assert "| multi30k-en-de | E-ATT | 18.50 ± 0.71 (n=2) |" in text
+    write_runs(tmp_path / "runs", [stored_run(enc="eatt", seed=3, test=20.0)])
+    assert aggregate(str(tmp_path / "runs"), str(tmp_path / "out"), ["small"])["small"]["table4"] == \
+        "complete (6 of 6 runs)"
+
+
+def test_table6_places_self_in_rows_and_cross_in_columns(tmp_path):
+    write_runs(tmp_path / "runs", [stored_run(enc="vanilla", cross="synth_dense", valid=11.0),
+                                   stored_run(enc="synth_dense", cross="vanilla", valid=22.0)])
+    aggregate(str(tmp_path / "runs"), str(tmp_path / "out"), ["small"])
+    text = (tmp_path / "out" / "small" / "table6.md").read_text()
+    dev = text.split("dev BLEU (seed 1):")[1].split("test BLEU")[0]
+    assert "| Vanilla | - | 11.00 | - | - |" in dev and "| Dense | 22.00 | - | - | - |" in dev
+
+
+def test_attention_energy_of_stored_runs():
+    vanilla, eatt = stored_run(enc="vanilla"), stored_run(enc="eatt")
+    assert attention_energy(vanilla) == pytest.approx(100.0)
+    assert 25.0 < attention_energy(eatt) < 45.0  # about a third, as the paper's 34% at l = 22, d = 512
+    hybrid = stored_run(enc="eatt", dec="eatt", cross="vanilla")
+    assert attention_energy(eatt) < attention_energy(hybrid) < 100.0
+
+
+def test_bad_stored_json_is_named(tmp_path):
+    folder = tmp_path / "runs" / "multi30k-en-de-small"
+    folder.mkdir(parents=True)
+    (folder / "broken.json").write_text("{not json")
+    with pytest.raises(ResultError, match="broken.json"):
+        load_runs(str(tmp_path / "runs"))
+    (folder / "broken.json").write_text(json.dumps({"task": "multi30k-en-de"}))
+    with pytest.raises(ResultError, match="missing key"):
+        load_runs(str(tmp_path / "runs"))
+    run = stored_run()
+    dup = copy.deepcopy(run)
+    dup["_path"], run["_path"] = "a.json", "b.json"
+    with pytest.raises(ResultError, match="same run"):
+        Collection([run, dup])
+
+
+def test_committed_results_aggregate(tmp_path):
+    """The JSON results committed under results/runs load and aggregate (a malformed file fails here)."""
+    results = os.path.join(REPO_ROOT, "results", "runs")
+    if not os.path.isdir(results):
+        pytest.skip("no committed results yet")
+    report = aggregate(results, str(tmp_path), None)
+    assert report and all(status for parts in report.values() for status in parts.values())
