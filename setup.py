@@ -38,6 +38,8 @@ setup(
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
             "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",
             "fairseq-eatt-energy = fairseq_eatt.cli.energy:main",
+            "fairseq-eatt-experiment = fairseq_eatt.cli.experiment:main",
+            "fairseq-eatt-aggregate = fairseq_eatt.cli.aggregate:main",
         ],
     },
 )

@@ -252,3 +252,36 @@ def test_committed_results_aggregate(tmp_path):
         pytest.skip("no committed results yet")
     report = aggregate(results, str(tmp_path), None)
     assert report and all(status for parts in report.values() for status in parts.values())
+
+
+def test_tokenized_bleu_scoring_for_iwslt(tmp_path):
+    """IWSLT'15 is scored on tokenized text with sacreBLEU's tokenizer off (tok:none), as in the literature."""
+    from fairseq_eatt.experiments import runner
+
+    refs = ["a b c d .", "e f g h i ."]
+    (tmp_path / "test.ref").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # fairseq-generate writes hypotheses in batch order, not in corpus order
+    (run_dir / "test.out").write_text(f"D-1\t-0.1\t{refs[1]}\nD-0\t-0.2\t{refs[0]}\n", encoding="utf-8")
+    data = runner.PreparedData("unused", "en", "vi", {"test": str(tmp_path / "test.ref")})
+    score = runner.decode(str(run_dir), data, SETTINGS[("iwslt15-en-vi", "paper")], "test", str(tmp_path / "log"),
+                          False, None, 8)
+    assert score["bleu"] == 100.0 and "tok:none" in score["signature"] and score["sentences"] == 2
+    (run_dir / "test.out").write_text("D-0\t-0.1\ta b c d .\n", encoding="utf-8")  # one hypothesis missing
+    with pytest.raises(runner.RunFailed, match="1 hypotheses for 2 references"):
+        runner.decode(str(run_dir), data, SETTINGS[("iwslt15-en-vi", "paper")], "test", str(tmp_path / "log"),
+                      False, None, 8)
+    assert not (run_dir / "test.out").exists()  # moved aside, so the next run decodes again
+
+
+def test_aggregation_rewrites_the_status_block_of_the_results_index(tmp_path):
+    write_runs(tmp_path / "runs", [stored_run(enc="vanilla")])
+    (tmp_path / "out").mkdir()
+    readme = tmp_path / "out" / "README.md"
+    readme.write_text("intro\n<!-- status:small:begin -->\nold\n<!-- status:small:end -->\noutro\n")
+    aggregate(str(tmp_path / "runs"), str(tmp_path / "out"), ["small"])
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| Table 4: vanilla vs E-ATT, several seeds | partial (1 of 6 runs" in text
+    assert "| Figure 1: distillation with halved dimensions | not run |" in text

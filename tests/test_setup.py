@@ -25,3 +25,17 @@ def test_environment_pins_its_torch():
 
     constraints = open(os.path.join(venv, "eatt-constraints.txt"), encoding="utf-8").read()
     assert constraints.strip() == f"torch=={torch.__version__}"
+
+
+def test_every_console_script_is_installed_and_answers_help():
+    import re
+
+    text = open(os.path.join(REPO_ROOT, "setup.py"), encoding="utf-8").read()
+    scripts = re.findall(r'"(fairseq-eatt-[a-z-]+) = ', text)
+    assert {"fairseq-eatt-experiment", "fairseq-eatt-aggregate", "fairseq-eatt-demo"} <= set(scripts)
+    bindir = os.path.dirname(sys.executable)
+    for name in scripts:
+        path = os.path.join(bindir, name)
+        assert os.path.exists(path), f"{name} is not installed in {bindir} (pip install -e .)"
+        proc = subprocess.run([path, "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert proc.returncode == 0 and "usage" in (proc.stdout + proc.stderr).lower(), name
