@@ -155,7 +155,8 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
             return
         results[run] = result
         log(f"finished {run.task}-{run.scale}/{run.name}: valid BLEU {result['valid']['bleu']}, test BLEU "
-            f"{result['test']['bleu']} -> {runner.result_path(args.results, run)}")
+            f"{result['test']['bleu']} (sacreBLEU {result['test']['signature']}) -> "
+            f"{runner.result_path(args.results, run)}")
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, pending))

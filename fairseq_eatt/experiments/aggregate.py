@@ -117,9 +117,6 @@ class Collection:
     def scales(self) -> List[str]:
         return sorted({k[1] for k in self.by_key})
 
-    def tasks(self, scale: str) -> List[str]:
-        return sorted({k[0] for k in self.by_key if k[1] == scale})
-
     def get(self, spec: R.RunSpec) -> Optional[Dict]:
         return self.by_key.get(spec_key(spec))
 
@@ -157,16 +154,24 @@ def status_and_provenance(col: Collection, needed: List[R.RunSpec], recipe: str,
                   f"under `results/runs/`.",
                   "", f"Machine: {'; '.join(machines)}; threads per run: {'/'.join(threads)}.",
                   "", f"Dates: {', '.join(dates)}. Code: commit {', '.join(commits)}.",
+                  "", f"Data: {have[0]['task']} as prepared by `fairseq_eatt.data.prepare` "
+                  f"({have[0]['setting']['bpe_merges']:,} BPE merges); dev {have[0]['valid']['sentences']:,} and "
+                  f"test {have[0]['test']['sentences']:,} sentences.",
                   "", f"BLEU: sacreBLEU `{signature}` ({scoring}); beam {have[0]['setting']['beam']}, length penalty {have[0]['setting']['lenpen']}; the "
                   "checkpoint with the best dev loss.", ""]
     return status, lines, have
 
 
+def start(col: Collection, recipe: str, scale: str, title: str, seeds: Optional[List[int]] = None):
+    """(status, the document's opening lines, tasks) of a table made from training recipe ``recipe``."""
+    tasks = R.default_tasks(recipe, scale)
+    needed = R.runs_for(recipe, scale, tasks, seeds or R.default_seeds(recipe, scale))
+    status, lines, _ = status_and_provenance(col, needed, recipe, scale)
+    return status, [f"# {title} ({scale} scale)", ""] + lines, tasks
+
+
 def table4(col: Collection, scale: str) -> Tuple[str, str]:
-    tasks = col.tasks(scale) or R.default_tasks("table4", scale)
-    needed = R.runs_for("table4", scale, tasks, R.default_seeds("table4", scale))
-    status, lines, _ = status_and_provenance(col, needed, "table4", scale)
-    out = [f"# Table 4 ({scale} scale): vanilla attention vs E-ATT", ""] + lines
+    status, out, tasks = start(col, "table4", scale, "Table 4: vanilla attention vs E-ATT")
     out += ["| task | attention | test BLEU | dev BLEU | test BLEU per seed | attention energy, ASIC % | FPGA % | "
             "paper (test BLEU) |", "|---|---|---|---|---|---|---|---|"]
     for task in tasks:
@@ -188,10 +193,7 @@ def table4(col: Collection, scale: str) -> Tuple[str, str]:
 
 
 def table5(col: Collection, scale: str) -> Tuple[str, str]:
-    tasks = R.default_tasks("table5", scale)
-    needed = R.runs_for("table5", scale, tasks, R.default_seeds("table5", scale))
-    status, lines, _ = status_and_provenance(col, needed, "table5", scale)
-    out = [f"# Table 5 ({scale} scale): ablations", ""] + lines
+    status, out, tasks = start(col, "table5", scale, "Table 5: ablations")
     out += ["| task | model | dev BLEU | test BLEU | params | paper (En-Vi dev BLEU) |", "|---|---|---|---|---|---|"]
     for task in tasks:
         for variant, label in R.TABLE5_ROWS:
@@ -204,10 +206,8 @@ def table5(col: Collection, scale: str) -> Tuple[str, str]:
 
 
 def table6(col: Collection, scale: str) -> Tuple[str, str]:
-    tasks = R.default_tasks("table6", scale)
-    needed = R.runs_for("table6", scale, tasks, R.default_seeds("table6", scale))
-    status, lines, _ = status_and_provenance(col, needed, "table6", scale)
-    out = [f"# Table 6 ({scale} scale): hybrids of self-attention (rows) and cross-attention (columns)", ""] + lines
+    status, out, tasks = start(col, "table6", scale, "Table 6: hybrids of self-attention (rows) and "
+                               "cross-attention (columns)")
     seed = R.default_seeds("table6", scale)[0]
     for task in tasks:
         for split, label in (("valid", "dev BLEU"), ("test", "test BLEU")):
@@ -230,10 +230,7 @@ def table6(col: Collection, scale: str) -> Tuple[str, str]:
 
 
 def variants(col: Collection, scale: str, figure_dir: Optional[str]) -> Tuple[str, str]:
-    tasks = R.default_tasks("variants", scale)
-    needed = R.runs_for("variants", scale, tasks, [1])
-    status, lines, _ = status_and_provenance(col, needed, "variants", scale)
-    out = [f"# All registered attention variants ({scale} scale)", ""] + lines
+    status, out, tasks = start(col, "variants", scale, "All registered attention variants", [1])
     out += ["Each variant sits in every position it supports, vanilla attention in the others.", "",
             "| variant | enc self / dec self / cross | params | dev BLEU | test BLEU | test BLEU vs vanilla | "
             "attention energy, ASIC % | FPGA % |", "|---|---|---|---|---|---|---|---|"]
