@@ -348,7 +348,10 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
     positions = sorted({p for p, _ in values}, key=["encoder_self", "decoder_self", "cross_query",
                                                     "cross_key"].index)
     layers = sorted({layer for _, layer in values})
-    out += [f"Status: complete ({len(files)} seed(s): {', '.join(os.path.basename(f) for f in files)}).", "",
+    expected = len(R.default_seeds("figure3", scale))
+    status = (f"complete ({len(files)} seeds)" if len(files) >= expected
+              else f"partial ({len(files)} of {expected} seeds)")
+    out += [f"Status: {status}: {', '.join(os.path.basename(f) for f in files)}.", "",
             f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
             "Command: `fairseq-eatt-experiment figure3 --scale " + scale + "` (fairseq-eatt-binarization on each "
             "E-ATT seed's best checkpoint, dev set, padding excluded). Mean ± std over seeds.", "",
@@ -380,7 +383,7 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
     fig.tight_layout()
     save(fig, os.path.join(figure_dir, "figure3.png"))
     out += ["", "![figure 3](figure3.png)"]
-    return "complete", "\n".join(out) + "\n"
+    return status, "\n".join(out) + "\n"
 
 
 def figure2(figure_dir: str, scale: str) -> Tuple[str, str]:
