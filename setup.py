@@ -5,7 +5,28 @@ torch and fairseq are deliberately not in install_requires:
 - fairseq-fixed==0.12.3.1: its metadata asks for torchaudio, which drags in another torch. Install it with
   `pip install --no-deps --no-build-isolation fairseq-fixed==0.12.3.1` (the Makefile does this for you).
 """
+import os
+import sys
+
 from setuptools import find_packages, setup
+
+
+def l1_kernel():
+    """E-ATT's compiled L1 kernel (fairseq_eatt/csrc), when torch is importable at build time (install with
+    --no-build-isolation); without it the plugin falls back to the pure-PyTorch reference and says so."""
+    if os.environ.get("FAIRSEQ_EATT_NO_KERNEL"):
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        print("fairseq-eatt: torch is not importable at build time; the compiled L1 kernel is skipped "
+              "(pip install --no-build-isolation -e . after installing torch builds it)", file=sys.stderr)
+        return {}
+    # -fopenmp for at::parallel_for; the OpenMP symbols resolve to the runtime torch already loads
+    ext = CppExtension("fairseq_eatt._pairwise_l1", ["fairseq_eatt/csrc/pairwise_l1.cpp"],
+                       extra_compile_args=["-O3", "-fopenmp"])
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=False)}}
+
 
 setup(
     name="fairseq-eatt",
@@ -30,6 +51,7 @@ setup(
         "scikit-learn",
         "packaging",
     ],
+    **l1_kernel(),
     entry_points={
         "console_scripts": [
             "fairseq-eatt-demo = fairseq_eatt.cli.demo:main",
@@ -38,6 +60,7 @@ setup(
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
             "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",
             "fairseq-eatt-energy = fairseq_eatt.cli.energy:main",
+            "fairseq-eatt-bench = fairseq_eatt.cli.bench:main",
             "fairseq-eatt-experiment = fairseq_eatt.cli.experiment:main",
             "fairseq-eatt-aggregate = fairseq_eatt.cli.aggregate:main",
         ],

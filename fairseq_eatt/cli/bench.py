@@ -1,0 +1,305 @@
+"""fairseq-eatt-bench: speed and memory of attention variants against the stock fairseq transformer, in one run.
+
+    fairseq-eatt-bench [--variants eatt,local | all] [--preset small] [--data DATA-BIN] [--out results/performance]
+
+On the same batches of a real corpus (the shipped Multi30k En-De by default, or any fairseq-preprocess output):
+- training throughput (target tokens/s over forward, backward and the optimizer step, after warm-up),
+- beam-search generation throughput (sentences/s, beam 4, incremental decoding),
+- peak memory of each (resident set on the CPU, allocator peak on a GPU; each measurement in its own process),
+for the stock fairseq ``transformer``, ``transformer_eatt`` with vanilla attention (the plugin's own overhead) and
+each chosen variant in every position it supports, at the same dimensions; then E-ATT's L1 score operation alone
+against dot-product scores (forward + backward, lengths 32-512, head dimension 64) and how each variant's time and
+memory grow with the sentence length. Every measurement is repeated: medians with the spread (min-max), ratios to
+the stock transformer. Writes OUT.md and OUT.json. A benchmark, not a test: nothing here asserts a timing.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import weakref
+from typing import Dict, List
+
+import torch
+
+PRESETS = {  # dims of the architectures; tokens per training batch; generation batches
+    "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, gen_batches=1,
+                 gen_batch_size=4, lengths=(16, 32), op_n=2),
+    "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=5, steps=20, repeats=3,
+                  gen_batches=4, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=32),
+    "base": dict(dim=512, ffn=2048, heads=8, layers=6, max_tokens=4096, warmup=5, steps=20, repeats=3,
+                 gen_batches=4, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=64),
+}
+
+
+def parse_args(argv=None):
+    from ..attention import available_attentions
+
+    p = argparse.ArgumentParser(prog="fairseq-eatt-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default="eatt",
+                   help=f"comma-separated variants, or 'all' ({', '.join(available_attentions())})")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                   help="model dimensions and measurement sizes: small = transformer_eatt_small (d 256, 3+3 layers), "
+                        "base = transformer-base (d 512, 6+6), tiny = for tests")
+    p.add_argument("--data", default=None, help="binarized fairseq data (default: the shipped Multi30k, prepared "
+                   "into --workdir on first use)")
+    p.add_argument("--source-lang", default="en")
+    p.add_argument("--target-lang", default="de")
+    p.add_argument("--gen-subset", default="test", help="split decoded for generation throughput")
+    p.add_argument("--workdir", default=os.path.join("work", "bench"), help="where the default data is prepared")
+    p.add_argument("--out", default=os.path.join("results", "performance"), help="writes OUT.md and OUT.json")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--gpu", action="store_true", help="measure on the GPU (allocator peak memory)")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: train, generate, scores, lengths")
+    p.add_argument("--repeats", type=int, default=None, help="override the preset's repeats")
+    args = p.parse_args(argv)
+    names = available_attentions()
+    args.variant_list = names if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variant_list if v not in names]
+    if unknown:
+        p.error(f"--variants: unknown {', '.join(unknown)}; valid: {', '.join(names)} or all")
+    args.skip_set = {s for s in args.skip.split(",") if s}
+    bad = args.skip_set - {"train", "generate", "scores", "lengths"}
+    if bad:
+        p.error(f"--skip: unknown part(s) {', '.join(sorted(bad))}; valid: train, generate, scores, lengths")
+    if args.gpu and not torch.cuda.is_available():
+        p.error("--gpu: no CUDA device is available")
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
+
+
+def log(msg: str):
+    print(f"[bench] {msg}", flush=True)
+
+
+def spread(values: List[float]) -> Dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def model_args(name: str, preset: Dict) -> List[str]:
+    """fairseq arguments of one benchmarked model; all share the preset's dimensions."""
+    from ..experiments.recipes import everywhere_allowed
+
+    dims = []
+    for side in ("encoder", "decoder"):
+        dims += [f"--{side}-embed-dim", str(preset["dim"]), f"--{side}-ffn-embed-dim", str(preset["ffn"]),
+                 f"--{side}-attention-heads", str(preset["heads"]), f"--{side}-layers", str(preset["layers"])]
+    common = dims + ["--share-all-embeddings", "--dropout", "0.1"]
+    if name == "transformer":
+        return ["--arch", "transformer"] + common
+    positions = everywhere_allowed(name)
+    flags = ["--encoder-self-attention", positions["encoder_self"], "--decoder-self-attention",
+             positions["decoder_self"], "--decoder-cross-attention", positions["decoder_cross"]]
+    return ["--arch", "transformer_eatt"] + common + flags + ["--max-source-positions", "512",
+                                                               "--max-target-positions", "512"]
+
+
+def run_worker(spec: Dict) -> Dict:
+    proc = subprocess.run([sys.executable, "-m", "fairseq_eatt.perf.worker", json.dumps(spec)], capture_output=True,
+                          text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"[bench] {spec['mode']} of {spec['name']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def default_data(args) -> str:
+    from ..data.corpora import CORPORA
+    from ..data.prepare import prepare
+
+    return prepare(CORPORA["multi30k-en-de"], os.path.join(args.workdir, "multi30k-en-de"),
+                   local_dir=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+                       os.path.abspath(__file__)))), "data_prep", "multi30k"), merges=8000)["data_bin"]
+
+
+def timed(fn, repeats: int, sync) -> List[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class PeakLiveTensors(torch.utils._python_dispatch.TorchDispatchMode):
+    """Peak bytes of tensors alive at once among those created by operations (forward and backward), and the
+    largest single tensor: a CPU stand-in for an allocator's peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: Dict[int, List[int]] = {}
+        self.current = self.peak = self.largest = 0
+
+    def _release(self, key: int):
+        entry = self.live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self.live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                self.largest = max(self.largest, t.numel())
+                key = t.untyped_storage().data_ptr()
+                if key == 0:
+                    continue
+                if key not in self.live:
+                    self.live[key] = [t.untyped_storage().nbytes(), 0]
+                    self.current += self.live[key][0]
+                    self.peak = max(self.peak, self.current)
+                self.live[key][1] += 1
+                weakref.finalize(t, self._release, key)
+        return out
+
+
+def score_op(args, preset: Dict) -> List[Dict]:
+    """E-ATT's L1 scores (compiled kernel and reference) against dot-product scores, forward + backward."""
+    import os as _os
+
+    from ..attention import functional as F
+
+    device = torch.device("cuda" if args.gpu else "cpu")
+    sync = torch.cuda.synchronize if args.gpu else (lambda: None)
+    repeats = args.repeats or 5
+    rows = []
+    for length in preset["lengths"]:
+        n, d = preset["op_n"], 64
+        q = torch.randn(n, length, d, device=device)
+        k = torch.randn(n, length, d, device=device)
+        g = torch.randn(n, length, length, device=device)
+
+        def dot():
+            qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
+            torch.bmm(qq, kk.transpose(1, 2)).backward(g)
+
+        def l1(choice):
+            def run():
+                _os.environ["FAIRSEQ_EATT_L1"] = choice
+                qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
+                F.pairwise_l1(qq, kk).backward(g)
+            return run
+
+        row = {"length": length, "n": n, "head_dim": d, "dot_s": spread(timed(dot, repeats, sync))}
+        previous = _os.environ.get("FAIRSEQ_EATT_L1")
+        try:
+            implementations = ["reference"] if (args.gpu or F.l1_kernel() is None) else ["fast", "reference"]
+            for choice in implementations:
+                reps = repeats if choice == "fast" or length <= 256 else 1  # the reference is slow at 512
+                row[f"l1_{choice}_s"] = spread(timed(l1(choice), reps, sync))
+                with PeakLiveTensors() as probe:
+                    l1(choice)()
+                row[f"l1_{choice}_largest_vs_5d"] = probe.largest / (n * length * length * d)
+        finally:
+            if previous is None:
+                _os.environ.pop("FAIRSEQ_EATT_L1", None)
+            else:
+                _os.environ["FAIRSEQ_EATT_L1"] = previous
+        rows.append(row)
+        log(f"scores L={length}: dot {row['dot_s']['median'] * 1e3:.2f} ms, L1 "
+            + ", ".join(f"{c} {row[f'l1_{c}_s']['median'] * 1e3:.2f} ms" for c in implementations))
+    return rows
+
+
+def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Dict]]:
+    """One self-attention layer of each variant: forward + backward time and peak live tensor memory per length."""
+    from ..attention import ENCODER_SELF, get_attention_class
+
+    device = torch.device("cuda" if args.gpu else "cpu")
+    sync = torch.cuda.synchronize if args.gpu else (lambda: None)
+    batch, dim, heads = 8, preset["dim"], preset["heads"]
+    ns = argparse.Namespace(max_source_positions=max(preset["lengths"]),
+                            max_target_positions=max(preset["lengths"]), attention_max_length=None)
+    out: Dict[str, List[Dict]] = {}
+    for name in variants:
+        cls = get_attention_class(name)
+        if ENCODER_SELF not in cls.capabilities.allowed_positions():
+            continue
+        torch.manual_seed(0)
+        module = cls(dim, heads, self_attention=True, **cls.kwargs_from_args(ns, ENCODER_SELF)).to(device)
+        rows = []
+        for length in preset["lengths"]:
+            x = torch.randn(length, batch, dim, device=device)
+
+            def step():
+                xx = x.clone().requires_grad_()
+                y, _ = module(xx, xx, xx, need_weights=False)
+                y.sum().backward()
+
+            times = timed(step, args.repeats or 3, sync)
+            if args.gpu:
+                torch.cuda.reset_peak_memory_stats()
+                step()
+                peak = torch.cuda.max_memory_allocated()
+            else:
+                with PeakLiveTensors() as probe:
+                    step()
+                peak = probe.peak
+            rows.append({"length": length, "seconds": spread(times), "peak_bytes": peak})
+        out[name] = rows
+        log(f"length scaling {name}: " + ", ".join(f"L={r['length']} {r['seconds']['median'] * 1e3:.1f} ms "
+                                                     f"{r['peak_bytes'] / 2**20:.1f} MiB" for r in rows))
+    return out
+
+
+def machine() -> Dict:
+    from ..experiments.runner import machine as describe
+
+    info = describe()
+    info["threads"] = torch.get_num_threads()
+    return info
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = dict(PRESETS[args.preset])
+    if args.repeats:
+        preset["repeats"] = args.repeats
+    started = time.time()
+    data = args.data or default_data(args)
+    models = ["transformer", "vanilla"] + [v for v in args.variant_list if v != "vanilla"]
+    report = {"command": "fairseq-eatt-bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": datetime.date.today().isoformat(), "machine": machine(), "preset": args.preset,
+              "preset_values": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
+              "data": data, "gpu": args.gpu, "train": {}, "generate": {}}
+    base = {"data": data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": preset["max_tokens"],
+            "gpu": args.gpu, "threads": args.threads, "warmup": preset["warmup"], "steps": preset["steps"],
+            "repeats": preset["repeats"], "beam": 4, "gen_subset": args.gen_subset,
+            "gen_batches": preset["gen_batches"], "gen_batch_size": preset["gen_batch_size"]}
+    for mode in ("train", "generate"):
+        if mode in args.skip_set:
+            continue
+        for name in models:
+            spec = dict(base, mode=mode, name=name, model_args=model_args(name, preset))
+            result = run_worker(spec)
+            report[mode][name] = result
+            key = "target_tokens_per_s" if mode == "train" else "sentences_per_s"
+            log(f"{mode} {name}: {statistics.median(result[key]):.1f} {key.replace('_', ' ')}, peak RSS "
+                f"{result['peak_rss_mib']:.0f} MiB")
+    if "scores" not in args.skip_set:
+        report["scores"] = score_op(args, preset)
+    if "lengths" not in args.skip_set:
+        report["lengths"] = length_scaling(args, preset, ["vanilla"] + [v for v in args.variant_list
+                                                                        if v != "vanilla"])
+    report["seconds"] = round(time.time() - started, 1)
+    from ..perf.report import write
+
+    write(report, args.out)
+    log(f"wrote {args.out}.md and {args.out}.json ({report['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

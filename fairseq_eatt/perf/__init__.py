@@ -1,0 +1,1 @@
+"""Performance measurement behind fairseq-eatt-bench."""
