@@ -18,9 +18,14 @@ DEPS=(cffi cython numpy regex "sacrebleu>=2.0" tqdm bitarray scikit-learn packag
       "hydra-core==1.3.2" "omegaconf==2.3.0" sacremoses subword-nmt jieba matplotlib
       pytest hypothesis)
 
-stamp_of() { printf '%s\n' "$TORCH_VERSION" "$FAIRSEQ_SPEC" "${DEPS[@]}" | cat - setup.py | sha1sum | cut -c1-16; }
+# The stamp changes with the dependencies, the package metadata and the C++ kernel's source.
+stamp_of() {
+  printf '%s\n' "$TORCH_VERSION" "$FAIRSEQ_SPEC" "${DEPS[@]}" \
+    | cat - setup.py pyproject.toml fairseq_eatt/csrc/*.cpp | sha1sum | cut -c1-16
+}
 STAMP="$VENV/.eatt-setup-$(stamp_of)"
-if [ -f "$STAMP" ]; then
+kernel_built() { "$VENV/bin/python" -c "import fairseq_eatt._pairwise_l1" 2>/dev/null; }
+if [ -f "$STAMP" ] && kernel_built; then
   echo "[setup] .venv is up to date ($(basename "$STAMP"))"
   exit 0
 fi
@@ -52,7 +57,12 @@ if ! "$VPY" -c "import fairseq, fairseq.data.data_utils_fast" 2>/dev/null; then
   echo "[setup] building $FAIRSEQ_SPEC (compiles C++/Cython extensions, ~3 minutes on 2 cores)"
   "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --no-build-isolation "$FAIRSEQ_SPEC"
 fi
+# --no-build-isolation: setup.py compiles E-ATT's L1 kernel against the torch installed above
 "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e .
+if ! kernel_built; then
+  echo "[setup] error: E-ATT's compiled L1 kernel did not build (see the pip output above)" >&2
+  exit 1
+fi
 
 "$VPY" - <<'PY'
 import torch, fairseq, fairseq_eatt  # noqa: F401
