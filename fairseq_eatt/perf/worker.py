@@ -40,8 +40,10 @@ def build(spec: Dict):
     return cfg, task, model, criterion
 
 
-def batches(task, model, split: str, max_tokens=None, max_sentences=None, count=None, shuffle=True) -> List[Dict]:
-    """The first ``count`` batches of ``split`` in fairseq's order for seed 1: the same for every model."""
+def batches(task, model, split: str, max_tokens=None, max_sentences=None, count=None, shuffle=True,
+            spread=False) -> List[Dict]:
+    """``count`` batches of ``split`` in fairseq's order for seed 1, the same for every model: the first ones, or
+    with ``spread`` evenly spaced ones (fairseq sorts an unshuffled split by length: short and long sentences)."""
     from fairseq import utils
 
     task.load_dataset(split)
@@ -53,8 +55,10 @@ def batches(task, model, split: str, max_tokens=None, max_sentences=None, count=
     out = []
     for sample in itr:
         out.append(sample)
-        if count is not None and len(out) >= count:
+        if count is not None and len(out) >= count and not spread:
             break
+    if spread and count is not None and len(out) > count:
+        out = [out[round(i * (len(out) - 1) / max(1, count - 1))] for i in range(count)]
     return out
 
 
@@ -111,7 +115,7 @@ def measure_generate(spec: Dict) -> Dict:
     # every hypothesis as long as its source: the same decoding work for every model, trained or not
     generator = task.build_generator([model], GenerationConfig(beam=spec["beam"], match_source_len=True))
     data = batches(task, model, spec["gen_subset"], max_sentences=spec["gen_batch_size"],
-                   count=spec["gen_batches"], shuffle=False)
+                   count=spec["gen_batches"], shuffle=False, spread=True)
     task.inference_step(generator, [model], to_device(data[0], device))  # warm-up
     rss_before = rss_mib()
     rates, lengths = [], []
