@@ -8,6 +8,8 @@ The L1 scores have two implementations that never build the (N, T, S, d) tensor 
 ``pairwise_l1`` takes the kernel for CPU tensors when it is built, the reference otherwise. The environment
 variable ``FAIRSEQ_EATT_L1=reference`` forces the reference (``fast`` makes a missing kernel an error).
 """
+import contextlib
+import contextvars
 import math
 import os
 import warnings
@@ -86,6 +88,18 @@ class PairwiseL1(torch.autograd.Function):
 
 _KERNEL = None
 _KERNEL_ERROR = None
+_FORCED_REFERENCE = contextvars.ContextVar("fairseq_eatt_forced_reference_l1", default=False)
+
+
+@contextlib.contextmanager
+def reference_l1():
+    """Use the reference L1 scores inside this block: its aten operations are visible to dispatch modes (the
+    operation counter of the energy accounting), the compiled kernel's loops are not."""
+    token = _FORCED_REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _FORCED_REFERENCE.reset(token)
 
 
 def l1_kernel():
@@ -112,7 +126,7 @@ def l1_implementation(q: Tensor) -> str:
     choice = os.environ.get("FAIRSEQ_EATT_L1", "auto")
     if choice not in ("auto", "fast", "reference"):
         raise ValueError(f"FAIRSEQ_EATT_L1={choice!r}: valid values are auto, fast, reference")
-    if choice == "reference" or q.device.type != "cpu" or q.dtype == torch.float64:
+    if choice == "reference" or _FORCED_REFERENCE.get() or q.device.type != "cpu" or q.dtype == torch.float64:
         return "reference"
     if l1_kernel() is None:
         if choice == "fast":

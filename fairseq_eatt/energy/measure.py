@@ -10,6 +10,8 @@ charged as follows, and nothing else is:
   ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
 - comparisons (``gt``, ``lt``, ``ge``, ``le``) of floating-point data: one ``cmp`` per output element
   (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
+- E-ATT's L1 scores run through the reference implementation while counting (its per-feature subtractions and
+  additions are aten operations; the compiled kernel does the same arithmetic out of the dispatcher's sight).
 - not charged, as in the paper's Appendix A: activations and normalizations (softmax, exp, relu, abs, layer
   norm), and data movement (views, copies, gathers, masking with ``masked_fill``).
 """
@@ -74,6 +76,8 @@ class OpCounter(TorchDispatchMode):
 
 def measure(fn, *args, **kwargs):
     """(result, OpCounts) of ``fn(*args, **kwargs)`` under no_grad."""
-    with torch.no_grad(), OpCounter() as counter:
+    from ..attention.functional import reference_l1
+
+    with torch.no_grad(), reference_l1(), OpCounter() as counter:
         result = fn(*args, **kwargs)
     return result, counter.counts
