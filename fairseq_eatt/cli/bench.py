@@ -28,8 +28,8 @@ import torch
 PRESETS = {  # dims of the architectures; tokens per training batch; generation batches
     "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, gen_batches=1,
                  gen_batch_size=4, lengths=(16, 32), op_n=2),
-    "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=5, steps=20, repeats=3,
-                  gen_batches=4, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=32),
+    "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=4, steps=12, repeats=3,
+                  gen_batches=3, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=32),
     "base": dict(dim=512, ffn=2048, heads=8, layers=6, max_tokens=4096, warmup=5, steps=20, repeats=3,
                  gen_batches=4, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=64),
 }
@@ -97,6 +97,16 @@ def model_args(name: str, preset: Dict) -> List[str]:
              positions["decoder_self"], "--decoder-cross-attention", positions["decoder_cross"]]
     return ["--arch", "transformer_eatt"] + common + flags + ["--max-source-positions", "512",
                                                                "--max-target-positions", "512"]
+
+
+def criterion(name: str) -> str:
+    """The auxiliary-loss criterion where the variant has one (adaptive span), the plain one otherwise."""
+    from ..attention import get_attention_class
+    from ..experiments.runner import AUX_CRITERION
+
+    if name != "transformer" and get_attention_class(name).has_auxiliary_loss(argparse.Namespace()):
+        return AUX_CRITERION
+    return "label_smoothed_cross_entropy"
 
 
 def run_worker(spec: Dict) -> Dict:
@@ -283,7 +293,7 @@ def main(argv=None):
         if mode in args.skip_set:
             continue
         for name in models:
-            spec = dict(base, mode=mode, name=name, model_args=model_args(name, preset))
+            spec = dict(base, mode=mode, name=name, model_args=model_args(name, preset), criterion=criterion(name))
             result = run_worker(spec)
             report[mode][name] = result
             key = "target_tokens_per_s" if mode == "train" else "sentences_per_s"

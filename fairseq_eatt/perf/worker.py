@@ -26,7 +26,8 @@ def build(spec: Dict):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     argv = [spec["data"], "--user-dir", PLUGIN_DIR, "--task", "translation", "--source-lang", spec["src"],
-            "--target-lang", spec["tgt"], "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--target-lang", spec["tgt"], "--criterion", spec.get("criterion", "label_smoothed_cross_entropy"),
+            "--label-smoothing", "0.1",
             "--optimizer", "adam", "--lr", "1e-4", "--max-tokens", str(spec["max_tokens"]), "--seed", "1",
             *spec["model_args"]]
     if not spec.get("gpu"):
