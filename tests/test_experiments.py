@@ -103,7 +103,8 @@ def tiny_experiment(tmp_path_factory):
     raw = multi30k_slice(str(root / "raw"), SLICE)
     common = ["--scale", "small", "--local-dir", raw, "--skip-checksum", "--arch", "transformer_eatt_tiny",
               "--max-update", "4", "--warmup-updates", "2", "--plateau-updates", "4", "--bpe-merges", "200",
-              "--workdir", root / "work", "--results", root / "results" / "runs", "--figures", root / "results" / "small"]
+              "--workdir", root / "work", "--results", root / "results" / "runs",
+              "--figures", root / "results" / "small"]
     proc = experiment("table4", "--seeds", "1", "--jobs", "2", *common)
     return {"root": root, "common": common, "stdout": proc.stdout}
 
@@ -173,13 +174,14 @@ def stored_run(task="multi30k-en-de", scale="small", enc="vanilla", dec=None, cr
                valid=21.0):
     """A run result in the runner's format (the fields the aggregation reads)."""
     dec, cross = dec or enc, cross or enc
+    signature = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
     return {
         "schema": 1, "run": f"{enc}-{dec}-{cross}.seed{seed}", "task": task, "scale": scale, "seed": seed,
         "attention": {"encoder_self": enc, "decoder_self": dec, "decoder_cross": cross}, "config_hash": "abc",
         "setting": SETTINGS[(task, scale)].as_dict(), "extra_train_args": [],
         "model": {"params": 1000, "embed_dim": 256, "heads": 4, "encoder_layers": 3, "decoder_layers": 3},
-        "valid": {"bleu": valid, "sentences": 1014, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},
-        "test": {"bleu": test, "sentences": 1000, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},
+        "valid": {"bleu": valid, "sentences": 1014, "signature": signature},
+        "test": {"bleu": test, "sentences": 1000, "signature": signature},
         "lengths": {"test": {"src": 15.1, "tgt": 15.3}, "valid": {"src": 15.4, "tgt": 16.1}},
         "date": "2026-11-22", "git_commit": "0000000", "threads": 1,
         "machine": {"cpu": "test cpu", "cores": 2, "gpu": None, "torch": "x", "fairseq": "y"},

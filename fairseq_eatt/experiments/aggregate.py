@@ -22,7 +22,8 @@ PAPER_TABLE6 = {  # (self, cross) -> En-Vi dev BLEU
     ("vanilla", "eatt"): 27.72, ("synth_dense", "vanilla"): 27.48, ("synth_dense", "synth_dense"): 19.43,
     ("synth_dense", "synth_random"): 19.21, ("synth_dense", "eatt"): 27.60, ("synth_random", "vanilla"): 27.36,
     ("synth_random", "synth_dense"): 18.98, ("synth_random", "synth_random"): 18.83, ("synth_random", "eatt"): 27.48,
-    ("eatt", "vanilla"): 28.08, ("eatt", "synth_dense"): 19.85, ("eatt", "synth_random"): 19.67, ("eatt", "eatt"): 27.45,
+    ("eatt", "vanilla"): 28.08, ("eatt", "synth_dense"): 19.85, ("eatt", "synth_random"): 19.67,
+    ("eatt", "eatt"): 27.45,
 }
 SCALE_NOTES = {
     "small": "**reduced scale**: Multi30k En-De (29k training pairs), `transformer_eatt_small` (d 256, 3+3 layers), "
@@ -157,7 +158,8 @@ def status_and_provenance(col: Collection, needed: List[R.RunSpec], recipe: str,
                   "", f"Data: {have[0]['task']} as prepared by `fairseq_eatt.data.prepare` "
                   f"({have[0]['setting']['bpe_merges']:,} BPE merges); dev {have[0]['valid']['sentences']:,} and "
                   f"test {have[0]['test']['sentences']:,} sentences.",
-                  "", f"BLEU: sacreBLEU `{signature}` ({scoring}); beam {have[0]['setting']['beam']}, length penalty {have[0]['setting']['lenpen']}; the "
+                  "", f"BLEU: sacreBLEU `{signature}` ({scoring}); beam {have[0]['setting']['beam']}, "
+                  f"length penalty {have[0]['setting']['lenpen']}; the "
                   "checkpoint with the best dev loss.", ""]
     return status, lines, have
 
@@ -277,6 +279,16 @@ def plot_points(points, path: str, xlabel: str, ylabel: str, title: str) -> str:
     return os.path.basename(path)
 
 
+def finish(fig, ax, xlabel: str, ylabel: str, title: str, path: str):
+    """Label a plot with a legend and write it as PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
 def save(fig, path: str):
     from ..data.text import atomic_output
     import matplotlib.pyplot as plt
@@ -286,11 +298,15 @@ def save(fig, path: str):
     plt.close(fig)
 
 
+def not_run(out: List[str], recipe: str) -> Tuple[str, str]:
+    return "not run", "\n".join(out + [f"Status: not run (`fairseq-eatt-experiment {recipe}`)."]) + "\n"
+
+
 def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(results, f"*-{scale}", "figure1.*.json")))
     out = [f"# Figure 1 ({scale} scale): distillation into students of halved dimensions", ""]
     if not files:
-        return "not run", "\n".join(out + ["Status: not run (`fairseq-eatt-experiment figure1`)."]) + "\n"
+        return not_run(out, "figure1")
     summaries = []
     for path in files:
         with open(path, encoding="utf-8") as handle:
@@ -325,12 +341,8 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
         for label, xs, ys in series:
             ax.plot(xs, ys, marker="o", label=label)
         ax.set_xscale("log")
-        ax.set_xlabel("energy per sentence (vanilla teacher-size model = 1, ASIC)")
-        ax.set_ylabel("test BLEU")
-        ax.set_title(f"Distillation with halved dimensions ({scale} scale)", fontsize=9)
-        ax.legend()
-        fig.tight_layout()
-        save(fig, os.path.join(figure_dir, "figure1.png"))
+        finish(fig, ax, "energy per sentence (vanilla teacher-size model = 1, ASIC)", "test BLEU",
+               f"Distillation with halved dimensions ({scale} scale)", os.path.join(figure_dir, "figure1.png"))
         out += ["", "![figure 1](figure1.png)"]
     return status, "\n".join(out) + "\n"
 
@@ -339,7 +351,7 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(figure_dir, "figure3_*_seed*.json")))
     out = [f"# Figure 3 ({scale} scale): ratio of nonzero binarized values per layer (E-ATT models, dev set)", ""]
     if not files:
-        return "not run", "\n".join(out + ["Status: not run (`fairseq-eatt-experiment figure3`)."]) + "\n"
+        return not_run(out, "figure3")
     values: Dict[Tuple[str, int], List[float]] = {}
     for path in files:
         with open(path, encoding="utf-8") as handle:
@@ -376,12 +388,9 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
         errs = [statistics.stdev(values[(p, x)]) if len(values[(p, x)]) > 1 else 0.0 for x in xs]
         ax.errorbar(xs, means, yerr=errs, marker="o", capsize=3, label=p.replace("_", " "))
     ax.set_xticks(layers)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("ratio of nonzero binarized values")
-    ax.set_title(f"E-ATT binarization ratios ({scale} scale, {len(files)} seed(s))", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save(fig, os.path.join(figure_dir, "figure3.png"))
+    finish(fig, ax, "layer", "ratio of nonzero binarized values",
+           f"E-ATT binarization ratios ({scale} scale, {len(files)} seed(s))",
+           os.path.join(figure_dir, "figure3.png"))
     out += ["", "![figure 3](figure3.png)"]
     return status, "\n".join(out) + "\n"
 
@@ -390,7 +399,7 @@ def figure2(figure_dir: str, scale: str) -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(figure_dir, "figure2_*.png")))
     out = [f"# Figure 2 ({scale} scale): cross-attention heat maps", ""]
     if not files:
-        return "not run", "\n".join(out + ["Status: not run (`fairseq-eatt-experiment figure2`)."]) + "\n"
+        return not_run(out, "figure2")
     out += [f"Status: complete ({len(files)} heat maps).", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
             f"Command: `fairseq-eatt-experiment figure2 --scale {scale}` (fairseq-eatt-heatmap on the seed-1 "
             "checkpoints, first test sentence, teacher-forced on its reference, weights averaged over heads, one "
@@ -429,7 +438,8 @@ def aggregate(results: str, out_root: str, scales: Optional[Sequence[str]] = Non
 INDEX_ROWS = (("table4", "Table 4: vanilla vs E-ATT, several seeds"), ("table5", "Table 5: ablations"),
               ("table6", "Table 6: hybrids of self- and cross-attention"),
               ("figure1", "Figure 1: distillation with halved dimensions"),
-              ("figure2", "Figure 2: cross-attention heat maps"), ("figure3", "Figure 3: binarization ratios per layer"),
+              ("figure2", "Figure 2: cross-attention heat maps"),
+              ("figure3", "Figure 3: binarization ratios per layer"),
               ("variants", "All registered variants: quality, parameters, energy"))
 
 
