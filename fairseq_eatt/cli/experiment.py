@@ -63,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup-updates", type=int, default=None, help="override the setting's lr warm-up")
     p.add_argument("--plateau-updates", type=int, default=None, help="override the setting's lr plateau end")
     p.add_argument("--student-dims", default=None,
-                   help="figure1: student dimensions (default: 512,256,128,64 paper; 256,128,64 small)")
+                   help="figure1: student dimensions (default: the teacher's, halved down to 64: 512,256,128,64 at "
+                        "paper scale, 256,128,64 at small scale)")
     p.add_argument("--sentence", type=int, default=0, help="figure2: index of the test sentence")
     p.add_argument("--figures", default=None,
                    help="where figure2/figure3 write their files (default: results/<scale>)")
@@ -186,8 +187,10 @@ def figure1(args):
         return
     teacher = done[teacher_run]
     s = args.settings[teacher_run.task]
-    dims = args.student_dims or ("512,256,128,64" if args.scale == "paper" else "256,128,64")
-    layers = 6 if args.scale == "paper" else 3
+    tm = teacher["model"]
+    layers = tm["encoder_layers"]  # students keep the teacher's depth and halve its width, down to 64
+    halvings = [tm["embed_dim"] >> i for i in range(8) if (tm["embed_dim"] >> i) >= 64] or [tm["embed_dim"]]
+    dims = args.student_dims or ",".join(str(d) for d in halvings)
     data = prepare(args, teacher_run.task)
     base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}", "figure1")
     train_args = (f"--optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --weight-decay 0.0001 --lr {s.lr} "
@@ -200,8 +203,7 @@ def figure1(args):
     teacher_ckpt = checkpoint_of(args, teacher_run, teacher)
     asic = BUILTIN["paper-asic"]
     l_mean = round(teacher["lengths"]["test"]["src"])
-    reference = model_counts("vanilla", "vanilla", l_mean, 512 if args.scale == "paper" else 256, 8 if
-                             args.scale == "paper" else 4, "paper", layers=layers)
+    reference = model_counts("vanilla", "vanilla", l_mean, tm["embed_dim"], tm["heads"], "paper", layers=layers)
     for attention in ("vanilla", "eatt"):
         out = os.path.join(args.results, f"{teacher_run.task}-{args.scale}", f"figure1.{attention}.json")
         if os.path.exists(out):
