@@ -27,6 +27,27 @@ def experiment(*args, check=True):
     return proc
 
 
+def test_a_run_held_by_another_process_is_skipped_not_trained_twice(tmp_path):
+    from fairseq_eatt.experiments import runner
+
+    run = R.uniform("multi30k-en-de", "small", "vanilla", 1)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; os.makedirs(sys.argv[1], exist_ok=True); "
+        "h = open(os.path.join(sys.argv[1], '.lock'), 'w'); fcntl.flock(h, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(runner.run_dir_of(str(tmp_path), run, "cafe"))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runner.RunBusy, match="another process"):
+            with runner.run_lock(runner.run_dir_of(str(tmp_path), run, "cafe")):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with runner.run_lock(runner.run_dir_of(str(tmp_path), run, "cafe")):  # released when its holder dies
+        pass
+
+
 # ---- settings and recipes -------------------------------------------------------------------------------------
 
 def test_paper_settings_follow_the_paper():

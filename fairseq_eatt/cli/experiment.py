@@ -150,6 +150,9 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
         try:
             result = runner.execute(run, args.settings[run.task], data[run.task], args.workdir, args.results, extra,
                                     echo=args.jobs == 1, threads=threads)
+        except runner.RunBusy as err:
+            log(f"skipped {run.name}: {err}")
+            return
         except runner.RunFailed as err:
             failures.append(f"{run.name}: {err}")
             log(f"FAILED {run.name}: {err}")

@@ -8,7 +8,9 @@ Layout (``--workdir`` W, ``--results`` R):
 result JSON made with other settings is reported instead of being taken as done.
 """
 import argparse
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -113,6 +115,26 @@ def git_commit() -> Optional[str]:
         return out.stdout.strip() or None
     except OSError:
         return None
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run's lock (e.g. a second queue sharing a recipe): skip it here."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str):
+    """An exclusive, non-blocking lock on ``run_dir``; released when its holder exits, even if killed."""
+    handle = open(os.path.join(run_dir, ".lock"), "w", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir} is being trained by another process") from None
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 class RunFailed(RuntimeError):
@@ -264,6 +286,14 @@ def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str
         return done
     run_dir = run_dir_of(workdir, run, chash)
     os.makedirs(run_dir, exist_ok=True)
+    with run_lock(run_dir):
+        done = existing_result(results, run, chash)  # finished by another process while we waited
+        return done if done is not None else _execute_locked(run, setting, data, run_dir, chash, results,
+                                                             extra_train, echo, threads, batch_size)
+
+
+def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, chash: str, results: str,
+                    extra_train: List[str], echo: bool, threads: Optional[int], batch_size: int) -> Dict:
     log_path = os.path.join(run_dir, "train.log")
     flags = train_flags(run, setting, extra_train) + ["--save-dir", run_dir]
     started = time.time()
