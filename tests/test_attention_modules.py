@@ -111,6 +111,50 @@ def test_incremental_cross_attention_equals_full_pass(name):
     assert (wfull[1, :, :2] == 0).all()
 
 
+@pytest.mark.parametrize("name", CROSS)
+def test_beam_search_shares_cross_attention_keys_per_sentence(name):
+    """With set_beam_size (as fairseq's generator calls it), beamable cross-attention caches the source's keys once
+    per sentence; outputs equal the full pass through hypothesis reordering and finished sentences leaving, and
+    any other order falls back to one copy per hypothesis."""
+    beam, sentences, src_len, steps = 3, 2, 5, 5
+    m = build(name, cross=True)
+    m.set_beam_size(beam)
+    src = inputs(t=src_len, b=sentences, seed=2).repeat_interleave(beam, dim=1)  # fairseq expands per hypothesis
+    kpm = torch.zeros(sentences, src_len, dtype=torch.bool)
+    kpm[1, :2] = True
+    kpm = kpm.repeat_interleave(beam, dim=0)
+    tgt = inputs(t=steps, b=sentences * beam, seed=3)
+    full, wfull = m(tgt, src, src, key_padding_mask=kpm, static_kv=True, need_weights=True)
+    orders = {1: [2, 0, 0, 4, 5, 3],  # hypotheses reordered within each sentence
+              3: [4, 5, 3],  # the first sentence finished: only the second one's hypotheses remain
+              4: [2, 0]}  # not beam search's order
+    state, rows, copies = {}, torch.arange(sentences * beam), []
+    for i in range(steps):
+        if i in orders:
+            new_order = torch.tensor(orders[i])
+            m.reorder_incremental_state(state, new_order)
+            rows, src, kpm = rows[new_order], src[:, new_order], kpm[new_order]
+        o, w = m(tgt[i : i + 1, rows], src, src, key_padding_mask=kpm, incremental_state=state, static_kv=True,
+                 need_weights=True)
+        torch.testing.assert_close(o[0], full[i, rows], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(w[:, 0], wfull[rows, i], rtol=1e-5, atol=1e-5)
+        copies.append(next(iter(state.values()))["prev_key"].size(0))
+    # one copy per remaining sentence where the variant can share, one per hypothesis after the foreign order
+    assert copies == ([2, 2, 2, 1, 2] if m.beamable else [6, 6, 6, 3, 2])
+
+
+@pytest.mark.parametrize("name", [n for n in CROSS if build(n, cross=True).beamable])
+def test_hypotheses_with_different_sources_never_share_keys(name):
+    m = build(name, cross=True)
+    m.set_beam_size(2)  # a beam size left over from an earlier search, now used with distinct sources
+    src, tgt = inputs(t=5, b=4, seed=2), inputs(t=1, b=4, seed=3)
+    full, _ = m(tgt, src, src, static_kv=True)
+    state = {}
+    o, _ = m(tgt, src, src, incremental_state=state, static_kv=True)
+    torch.testing.assert_close(o, full, rtol=1e-5, atol=1e-5)
+    assert next(iter(state.values()))["prev_key"].size(0) == 4
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_fully_padded_row_is_finite(name):
     m = build(name)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..energy.ops import OpCounts
 from .registry import Capabilities
 
-IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]  # plus a bool "per_sentence" flag
 
 
 @dataclass
@@ -73,6 +73,7 @@ class AttentionBase(nn.Module):
         self.add_zero_attn = False
         self.bias_k = self.bias_v = None
         self._state_key = str(uuid.uuid4())
+        self.beam_size = 1  # set by fairseq's SequenceGenerator (set_beam_size); see _fold_beams
         if self.value_projection:
             self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
         elif self.vdim != embed_dim:
@@ -157,12 +158,63 @@ class AttentionBase(nn.Module):
         return incremental_state
 
     def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor):
-        """Reorder every cached tensor along the batch (beam) dimension."""
+        """Reorder every cached tensor along the batch (beam) dimension. Cross-attention caches kept per source
+        sentence (see :meth:`_fold_beams`) follow only the sentences: beam search reorders hypotheses within a
+        sentence, and drops whole sentences when they finish."""
         buffer = self._get_input_buffer(incremental_state)
         if buffer:
-            reordered = {k: (v.index_select(0, new_order) if v is not None else None) for k, v in buffer.items()}
+            per_sentence = bool(buffer.get("per_sentence"))
+            if per_sentence:
+                beam = self.beam_size
+                sentence_of = new_order // beam  # hypothesis h belongs to sentence h // beam
+                groups = sentence_of.view(-1, beam) if new_order.numel() % beam == 0 else None
+                if groups is not None and bool((groups == groups[:, :1]).all()):
+                    new_order = groups[:, 0]  # beam search's order: whole sentences stay, finished ones leave
+                    if new_order.numel() == buffer["prev_key"].size(0) and \
+                            bool((new_order == torch.arange(new_order.numel(), device=new_order.device)).all()):
+                        return incremental_state  # the same sentences: nothing to move
+                else:  # any other order: back to one copy per hypothesis
+                    new_order, per_sentence = sentence_of, False
+            reordered = {k: (v.index_select(0, new_order) if isinstance(v, Tensor) and v.dim() > 0 else v)
+                         for k, v in buffer.items()}
+            if "per_sentence" in reordered:
+                reordered["per_sentence"] = per_sentence
             incremental_state = self._set_input_buffer(incremental_state, reordered)
         return incremental_state
+
+    def set_beam_size(self, beam_size: int):
+        """Called by fairseq's SequenceGenerator before beam search: cross-attention then keeps one copy of the
+        source's keys and values per sentence instead of one per hypothesis."""
+        self.beam_size = int(beam_size)
+
+    @property
+    def beamable(self) -> bool:
+        """Cross-attention whose queries are independent of each other and of their position, so that the
+        hypotheses of a sentence can share its keys: their queries are stacked as extra query rows."""
+        return self.encoder_decoder_attention and not self.needs_positions
+
+    def _same_within_groups(self, key: Tensor, value: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> bool:
+        """True if every group of beam_size consecutive hypotheses has one source (keys, values, padding), so
+        that sharing it is exact whatever the caller (a cheap check next to the projections it saves)."""
+        beam = self.beam_size
+
+        def same(x: Tensor, dim: int) -> bool:
+            grouped = x.unflatten(dim, (-1, beam))
+            return bool((grouped == grouped.narrow(dim + 1, 0, 1)).all())
+
+        return (same(key, 1) and (value is None or value is key or same(value, 1))
+                and (key_padding_mask is None or key_padding_mask.dim() != 2 or same(key_padding_mask, 0)))
+
+    def _fold_beams(self, x: Tensor, sentences: int) -> Tensor:
+        """(sentences * beam, H, T, d) -> (sentences, H, beam * T, d): a sentence's hypotheses as extra queries."""
+        _, heads, length, dim = x.shape
+        return x.view(sentences, -1, heads, length, dim).transpose(1, 2).reshape(sentences, heads, -1, dim)
+
+    @staticmethod
+    def _unfold_beams(x: Tensor, hypotheses: int, length: int) -> Tensor:
+        """Inverse of :meth:`_fold_beams`: (sentences, H, beam * T, d) -> (hypotheses, H, T, d)."""
+        sentences, heads, _, dim = x.shape
+        return x.view(sentences, heads, -1, length, dim).transpose(1, 2).reshape(hypotheses, heads, length, dim)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -182,8 +234,21 @@ class AttentionBase(nn.Module):
             need_weights = True
         tgt_len, bsz, _ = query.shape
         buffer = self._get_input_buffer(incremental_state) if incremental_state is not None else None
-        if buffer is not None and static_kv and buffer.get("prev_key") is not None:
+        cached = buffer is not None and static_kv and buffer.get("prev_key") is not None
+        if cached:
             key = value = None  # cross-attention keys/values were computed at the first step
+            per_sentence = bool(buffer.get("per_sentence"))
+        else:  # beam search: the hypotheses of a sentence share its source, so keep its keys once
+            per_sentence = (buffer is not None and static_kv and self.beam_size > 1 and self.beamable
+                            and bsz % self.beam_size == 0 and key is not None and key.size(1) == bsz
+                            and (value is None or value.size(1) == bsz)
+                            and self._same_within_groups(key, value, key_padding_mask))
+            if per_sentence:
+                key = key[:, ::self.beam_size]
+                value = value[:, ::self.beam_size] if value is not None else None
+        if per_sentence and key_padding_mask is not None and key_padding_mask.dim() == 2 and \
+                key_padding_mask.size(0) == bsz:
+            key_padding_mask = key_padding_mask[::self.beam_size]
 
         q = self.project_query(query)
         k = self.project_key(key) if key is not None else None
@@ -217,15 +282,27 @@ class AttentionBase(nn.Module):
             v = torch.cat([prev_v, v], dim=2)
         if buffer is not None:
             new_buffer = {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
+            if static_kv:
+                new_buffer["per_sentence"] = k.size(0) != bsz
             if self.needs_positions:
                 new_buffer["query_offset"] = torch.full(
                     (bsz,), query_offset + tgt_len, dtype=torch.long, device=q.device
                 )
             self._set_input_buffer(incremental_state, new_buffer)
 
+        sentences = k.size(0)
+        if sentences != bsz:  # keys per source sentence (cached by an earlier step): fold the hypotheses
+            if sentences * self.beam_size != bsz or not self.beamable or attn_mask is not None:
+                raise RuntimeError(f"{type(self).__name__}: cached keys for {sentences} sentences cannot serve "
+                                   f"{bsz} hypotheses (beam size {self.beam_size})")
+            q = self._fold_beams(q, sentences)
         if before_softmax:
-            return self.masked_scores(q, k, pos, key_padding_mask, attn_mask), v
+            scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
+            return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
         out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+        if sentences != bsz:
+            out = self._unfold_beams(out, bsz, tgt_len)
+            probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1)
         out = self.out_proj(out)
 

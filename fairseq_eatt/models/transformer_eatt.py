@@ -175,6 +175,11 @@ class TransformerEattModel(TransformerModel):
             set_tracking(self, False)
         return out
 
+    def set_beam_size(self, beam_size):
+        """fairseq's SequenceGenerator calls this where a model has it: the decoder's cross-attention then keeps
+        the source's keys and values once per sentence, not once per hypothesis (AttentionBase._fold_beams)."""
+        self.decoder.set_beam_size(beam_size)
+
     def max_positions(self):
         """fairseq's limits, tightened by attention variants that have a maximum length (the synthesizers), so
         that fairseq filters long training pairs and stops generation in time instead of failing mid-batch."""
