@@ -25,6 +25,10 @@ def test_bench_measures_every_model_on_the_same_footing(bench_report):
         for result in report[mode].values():
             assert len(result[key]) >= 1 and all(v > 0 for v in result[key])
             assert result["peak_rss_mib"] >= result["rss_before_mib"] > 0
+            # tiny preset: two rounds, each ratio taken against the transformer of the same round
+            assert result["rounds"] == 2 and len(result["ratio_per_round"]) == 2
+            assert all(r > 0 for r in result["ratio_per_round"])
+        assert report[mode]["transformer"]["ratio_per_round"] == [1.0, 1.0]
     params = {name: r["params"] for name, r in report["train"].items()}
     assert params["transformer"] == params["vanilla"] == params["eatt"]  # same dimensions
     lengths = {tuple(r["mean_output_tokens"]) for r in report["generate"].values()}
@@ -47,7 +51,7 @@ def test_bench_reports_scores_and_length_growth(bench_report):
 
 def test_bench_rejects_bad_input():
     for args, message in ((["--variants", "turbo"], "unknown turbo"), (["--skip", "everything"], "--skip"),
-                          (["--repeats", "0"], "--repeats")):
+                          (["--repeats", "0"], "--repeats"), (["--rounds", "0"], "--rounds")):
         proc = subprocess.run([sys.executable, "-m", "fairseq_eatt.cli.bench", *args], capture_output=True,
                               text=True, cwd=REPO_ROOT)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-500:]

@@ -29,3 +29,34 @@ def test_surrogate_peaks_at_threshold_and_is_finite_in_low_precision():
     assert torch.isfinite(x.grad).all()
     assert x.grad[0].item() == pytest.approx(math.sqrt(2 / math.pi), rel=1e-2)
     assert x.grad[1].item() == 0.0 and x.grad[2].item() == 0.0
+
+
+@pytest.mark.parametrize("input_norm", ["none", "static", "learnable"])
+def test_self_attention_binarizes_its_input_once_with_the_same_result(input_norm, monkeypatch):
+    """The key side reuses the query side's bits when both binarize the same input with the same (parameter-free)
+    norm: outputs and gradients equal those of two separate binarizations."""
+    from fairseq_eatt.attention import functional
+    from fairseq_eatt.attention.eatt import EattAttention
+
+    torch.manual_seed(0)
+    m = EattAttention(16, 4, threshold=0.3, input_norm=input_norm, self_attention=True)
+    x = torch.randn(5, 2, 16, requires_grad=True)
+    calls = []
+    original = functional.BinarizeWithSurrogate.backward
+    monkeypatch.setattr(functional.BinarizeWithSurrogate, "backward",
+                        staticmethod(lambda ctx, g: calls.append(1) or original(ctx, g)))
+
+    def run(key):
+        out, _ = m(x, key, key)
+        grads = torch.autograd.grad(out.square().sum(), [x] + list(m.parameters()), allow_unused=True)
+        return out, grads
+
+    shared_out, shared_grads = run(x)
+    shared_calls, calls[:] = len(calls), []
+    separate_out, separate_grads = run(x.view_as(x))  # same values, another tensor: binarized again
+    torch.testing.assert_close(shared_out, separate_out)
+    for a, b in zip(shared_grads, separate_grads):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b)
+    assert (shared_calls, len(calls)) == ((2, 2) if input_norm == "learnable" else (1, 2))
+    assert m._query_bits is None  # nothing held after the forward

@@ -126,6 +126,7 @@ class EattAttention(AttentionBase):
         # W_Q and W_K: rows are selected by the binarized input (Eqs. 6-9)
         self.q_select = nn.Linear(embed_dim, self.qk_dim, bias=bias)
         self.k_select = nn.Linear(self.kdim, self.qk_dim, bias=bias)
+        self._query_bits = None  # (input, bits) of the query side, reused by the key side in self-attention
         self.track_binarization = False  # set by analysis tools; then binarization_counts holds the last forward's
         self.binarization_counts = {}
         self.input_norm = input_norm
@@ -185,7 +186,12 @@ class EattAttention(AttentionBase):
                 nn.init.constant_(lin.bias, 0.0)
 
     def binarize(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
-        bits = binarize(norm(x), self.threshold)
+        shared = self._query_bits
+        if side == "key" and shared is not None and shared[0] is x and self.input_norm != "learnable":
+            bits = shared[1]  # self-attention: the key side binarizes the same input with the same norm
+        else:
+            bits = binarize(norm(x), self.threshold)
+        self._query_bits = (x, bits) if side == "query" else None
         if self.track_binarization:  # ones per token, (T, B); see fairseq_eatt.analysis.binarization
             self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
         return bits
@@ -195,6 +201,12 @@ class EattAttention(AttentionBase):
 
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(self.k_select(self.binarize(key, self.k_norm, "key")))
+
+    def forward(self, *args, **kwargs):
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._query_bits = None  # never hold the input past its forward
 
     def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
         return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)

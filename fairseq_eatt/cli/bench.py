@@ -26,11 +26,11 @@ from typing import Dict, List
 import torch
 
 PRESETS = {  # dims of the architectures; tokens per training batch; generation batches
-    "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, gen_batches=1,
+    "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, rounds=2, gen_batches=1,
                  gen_batch_size=4, lengths=(16, 32), op_n=2),
-    "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=4, steps=12, repeats=3,
+    "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=4, steps=12, repeats=2, rounds=3,
                   gen_batches=3, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=32),
-    "base": dict(dim=512, ffn=2048, heads=8, layers=6, max_tokens=4096, warmup=5, steps=20, repeats=3,
+    "base": dict(dim=512, ffn=2048, heads=8, layers=6, max_tokens=4096, warmup=5, steps=20, repeats=2, rounds=3,
                  gen_batches=4, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=64),
 }
 
@@ -55,7 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--gpu", action="store_true", help="measure on the GPU (allocator peak memory)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: train, generate, scores, lengths")
-    p.add_argument("--repeats", type=int, default=None, help="override the preset's repeats")
+    p.add_argument("--repeats", type=int, default=None, help="override the preset's repeats per process")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="override the preset's rounds: each round measures every model once, in alternating order, "
+                        "and ratios to the stock transformer are taken within a round (paired), so that a slow "
+                        "spell of a shared machine does not land on one model only")
     args = p.parse_args(argv)
     names = available_attentions()
     args.variant_list = names if args.variants == "all" else [v for v in args.variants.split(",") if v]
@@ -70,6 +74,8 @@ def parse_args(argv=None):
         p.error("--gpu: no CUDA device is available")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     return args
 
 
@@ -116,6 +122,22 @@ def run_worker(spec: Dict) -> Dict:
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"[bench] {spec['mode']} of {spec['name']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def merge_rounds(results: List[Dict], reference: List[Dict], key: str) -> Dict:
+    """One model's measurements over all rounds: every repeat, the median memory, and its throughput ratio to the
+    stock transformer within each round (``ratio_per_round``)."""
+    merged = dict(results[0])
+    merged[key] = [v for r in results for v in r[key]]
+    for field in ("peak_rss_mib", "working_rss_mib", "rss_before_mib", "peak_gpu_mib"):
+        if field in results[0]:
+            merged[field] = statistics.median(r[field] for r in results)
+    if "mean_output_tokens" in results[0]:
+        merged["mean_output_tokens"] = [v for r in results for v in r["mean_output_tokens"]]
+    merged["ratio_per_round"] = [statistics.median(r[key]) / statistics.median(ref[key])
+                                 for r, ref in zip(results, reference)]
+    merged["rounds"] = len(results)
+    return merged
 
 
 def default_data(args) -> str:
@@ -278,6 +300,8 @@ def main(argv=None):
     preset = dict(PRESETS[args.preset])
     if args.repeats:
         preset["repeats"] = args.repeats
+    if args.rounds:
+        preset["rounds"] = args.rounds
     started = time.time()
     data = args.data or default_data(args)
     models = ["transformer", "vanilla"] + [v for v in args.variant_list if v != "vanilla"]
@@ -292,13 +316,17 @@ def main(argv=None):
     for mode in ("train", "generate"):
         if mode in args.skip_set:
             continue
-        for name in models:
-            spec = dict(base, mode=mode, name=name, model_args=model_args(name, preset), criterion=criterion(name))
-            result = run_worker(spec)
-            report[mode][name] = result
-            key = "target_tokens_per_s" if mode == "train" else "sentences_per_s"
-            log(f"{mode} {name}: {statistics.median(result[key]):.1f} {key.replace('_', ' ')}, peak RSS "
-                f"{result['peak_rss_mib']:.0f} MiB")
+        key = "target_tokens_per_s" if mode == "train" else "sentences_per_s"
+        rounds: Dict[str, List[Dict]] = {name: [] for name in models}
+        for r in range(preset["rounds"]):
+            for name in (models if r % 2 == 0 else models[::-1]):  # alternate the order against drift
+                spec = dict(base, mode=mode, name=name, model_args=model_args(name, preset),
+                            criterion=criterion(name))
+                result = run_worker(spec)
+                rounds[name].append(result)
+                log(f"{mode} {name} (round {r + 1}/{preset['rounds']}): {statistics.median(result[key]):.1f} "
+                    f"{key.replace('_', ' ')}, peak RSS {result['peak_rss_mib']:.0f} MiB")
+        report[mode] = {name: merge_rounds(rounds[name], rounds["transformer"], key) for name in models}
     if "scores" not in args.skip_set:
         report["scores"] = score_op(args, preset)
     if "lengths" not in args.skip_set:

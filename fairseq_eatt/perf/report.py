@@ -21,6 +21,21 @@ def ratio(a: float, b: Optional[float]) -> str:
     return f"{a / b:.3f}" if b else "-"
 
 
+def throughput_ratio(row: Dict, ref: Optional[Dict], key: str) -> Optional[float]:
+    """Median of the per-round (paired) ratios to the stock transformer; older reports: ratio of medians."""
+    if "ratio_per_round" in row:
+        return med(row["ratio_per_round"])
+    return med(row[key]) / med(ref[key]) if ref else None
+
+
+def fmt_ratio(row: Dict, ref: Optional[Dict], key: str) -> str:
+    value = throughput_ratio(row, ref, key)
+    if value is None:
+        return "-"
+    per_round = row.get("ratio_per_round", [])
+    return f"{value:.3f} [{min(per_round):.3f}-{max(per_round):.3f}]" if len(per_round) > 1 else f"{value:.3f}"
+
+
 def throughput_table(report: Dict, mode: str) -> List[str]:
     key, unit = ("target_tokens_per_s", "target tokens/s") if mode == "train" else ("sentences_per_s",
                                                                                        "sentences/s")
@@ -28,10 +43,9 @@ def throughput_table(report: Dict, mode: str) -> List[str]:
     if not rows:
         return []
     ref = rows.get("transformer")
-    ref_rate = med(ref[key]) if ref else None
     ref_mem = ref["peak_rss_mib"] if ref else None
     mem_key = "peak_gpu_mib" if report.get("gpu") else "peak_rss_mib"
-    lines = [f"| model | {unit}, median [min-max] | vs stock transformer | peak memory (MiB) | vs stock | "
+    lines = [f"| model | {unit}, median [min-max] | vs stock transformer, median [min-max] of rounds | peak memory (MiB) | vs stock | "
              f"working memory (MiB) | vs stock |" + (" params |" if mode == "train" else " mean output tokens |"),
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -43,7 +57,7 @@ def throughput_table(report: Dict, mode: str) -> List[str]:
         work, ref_w = r["working_rss_mib"], (ref["working_rss_mib"] if ref else None)
         if report.get("gpu"):
             work, ref_w = mem, ref_m
-        lines.append(f"| {label} | {fmt_spread(r[key])} | {ratio(med(r[key]), ref_rate)} | {mem:.0f} | "
+        lines.append(f"| {label} | {fmt_spread(r[key])} | {fmt_ratio(r, ref, key)} | {mem:.0f} | "
                      f"{ratio(mem, ref_m)} | {work:.0f} | {ratio(work, ref_w)} | {extra} |")
     return lines
 
@@ -98,7 +112,7 @@ def targets(report: Dict) -> List[str]:
     train, gen = report.get("train", {}), report.get("generate", {})
     mem_key = "peak_gpu_mib" if report.get("gpu") else "peak_rss_mib"
     if "eatt" in train and "transformer" in train:
-        t = med(train["eatt"]["target_tokens_per_s"]) / med(train["transformer"]["target_tokens_per_s"])
+        t = throughput_ratio(train["eatt"], train["transformer"], "target_tokens_per_s")
         m = train["eatt"][mem_key] / train["transformer"][mem_key]
         w = train["eatt"]["working_rss_mib"] / max(1e-9, train["transformer"]["working_rss_mib"])
         lines.append(f"- E-ATT training throughput {t:.3f}x the stock transformer (target >= "
@@ -107,7 +121,7 @@ def targets(report: Dict) -> List[str]:
                      f"{'met' if m <= TARGETS['memory'] else 'NOT met'}; working memory (peak minus the loaded "
                      f"model) {w:.3f}x")
     if "eatt" in gen and "transformer" in gen:
-        g = med(gen["eatt"]["sentences_per_s"]) / med(gen["transformer"]["sentences_per_s"])
+        g = throughput_ratio(gen["eatt"], gen["transformer"], "sentences_per_s")
         m = gen["eatt"][mem_key] / gen["transformer"][mem_key]
         lines.append(f"- E-ATT generation throughput {g:.3f}x (target >= {TARGETS['generate']}): "
                      f"{'met' if g >= TARGETS['generate'] else 'NOT met'}; peak generation memory {m:.3f}x")
@@ -127,7 +141,9 @@ def markdown(report: Dict) -> str:
            f"{m['gpu'] if report.get('gpu') else 'not used'}; torch {m['torch']}, fairseq {m['fairseq']}.", "",
            f"Preset `{report['preset']}`: {json.dumps(report['preset_values'])}; data `{report['data']}`.", "",
            "All models have the same dimensions and see the same batches. Each throughput is measured in its own "
-           "process after warm-up, repeated (median [min-max]); peak memory is that process's peak resident set "
+           "process after warm-up, repeated (median [min-max]), in rounds that measure every model once in "
+           "alternating order; a ratio to the stock transformer is taken within each round and the table gives "
+           "the median [min-max] over rounds. Peak memory (median over rounds) is that process's peak resident set "
            "(CPU) or the allocator's peak (GPU); working memory is the peak minus the resident set once the model, "
            "optimizer and batches are loaded (on a GPU: the allocator peak). Generation forces every hypothesis to "
            "the length of its source (`match_source_len`), so every model does the same decoding work whether "
