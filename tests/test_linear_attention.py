@@ -74,3 +74,17 @@ def test_memory_grows_linearly_with_length(name, causal):
 def test_memory_check_detects_quadratic_attention():
     small, large = largest_buffer("vanilla", 128), largest_buffer("vanilla", 256)
     assert large >= 3.9 * small  # the (T, S) score matrix: the check above would fail for vanilla
+
+
+@pytest.mark.parametrize("length", [1, 5, 64, 70, 130])
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_performer_chunked_causal_pass_equals_prefix_sums(length, chunk):
+    m = layer("performer", DECODER_SELF, d=32, h=4)
+    m.CHUNK = chunk
+    torch.manual_seed(length)
+    q, k, v = (torch.randn(2, 4, length, 8) for _ in range(3))
+    phi_q, phi_k = m._features(q, True), m._features(k, False)
+    phi_k[0, :, -2:] = 0.0  # padded keys
+    kv = torch.einsum("bhsm,bhsd->bhsmd", phi_k, v).cumsum(dim=2)
+    expected = m._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * phi_k.cumsum(dim=2)).sum(-1))
+    torch.testing.assert_close(m._causal_chunked(phi_q, phi_k, v), expected, rtol=2e-5, atol=1e-6)

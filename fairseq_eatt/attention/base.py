@@ -281,7 +281,9 @@ class AttentionBase(nn.Module):
         if prev_v is not None:
             v = torch.cat([prev_v, v], dim=2)
         if buffer is not None:
-            new_buffer = {"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask}
+            # a static (cross-attention) cache keeps what variants derived from its keys (e.g. performer sums)
+            new_buffer = dict(buffer) if static_kv else {}
+            new_buffer.update({"prev_key": k, "prev_value": v, "prev_key_padding_mask": key_padding_mask})
             if static_kv:
                 new_buffer["per_sentence"] = k.size(0) != bsz
             if self.needs_positions:

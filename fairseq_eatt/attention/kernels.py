@@ -4,7 +4,8 @@ softmax(q k^T) is approximated by phi(q) phi(k)^T with phi(x) = exp(W x - |x|^2 
 block-orthogonal Gaussian matrix (``--performer-features m``), q and k scaled by d^(-1/4). Then
 out = phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1): no (T x S) matrix, memory linear in the length.
 
-- Causal (decoder self-attention): prefix sums. The full pass uses cumulative sums over positions; incremental
+- Causal (decoder self-attention): prefix sums. The full pass works in chunks (masked products inside a chunk,
+  running sums across chunks: linear memory without a (S x m x d) tensor per head); incremental
   decoding keeps the running sums S_t = sum_{s<=t} phi(k_s) v_s^T and z_t = sum_{s<=t} phi(k_s) in the cache
   (constant size per step, reordered with the beams) and gives the same result as the full pass.
 - Padding keys get phi(k) = 0 and so never contribute.
@@ -18,6 +19,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..energy.ops import OpCounts, check_convention, projection
@@ -39,6 +41,7 @@ def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
 @register_attention("performer")
 class PerformerAttention(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    CHUNK = 64  # positions per chunk of the causal full pass
 
     def __init__(self, embed_dim: int, num_heads: int, *, features: int = 64, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
@@ -47,6 +50,7 @@ class PerformerAttention(VanillaAttention):
         self.num_features = int(features)
         self.register_buffer("random_features", orthogonal_gaussian(self.num_features, self.head_dim))
         self.input_scale = self.head_dim**-0.25
+        self._decoding_state = None  # the incremental state during a cross-attention call (see _static_cache)
 
     @classmethod
     def add_args(cls, parser):
@@ -109,15 +113,25 @@ class PerformerAttention(VanillaAttention):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
         tgt_len, src_len = q.size(2), k.size(2)
-        phi_q, phi_k = self._features(q, True), self._key_features(k, key_padding_mask)
+        cache = self._static_cache()
+        if cache is not None and cache.get("performer_phi_k") is not None and \
+                cache["performer_phi_k"].shape[:3] == k.shape[:3]:
+            phi_k = cache["performer_phi_k"]  # cross-attention while decoding: the source's features, once
+        else:
+            phi_k = self._key_features(k, key_padding_mask)
+            if cache is not None:
+                cache.update(performer_phi_k=phi_k, performer_kv=None, performer_k_sum=None)
+        phi_q = self._features(q, True)
         vf = v.float()
-        if attn_mask is not None:  # causal: prefix sums over positions, (B, H, S, m, d) = linear in S
+        if attn_mask is not None and tgt_len == src_len:
+            out = self._causal_chunked(phi_q, phi_k, vf)
+        elif attn_mask is not None:  # causal, queries = the last keys: prefix sums, (B, H, S, m, d)
             kv = torch.einsum("bhsm,bhsd->bhsmd", phi_k, vf).cumsum(dim=2)[:, :, src_len - tgt_len:]
             z = phi_k.cumsum(dim=2)[:, :, src_len - tgt_len:]
             out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1))
         else:
-            kv = torch.einsum("bhsm,bhsd->bhmd", phi_k, vf)
-            den = torch.einsum("bhtm,bhm->bht", phi_q, phi_k.sum(dim=2))
+            kv, phi_k_sum = self._key_summary(phi_k, vf)
+            den = torch.einsum("bhtm,bhm->bht", phi_q, phi_k_sum)
             out = self._normalize(torch.einsum("bhtm,bhmd->bhtd", phi_q, kv), den)
         weights = None
         if need_weights:
@@ -127,13 +141,55 @@ class PerformerAttention(VanillaAttention):
             weights = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
         return out.to(v.dtype), weights
 
+    def _static_cache(self) -> Optional[dict]:
+        """The incremental buffer of cross-attention while decoding (set by forward), else None."""
+        state = self._decoding_state
+        return self._get_input_buffer(state) if state is not None else None
+
+    def _key_summary(self, phi_k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+        """(sum_s phi(k_s) v_s^T, sum_s phi(k_s)), kept in the decoding cache of cross-attention."""
+        cache = self._static_cache()
+        if cache is not None and cache.get("performer_kv") is not None:
+            return cache["performer_kv"], cache["performer_k_sum"]
+        kv, k_sum = torch.einsum("bhsm,bhsd->bhmd", phi_k, v), phi_k.sum(dim=2)
+        if cache is not None:
+            cache.update(performer_kv=kv, performer_k_sum=k_sum)
+        return kv, k_sum
+
+    def _causal_chunked(self, phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+        """Causal linear attention in chunks of CHUNK positions: inside a chunk the masked (C x C) products, across
+        chunks running sums of phi(k) v^T. Exactly the prefix-sum result, with O(S C + S m d / C) memory instead
+        of a (S x m x d) tensor per head, which costs far more than the quadratic form at MT lengths."""
+        bsz, heads, length, m = phi_q.shape
+        chunk = min(self.CHUNK, length)
+        pad = (-length) % chunk
+        if pad:  # padded positions have phi = 0 and v = 0: they add nothing and are dropped at the end
+            phi_q, phi_k = F.pad(phi_q, (0, 0, 0, pad)), F.pad(phi_k, (0, 0, 0, pad))
+            v = F.pad(v, (0, 0, 0, pad))
+        n = (length + pad) // chunk
+        pq, pk = phi_q.view(bsz, heads, n, chunk, m), phi_k.view(bsz, heads, n, chunk, m)
+        vc = v.view(bsz, heads, n, chunk, -1)
+        kv = torch.einsum("bhncm,bhncd->bhnmd", pk, vc)  # per chunk
+        kv_before = kv.cumsum(dim=2) - kv  # sums over the chunks before each one
+        z = pk.sum(dim=3)
+        z_before = z.cumsum(dim=2) - z
+        local = torch.matmul(pq, pk.transpose(-1, -2)).tril_()  # within a chunk: keys up to the query
+        num = torch.matmul(local, vc) + torch.matmul(pq, kv_before)
+        den = local.sum(-1) + torch.matmul(pq, z_before.unsqueeze(-1)).squeeze(-1)
+        out = self._normalize(num, den).view(bsz, heads, n * chunk, -1)
+        return out[:, :, :length]
+
     def forward(self, query, key, value, key_padding_mask=None, incremental_state=None, need_weights=True,
                 static_kv=False, attn_mask=None, before_softmax=False, need_head_weights=False):
         if before_softmax:
             raise NotImplementedError("performer never forms attention scores (before_softmax is not available)")
         if incremental_state is None or static_kv or self.encoder_decoder_attention:
-            return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
-                                   attn_mask, before_softmax, need_head_weights)
+            self._decoding_state = incremental_state if static_kv else None
+            try:
+                return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights,
+                                       static_kv, attn_mask, before_softmax, need_head_weights)
+            finally:
+                self._decoding_state = None
         # decoder self-attention, step by step: running prefix sums instead of a key/value cache
         buffer = self._get_input_buffer(incremental_state)
         q, k, v = self.project_query(query), self.project_key(key), self.project_value(value)
