@@ -22,3 +22,4 @@ if fairseq is not None:
 
     compat.enable_fairseq_checkpoint_loading()
     compat.enable_model_help()
+    compat.enable_cpu_distributed()

@@ -96,3 +96,44 @@ def enable_model_help():
 
     parse_args_and_arch._eatt_wrapped = True
     options.parse_args_and_arch = parse_args_and_arch
+
+
+def enable_cpu_distributed():
+    """fairseq's DistributedDataParallel training on CPUs (gloo), launched by ``torchrun``.
+
+    fairseq 0.12 assumes a GPU per worker in two places: it derives the worker's device from
+    ``rank % torch.cuda.device_count()`` (a ZeroDivisionError without GPUs) and passes ``device_ids=[device]`` to
+    DistributedDataParallel, which torch refuses for CPU modules. Without GPUs every worker gets device 0 (there
+    is none to choose) and DDP gets no device ids, as torch asks for CPU modules. Nothing changes where GPUs exist.
+    """
+    import torch
+    from fairseq.distributed import utils as dist_utils
+    from fairseq.models import distributed_fairseq_model as ddp_module
+
+    original_infer = dist_utils._infer_torch_distributed_launch_init
+    if not getattr(original_infer, "_eatt_wrapped", False):
+        @functools.wraps(original_infer)
+        def infer_launch_init(cfg):
+            if torch.cuda.device_count() > 0:
+                return original_infer(cfg)
+            cfg.distributed_init_method = "env://"
+            cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
+            cfg.distributed_rank = int(os.environ["RANK"])
+            cfg.device_id = 0  # no GPU to pick; fairseq would call torch.cuda.set_device for any other value
+            cfg.distributed_no_spawn = True  # the processes were started by torchrun
+
+        infer_launch_init._eatt_wrapped = True
+        dist_utils._infer_torch_distributed_launch_init = infer_launch_init
+
+    base = ddp_module.DistributedDataParallel
+    if not getattr(base, "_eatt_cpu_aware", False):
+        class CpuAwareDistributedDataParallel(base):
+            _eatt_cpu_aware = True
+
+            def __init__(self, module, *args, **kwargs):
+                if all(p.device.type == "cpu" for p in module.parameters()):
+                    kwargs["device_ids"] = None
+                    kwargs["output_device"] = None
+                super().__init__(module, *args, **kwargs)
+
+        ddp_module.DistributedDataParallel = CpuAwareDistributedDataParallel

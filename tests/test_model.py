@@ -178,3 +178,38 @@ def test_beam_search_same_with_and_without_incremental_state(data_dir, variants)
         for a, b in zip(hyps_fast, hyps_slow):
             assert a["tokens"].tolist() == b["tokens"].tolist()
             assert a["score"].item() == pytest.approx(b["score"].item(), abs=1e-4)
+
+
+# ---- checkpoints carry the plugin's format and the attention settings -------------------------------------------
+
+def test_checkpoint_with_other_attention_settings_is_refused_before_loading(data_dir):
+    from fairseq_eatt.models.transformer_eatt import CheckpointMismatchError
+
+    _, eatt, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
+    state = eatt.state_dict()
+    assert state["_extra_state"]["attention"]["--decoder-cross-attention"]["variant"] == "eatt"
+    # eatt_select has the very same parameter names: without the check this would load silently
+    _, select, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--encoder-self-attention", "eatt_select")
+    before = [p.clone() for p in select.parameters()]
+    with pytest.raises(CheckpointMismatchError, match="--encoder-self-attention: checkpoint eatt, model eatt_select"):
+        select.load_state_dict(state, strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, select.parameters()))  # nothing was loaded
+    _, other_tau, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--eatt-threshold", "0.5")
+    with pytest.raises(CheckpointMismatchError, match="threshold: checkpoint 1.0, model 0.5"):
+        other_tau.load_state_dict(state, strict=True)
+    _, same, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
+    same.load_state_dict(state, strict=True)
+
+
+def test_checkpoint_of_another_plugin_format_is_refused_and_old_ones_load(data_dir, caplog):
+    from fairseq_eatt.models.transformer_eatt import CHECKPOINT_FORMAT, CheckpointMismatchError
+
+    _, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
+    state = model.state_dict()
+    future = dict(state, _extra_state=dict(state["_extra_state"], format=CHECKPOINT_FORMAT + 1, version="9.9"))
+    with pytest.raises(CheckpointMismatchError, match="fairseq_eatt 9.9 .*use fairseq_eatt 9.9 for this checkpoint"):
+        model.load_state_dict(future, strict=True)
+    old = {k: v for k, v in state.items() if k != "_extra_state"}  # saved before the metadata existed
+    with caplog.at_level("WARNING"):
+        model.load_state_dict(old, strict=True)
+    assert "predates fairseq_eatt's checkpoint metadata" in caplog.text

@@ -105,6 +105,70 @@ def log_binarization(stats: BinarizationStats, how: str):
             metrics.log_scalar(f"binz_{position}", ones / total, total, round=3)
 
 
+CHECKPOINT_FORMAT = 1  # bump when a change makes checkpoints of earlier versions compute something else
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose plugin format or attention settings differ from the model it is loaded into."""
+
+
+def _plain(value):
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+def attention_settings(args) -> dict:
+    """{flag: {"variant": name, "options": constructor options}} of the three attention positions."""
+    settings = {}
+    for position, attr in POSITION_ATTRS.items():
+        name = getattr(args, attr, None) or DEFAULT_ATTENTION
+        options = get_attention_class(name).kwargs_from_args(args, position)
+        settings[POSITION_FLAGS[position]] = {"variant": name,
+                                              "options": {k: _plain(v) for k, v in sorted(options.items())}}
+    return settings
+
+
+def checkpoint_metadata(args) -> dict:
+    from .. import __version__
+
+    return {"plugin": "fairseq_eatt", "format": CHECKPOINT_FORMAT, "version": __version__,
+            "attention": attention_settings(args)}
+
+
+def check_checkpoint_metadata(stored, args):
+    """Refuse a checkpoint made by another plugin format or with other attention settings than ``args``."""
+    from .. import __version__
+
+    if not isinstance(stored, dict) or stored.get("plugin") != "fairseq_eatt":
+        raise CheckpointMismatchError(f"the checkpoint's fairseq_eatt metadata is unreadable ({stored!r:.200})")
+    fmt = stored.get("format")
+    if fmt == 0:  # saved before the plugin recorded its settings
+        logger.warning("this checkpoint predates fairseq_eatt's checkpoint metadata: its attention settings "
+                       "cannot be checked against the model's")
+        return
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"the checkpoint was written by fairseq_eatt {stored.get('version')} (checkpoint format {fmt}); this "
+            f"is fairseq_eatt {__version__} (format {CHECKPOINT_FORMAT}), which computes its models differently: "
+            f"use fairseq_eatt {stored.get('version')} for this checkpoint, or retrain")
+    ours, problems = attention_settings(args), []
+    for flag, theirs in stored.get("attention", {}).items():
+        mine = ours.get(flag)
+        if mine is None:
+            problems.append(f"{flag}: unknown to this version")
+        elif mine["variant"] != theirs["variant"]:
+            problems.append(f"{flag}: checkpoint {theirs['variant']}, model {mine['variant']}")
+        elif mine["options"] != theirs["options"]:
+            diff = sorted(k for k in set(mine["options"]) | set(theirs["options"])
+                          if mine["options"].get(k) != theirs["options"].get(k))
+            problems.append(f"{flag} {mine['variant']} options " + ", ".join(
+                f"{k}: checkpoint {theirs['options'].get(k)!r}, model {mine['options'].get(k)!r}" for k in diff))
+    if problems:
+        raise CheckpointMismatchError(
+            "the checkpoint was trained with other attention settings than this model: " + "; ".join(problems)
+            + ". Build the model with the checkpoint's settings (fairseq-generate takes them from the checkpoint "
+              "unless --model-overrides changes them; fairseq-train --restore-file needs the same flags)")
+
+
 def validate_attention_args(args):
     """Refuse unknown names, impossible positions and bad E-ATT options before any work is done."""
     for position, attr in POSITION_ATTRS.items():
@@ -174,6 +238,17 @@ class TransformerEattModel(TransformerModel):
         finally:
             set_tracking(self, False)
         return out
+
+    # ---- checkpoints: the plugin's format and the attention settings travel with the weights ----
+    def get_extra_state(self):
+        return checkpoint_metadata(self.args)
+
+    def set_extra_state(self, state):
+        check_checkpoint_metadata(state, self.args)  # runs before any weight is loaded into a layer
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        super().upgrade_state_dict_named(state_dict, name)
+        state_dict.setdefault((name + "." if name else "") + "_extra_state", {"plugin": "fairseq_eatt", "format": 0})
 
     def set_beam_size(self, beam_size):
         """fairseq's SequenceGenerator calls this where a model has it: the decoder's cross-attention then keeps
