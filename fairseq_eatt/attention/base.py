@@ -141,8 +141,8 @@ class AttentionBase(nn.Module):
     # ------------------------------------------------------------------ helpers
     def _split_heads(self, x: Tensor) -> Tensor:
         """(T, B, H*d) -> (B, H, T, d)."""
-        length, bsz, _ = x.shape
-        return x.view(length, bsz, self.num_heads, -1).permute(1, 2, 0, 3)
+        length, bsz, channels = x.shape
+        return x.view(length, bsz, self.num_heads, channels // self.num_heads).permute(1, 2, 0, 3)
 
     def extra_repr(self) -> str:
         return f"variant={self.variant_name}, embed_dim={self.embed_dim}, num_heads={self.num_heads}"
@@ -305,7 +305,7 @@ class AttentionBase(nn.Module):
         if sentences != bsz:
             out = self._unfold_beams(out, bsz, tgt_len)
             probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None
-        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1)
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3))
         out = self.out_proj(out)
 
         weights: Optional[Tensor] = None

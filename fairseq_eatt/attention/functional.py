@@ -165,7 +165,8 @@ class PairwiseL1Kernel(torch.autograd.Function):
 def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
     """L1 distances between every query and key row: (..., T, d), (..., S, d) -> (..., T, S), at least float32."""
     lead = q.shape[:-2]
-    q3, k3 = q.reshape(-1, q.size(-2), q.size(-1)), k.reshape(-1, k.size(-2), k.size(-1))
+    n = math.prod(lead)
+    q3, k3 = q.reshape(n, q.size(-2), q.size(-1)), k.reshape(n, k.size(-2), k.size(-1))
     if l1_implementation(q) == "kernel" and q3.size(0) > 0 and q3.size(1) > 0 and k3.size(1) > 0:
         out = PairwiseL1Kernel.apply(q3, k3)
     else:

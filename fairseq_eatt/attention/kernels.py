@@ -202,5 +202,5 @@ class PerformerAttention(VanillaAttention):
         self._set_input_buffer(incremental_state, {"kv_state": kv[:, :, -1], "k_state": z[:, :, -1]})
         out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1)).to(v.dtype)
         tgt_len, bsz = query.shape[:2]
-        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, -1))
+        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3)))
         return out, None
