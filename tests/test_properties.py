@@ -23,8 +23,8 @@ CROSS = [n for n in VARIANTS if DECODER_CROSS in get_attention_class(n).capabili
 EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True)
 
 
-def build(name, position=ENCODER_SELF, dtype=torch.float32, **kwargs):
-    torch.manual_seed(0)
+def build(name, position=ENCODER_SELF, dtype=torch.float32, seed=0, **kwargs):
+    torch.manual_seed(seed)
     cls = get_attention_class(name)
     options = {**cls.kwargs_from_args(argparse.Namespace(attention_max_length=32), position), **kwargs}
     cross = position == DECODER_CROSS
@@ -118,6 +118,20 @@ def test_incremental_cross_attention_equals_the_full_pass(name, src_len, tgt_len
     for i in range(tgt_len):
         step, _ = m(tgt[i : i + 1], src, src, incremental_state=state, static_kv=True)
         torch.testing.assert_close(step[0], full[i], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("position", [ENCODER_SELF, DECODER_CROSS])
+def test_the_state_dict_holds_all_state(name, position):
+    """A module built with another seed (other weights, other random features) computes the same thing once it
+    has loaded the state dict: nothing a worker or a resumed run needs lives outside it."""
+    if position not in get_attention_class(name).capabilities.allowed_positions():
+        pytest.skip(f"{name} does not serve {position}")
+    a, b = build(name, position, seed=0), build(name, position, seed=1)
+    b.load_state_dict(a.state_dict())
+    src, tgt = randn(5, 6, 2, E), randn(6, 4, 2, E)
+    query = src if position == ENCODER_SELF else tgt
+    torch.testing.assert_close(b(query, src, src)[0], a(query, src, src)[0], rtol=0, atol=0)
 
 
 # ---- no silent NaN -----------------------------------------------------------------------------------------------

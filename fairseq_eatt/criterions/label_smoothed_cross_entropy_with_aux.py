@@ -38,11 +38,13 @@ class LabelSmoothedCrossEntropyWithAuxCriterion(LabelSmoothedCrossEntropyCriteri
         if any("aux_loss" in log for log in logging_outputs) and sample_size > 0:
             aux = sum(float(log.get("aux_loss", 0)) for log in logging_outputs)
             metrics.log_scalar("aux_loss", aux / sample_size, sample_size, round=6)
-        counted = [log for log in logging_outputs if "attn_span" in log]
-        if counted:
-            metrics.log_scalar("attn_span", sum(float(log["attn_span"]) for log in counted) / len(counted),
-                               len(counted), round=2)
+        count = sum(float(log.get("attn_span_count", 0)) for log in logging_outputs)
+        if count > 0:  # attn_span holds a sum of per-batch means, so that workers' outputs can be summed
+            metrics.log_scalar("attn_span", sum(float(log.get("attn_span", 0)) for log in logging_outputs) / count,
+                               count, round=2)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        # every value is a sum (the spans' mean travels as a sum with a count): distributed workers' logging
+        # outputs are summed by fairseq's fast path, which also works on CPUs (the gather path needs CUDA)
+        return True
