@@ -205,6 +205,12 @@ class AttentionBase(nn.Module):
         return (same(key, 1) and (value is None or value is key or same(value, 1))
                 and (key_padding_mask is None or key_padding_mask.dim() != 2 or same(key_padding_mask, 0)))
 
+    def static_cache(self) -> Optional[Dict]:
+        """Inside :meth:`attend` while decoding cross-attention: the incremental cache, where a variant may keep
+        what it derives from the (unchanging) keys and values, e.g. their projection along the length. Entries
+        must have the batch first: they are reordered with the beams. None otherwise."""
+        return getattr(self, "_static_cache", None)
+
     def _fold_beams(self, x: Tensor, sentences: int) -> Tensor:
         """(sentences * beam, H, T, d) -> (sentences, H, beam * T, d): a sentence's hypotheses as extra queries."""
         _, heads, length, dim = x.shape
@@ -301,7 +307,12 @@ class AttentionBase(nn.Module):
         if before_softmax:
             scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
             return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
-        out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+        # while decoding, cross-attention's cache is open to attend (see static_cache)
+        self._static_cache = self._get_input_buffer(incremental_state) if (buffer is not None and static_kv) else None
+        try:
+            out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+        finally:
+            self._static_cache = None
         if sentences != bsz:
             out = self._unfold_beams(out, bsz, tgt_len)
             probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None

@@ -50,7 +50,6 @@ class PerformerAttention(VanillaAttention):
         self.num_features = int(features)
         self.register_buffer("random_features", orthogonal_gaussian(self.num_features, self.head_dim))
         self.input_scale = self.head_dim**-0.25
-        self._decoding_state = None  # the incremental state during a cross-attention call (see _static_cache)
 
     @classmethod
     def add_args(cls, parser):
@@ -113,7 +112,7 @@ class PerformerAttention(VanillaAttention):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
         tgt_len, src_len = q.size(2), k.size(2)
-        cache = self._static_cache()
+        cache = self.static_cache()
         if cache is not None and cache.get("performer_phi_k") is not None and \
                 cache["performer_phi_k"].shape[:3] == k.shape[:3]:
             phi_k = cache["performer_phi_k"]  # cross-attention while decoding: the source's features, once
@@ -141,14 +140,9 @@ class PerformerAttention(VanillaAttention):
             weights = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
         return out.to(v.dtype), weights
 
-    def _static_cache(self) -> Optional[dict]:
-        """The incremental buffer of cross-attention while decoding (set by forward), else None."""
-        state = self._decoding_state
-        return self._get_input_buffer(state) if state is not None else None
-
     def _key_summary(self, phi_k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
         """(sum_s phi(k_s) v_s^T, sum_s phi(k_s)), kept in the decoding cache of cross-attention."""
-        cache = self._static_cache()
+        cache = self.static_cache()
         if cache is not None and cache.get("performer_kv") is not None:
             return cache["performer_kv"], cache["performer_k_sum"]
         kv, k_sum = torch.einsum("bhsm,bhsd->bhmd", phi_k, v), phi_k.sum(dim=2)
@@ -184,12 +178,8 @@ class PerformerAttention(VanillaAttention):
         if before_softmax:
             raise NotImplementedError("performer never forms attention scores (before_softmax is not available)")
         if incremental_state is None or static_kv or self.encoder_decoder_attention:
-            self._decoding_state = incremental_state if static_kv else None
-            try:
-                return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights,
-                                       static_kv, attn_mask, before_softmax, need_head_weights)
-            finally:
-                self._decoding_state = None
+            return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
+                                   attn_mask, before_softmax, need_head_weights)
         # decoder self-attention, step by step: running prefix sums instead of a key/value cache
         buffer = self._get_input_buffer(incremental_state)
         q, k, v = self.project_query(query), self.project_key(key), self.project_value(value)

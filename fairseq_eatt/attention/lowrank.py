@@ -91,10 +91,17 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
             raise ValueError(f"linformer cannot apply an attention mask: it {WHY_NOT_CAUSAL}")
         self._check_lengths(pos)
         bsz = q.size(0)
-        e = self._length_projection(self.key_length_proj, pos, key_padding_mask, bsz)
-        f = e if self.share_projection else self._length_projection(self.value_length_proj, pos, key_padding_mask, bsz)
-        k_low = torch.einsum("bks,bhsd->bhkd", e.to(k.dtype), k)
-        v_low = torch.einsum("bks,bhsd->bhkd", f.to(v.dtype), v)
+        cache = self.static_cache()  # cross-attention while decoding: project the source once, not every step
+        if cache is not None and cache.get("linformer_k_low") is not None and cache["linformer_k_low"].size(0) == bsz:
+            k_low, v_low, f = cache["linformer_k_low"], cache["linformer_v_low"], cache["linformer_f"]
+        else:
+            e = self._length_projection(self.key_length_proj, pos, key_padding_mask, bsz)
+            f = e if self.share_projection else self._length_projection(self.value_length_proj, pos,
+                                                                         key_padding_mask, bsz)
+            k_low = torch.einsum("bks,bhsd->bhkd", e.to(k.dtype), k)
+            v_low = torch.einsum("bks,bhsd->bhkd", f.to(v.dtype), v)
+            if cache is not None:
+                cache.update(linformer_k_low=k_low, linformer_v_low=v_low, linformer_f=f)
         probs = torch.softmax(torch.matmul(q, k_low.transpose(-1, -2)).float(), dim=-1)  # (B, H, T, k)
         attn = nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
         out = torch.matmul(attn.to(v_low.dtype), v_low)

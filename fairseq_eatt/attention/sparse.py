@@ -133,6 +133,8 @@ class BlockSparseAttention(_SparsePattern):
 
 @register_attention("local")
 class LocalAttention(_SparsePattern):
+    DENSE_UP_TO = 4  # keys per window up to which the dense masked form is used (see attend)
+
     def __init__(self, embed_dim: int, num_heads: int, *, window: int = 8, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
         if int(window) < 0:
@@ -174,6 +176,10 @@ class LocalAttention(_SparsePattern):
         # its window of positions; padding inside it is masked. Memory: (B, H, T, 2W+1, d), linear in T.
         bsz, heads, tgt_len, _ = q.shape
         src_len = k.size(2)
+        if src_len <= self.DENSE_UP_TO * (2 * self.window + 1):
+            # short sequences (most MT sentences): the masked (T, S) product is the same attention and far
+            # cheaper than gathering 2W+1 copies of every key and value; the band takes over where it pays
+            return super().attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
         offsets = torch.arange(-self.window, self.window + 1, device=q.device)
         rows = torch.arange(src_len - tgt_len, src_len, device=q.device)  # each query's own index among keys
         index = rows.unsqueeze(1) + offsets.unsqueeze(0)  # (T, n)
