@@ -8,18 +8,33 @@ import pytest
 from .helpers import REPO_ROOT
 
 
+def bench(*args):
+    cmd = [sys.executable, "-m", "fairseq_eatt.cli.bench", "--preset", "tiny", "--threads", "1", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def bench_report(demo_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "perf"
-    cmd = [sys.executable, "-m", "fairseq_eatt.cli.bench", "--preset", "tiny", "--variants", "eatt,local",
-           "--data", str(demo_run["data_bin"]), "--out", str(out), "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text()
+    bench("--variants", "eatt,local", "--data", demo_run["data_bin"], "--out", out)
+    return json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md").read_text(), out
+
+
+def test_merge_re_measures_one_part_and_keeps_the_others(bench_report, demo_run):
+    first, _, out = bench_report
+    bench("--variants", "eatt,local", "--data", demo_run["data_bin"], "--out", out, "--skip",
+          "train,generate,lengths", "--merge", "--op-repeats", "2")
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert merged["train"] == first["train"] and merged["lengths"] == first["lengths"]
+    assert merged["scores"] != first["scores"]  # measured again
+    assert merged["provenance"]["train"]["command"] == first["command"]
+    assert "--merge" in merged["provenance"]["scores"]["command"]
+    assert "- scores: `fairseq-eatt-bench" in out.with_suffix(".md").read_text()
 
 
 def test_bench_measures_every_model_on_the_same_footing(bench_report):
-    report, _ = bench_report
+    report, _, _ = bench_report
     for mode, key in (("train", "target_tokens_per_s"), ("generate", "sentences_per_s")):
         assert list(report[mode]) == ["transformer", "vanilla", "eatt", "local"]
         for result in report[mode].values():
@@ -36,7 +51,7 @@ def test_bench_measures_every_model_on_the_same_footing(bench_report):
 
 
 def test_bench_reports_scores_and_length_growth(bench_report):
-    report, text = bench_report
+    report, text, _ = bench_report
     for row in report["scores"]:
         assert row["dot_s"]["median"] > 0 and row["l1_reference_s"]["median"] > 0
         # never a buffer of size N x L x L x d, on either path

@@ -26,7 +26,7 @@ def test_declared_counts_equal_measured_counts(name, length, d, heads):
     x = torch.randn(length, 1, d) * 1.5
     _, measured = measure(module, x, x, x, need_weights=False)
     ratio = float((x > 1.0).double().mean())  # E-ATT's binarized inputs at the default threshold
-    declared = cls.op_counts(length, length, d, heads, "complete", ratio, **options)["attention"]
+    declared = cls.op_counts(length, length, d, heads, "complete", ratio, **options, self_attention=True)["attention"]
     declared = declared + projection(length, d, d)  # the module also runs its output projection
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add, rel=1e-9)
@@ -50,3 +50,13 @@ def test_selection_with_a_binary_left_operand_counts_additions_only():
     assert selected == OpCounts(add=(2 + 0) * 3)  # 3 selected rows -> 2 additions; 1 selected row -> none
     _, dense = measure(torch.mm, bits + 0.5, w)
     assert dense == OpCounts(mul=2 * 4 * 3, add=2 * 3 * 3)
+
+
+@pytest.mark.parametrize("length", [9, 23])  # window 2: dense up to 20 keys, chunks beyond
+def test_local_counts_follow_the_form_it_runs(length):
+    cls, _, module = build("local", 16, 4)
+    module.window = 2
+    x = torch.randn(length, 1, 16)
+    _, measured = measure(module, x, x, x, need_weights=False)
+    declared = cls.op_counts(length, length, 16, 4, "complete", window=2)["attention"] + projection(length, 16, 16)
+    assert measured.mul == declared.mul and measured.add == pytest.approx(declared.add, rel=1e-9)

@@ -61,10 +61,11 @@ def l1_score_divisor(module: AttentionBase, score_scale: str, cross_score_scale:
     return name, divisor
 
 
-def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None) -> OpCounts:
+def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None, shared_input=False) -> OpCounts:
     """Q and K by binarized selection (Eqs. 6-9). Paper: l*d additions per projection. Complete: each selected
     row of W (nonzero ratio x d x d per token, 0.5 without a measured ratio; the bias completes a row with a
-    single selected feature) and one comparison per binarized input. ``nonzero_ratio``: one ratio, or a
+    single selected feature) and one comparison per binarized input, once when queries and keys binarize the
+    same input (self-attention without a learnable input norm). ``nonzero_ratio``: one ratio, or a
     (query side, key side) pair for cross-attention.
 
     Measured difference (tested): a token with *no* selected feature still adds its bias, d additions that a
@@ -74,7 +75,7 @@ def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None)
     if nonzero_ratio is None:
         nonzero_ratio = 0.5
     q_ratio, k_ratio = nonzero_ratio if isinstance(nonzero_ratio, (tuple, list)) else (nonzero_ratio,) * 2
-    return OpCounts(add=d * d * (float(q_ratio) * lq + float(k_ratio) * lk), cmp=d * (lq + lk))
+    return OpCounts(add=d * d * (float(q_ratio) * lq + float(k_ratio) * lk), cmp=d * (lq if shared_input else lq + lk))
 
 
 def l1_scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
@@ -83,6 +84,11 @@ def l1_scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts
     if convention == "paper":
         return OpCounts(add=lq * lk * d)
     return OpCounts(add=2 * lq * lk * d, mul=lq * lk * heads)
+
+
+def shares_bits(options: dict) -> bool:
+    """Self-attention binarizes its one input once for both sides, unless a learnable norm makes them differ."""
+    return bool(options.get("self_attention")) and options.get("input_norm", "none") != "learnable"
 
 
 def finite_float(text: str) -> float:
@@ -172,9 +178,11 @@ class EattAttention(AttentionBase):
         """Paper: l*d additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
         Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x d per token, 0.5 when no ratio is
         measured), binarization is one comparison per input, each L1 term is a subtraction plus an accumulation,
-        and the scores are scaled (one multiplication each)."""
+        and the scores are scaled (one multiplication each). ``self_attention=True``: queries and keys binarize
+        one input, compared once."""
         check_convention(convention)
-        alignment = selection_ops(lq, lk, d, convention, nonzero_ratio) + l1_scores(lq, lk, d, heads, convention)
+        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options))
+                     + l1_scores(lq, lk, d, heads, convention))
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
@@ -228,7 +236,8 @@ class EattSelectAttention(EattAttention):
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
-        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio) + dot_scores(lq, lk, d, heads, convention)
+        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options))
+                     + dot_scores(lq, lk, d, heads, convention)
                      + only_complete(convention, OpCounts(mul=lq * lk * heads)))
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}

@@ -157,29 +157,72 @@ class LocalAttention(_SparsePattern):
     def pattern(qpos: Tensor, kpos: Tensor, window: int = 8, **_) -> Tensor:
         return (qpos - kpos).abs() <= window
 
+    def _attend_chunks(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
+                       attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """A full pass in chunks of W queries, each against the 3W keys of its chunk and the two around it
+        (strided views, batched products): memory (B, H, L, 3W), linear in L, without per-query copies."""
+        bsz, heads, length, dim = q.shape
+        c = max(1, self.window)
+        padded = -(-length // c) * c
+        blocks = padded // c
+        qb = torch.nn.functional.pad(q, (0, 0, 0, padded - length)).view(bsz, heads, blocks, c, dim)
+        pad_kv = (0, 0, c, c + padded - length)
+        kw = torch.nn.functional.pad(k, pad_kv).unfold(2, 3 * c, c)  # (B, H, blocks, d, 3c)
+        vw = torch.nn.functional.pad(v, pad_kv).unfold(2, 3 * c, c).transpose(-1, -2)  # (B, H, blocks, 3c, d)
+        dev = q.device
+        qidx = (torch.arange(blocks, device=dev) * c).view(blocks, 1, 1) + torch.arange(c, device=dev).view(1, c, 1)
+        kidx = (torch.arange(blocks, device=dev) * c - c).view(blocks, 1, 1) + torch.arange(3 * c, device=dev)
+        kidx = kidx.expand(blocks, c, 3 * c)
+        outside = (kidx < 0) | (kidx >= length) | ((qidx - kidx).abs() > self.window) | (qidx >= length)
+        qc, kc = qidx.clamp(max=length - 1).expand_as(kidx), kidx.clamp(0, length - 1)
+        scores = torch.matmul(qb, kw).float().masked_fill(outside, float("-inf"))
+        if attn_mask is not None:
+            scores = scores + attn_mask.float()[qc, kc]
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.bool()[:, kc].unsqueeze(1), float("-inf"))
+        probs = self._masked_softmax(scores, masked=True)
+        attn = torch.nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
+        out = torch.matmul(attn.to(v.dtype), vw).reshape(bsz, heads, padded, dim)[:, :, :length]
+        weights = None
+        if need_weights:  # dense (T, S) weights only when fairseq asks for them
+            dense = probs.new_zeros(bsz, heads, padded, length + 3 * c)
+            dense[:, :, qidx.expand_as(kidx), kidx + c] = probs
+            weights = dense[:, :, :length, c : c + length]
+        return out, weights
+
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Complete: the band as computed, 2W+1 keys per query whatever the length (positions outside the
-        sequence are computed, then masked). Paper: only the pairs inside the window."""
+        """Complete, as executed (see attend): up to DENSE_UP_TO windows of keys, the dense masked product (=
+        vanilla); longer full passes, chunks of W queries against 3W keys (the last chunk padded); decoding
+        steps, the 2W+1 keys of the band. Positions outside the window are computed, then masked. Paper: only
+        the pairs inside the window."""
         if convention == "paper":
             return super().op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
         check_convention(convention)
-        band = 2 * int(options.get("window", 8)) + 1
+        window = int(options.get("window", 8))
+        band = 2 * window + 1
+        if lk <= cls.DENSE_UP_TO * band:
+            return VanillaAttention.op_counts(lq, lk, d, heads, convention)
+        chunk = max(1, window)
+        rows, keys = (-(-lq // chunk) * chunk, 3 * chunk) if lq == lk else (lq, band)
         alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=lq * d)
-                     + OpCounts(mul=lq * band * d, add=lq * band * (d - heads)))
-        return {"alignment": alignment,
-                "attention": alignment + projection(lk, d, d) + OpCounts(mul=lq * band * d, add=lq * (band - 1) * d)}
+                     + OpCounts(mul=rows * keys * d, add=rows * keys * (d - heads)))
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d)
+                + OpCounts(mul=rows * keys * d, add=rows * (keys - 1) * d)}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
         # Real tokens are contiguous whatever the padding side, so a window of array indices around a query is
-        # its window of positions; padding inside it is masked. Memory: (B, H, T, 2W+1, d), linear in T.
+        # its window of positions; padding inside it is masked. Decoding steps (few queries): each query's
+        # 2W+1 keys gathered, memory (B, H, T, 2W+1, d).
         bsz, heads, tgt_len, _ = q.shape
         src_len = k.size(2)
         if src_len <= self.DENSE_UP_TO * (2 * self.window + 1):
             # short sequences (most MT sentences): the masked (T, S) product is the same attention and far
             # cheaper than gathering 2W+1 copies of every key and value; the band takes over where it pays
             return super().attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+        if tgt_len == src_len:
+            return self._attend_chunks(q, k, v, key_padding_mask, attn_mask, need_weights)
         offsets = torch.arange(-self.window, self.window + 1, device=q.device)
         rows = torch.arange(src_len - tgt_len, src_len, device=q.device)  # each query's own index among keys
         index = rows.unsqueeze(1) + offsets.unsqueeze(0)  # (T, n)

@@ -56,6 +56,11 @@ def parse_args(argv=None):
     p.add_argument("--gpu", action="store_true", help="measure on the GPU (allocator peak memory)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: train, generate, scores, lengths")
     p.add_argument("--repeats", type=int, default=None, help="override the preset's repeats per process")
+    p.add_argument("--op-repeats", type=int, default=7,
+                   help="repeats of the score operation and of the length-growth measurements (default 7)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the parts of an existing OUT.json that this run skips (e.g. re-measure only the "
+                        "score operation with --skip train,generate,lengths --merge)")
     p.add_argument("--rounds", type=int, default=None,
                    help="override the preset's rounds: each round measures every model once, in alternating order, "
                         "and ratios to the stock transformer are taken within a round (paired), so that a slow "
@@ -74,6 +79,8 @@ def parse_args(argv=None):
         p.error("--gpu: no CUDA device is available")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.op_repeats < 1:
+        p.error(f"--op-repeats must be at least 1, got {args.op_repeats}")
     if args.rounds is not None and args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
     return args
@@ -140,6 +147,30 @@ def merge_rounds(results: List[Dict], reference: List[Dict], key: str) -> Dict:
     return merged
 
 
+PARTS = ("train", "generate", "scores", "lengths")
+
+
+def merge_previous(report: Dict, args):
+    """Fill the parts this run skipped from the existing OUT.json, saying which came from which run."""
+    path = args.out + ".json"
+    if not os.path.exists(path):
+        raise SystemExit(f"fairseq-eatt-bench: --merge: {path} does not exist (nothing to merge with)")
+    with open(path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    here = {"command": report["command"], "date": report["date"], "seconds": report["seconds"]}
+    before = {"command": previous["command"], "date": previous["date"], "seconds": previous.get("seconds")}
+    provenance = {}
+    for part in PARTS:
+        if part in args.skip_set and previous.get(part):
+            report[part] = previous[part]
+            provenance[part] = previous.get("provenance", {}).get(part, before)
+        elif part not in args.skip_set:
+            provenance[part] = here
+    if any(provenance.get(part) is not here for part in ("train", "generate") if part in provenance):
+        report["preset_values"] = previous.get("preset_values", report["preset_values"])
+    report["provenance"] = provenance
+
+
 def default_data(args) -> str:
     from ..data.corpora import CORPORA
     from ..data.prepare import prepare
@@ -204,7 +235,7 @@ def score_op(args, preset: Dict) -> List[Dict]:
 
     device = torch.device("cuda" if args.gpu else "cpu")
     sync = torch.cuda.synchronize if args.gpu else (lambda: None)
-    repeats = args.repeats or 5
+    repeats = args.op_repeats
     rows = []
     for length in preset["lengths"]:
         n, d = preset["op_n"], 64
@@ -269,7 +300,7 @@ def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Di
                 y, _ = module(xx, xx, xx, need_weights=False)
                 y.sum().backward()
 
-            times = timed(step, args.repeats or 3, sync)
+            times = timed(step, args.op_repeats, sync)
             if args.gpu:
                 torch.cuda.reset_peak_memory_stats()
                 step()
@@ -333,6 +364,8 @@ def main(argv=None):
         report["lengths"] = length_scaling(args, preset, ["vanilla"] + [v for v in args.variant_list
                                                                         if v != "vanilla"])
     report["seconds"] = round(time.time() - started, 1)
+    if args.merge:
+        merge_previous(report, args)
     from ..perf.report import write
 
     write(report, args.out)

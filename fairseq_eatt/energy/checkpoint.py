@@ -26,7 +26,8 @@ def _attention(args, position: str, lq: int, lk: int, d: int, heads: int, conven
     """One attention layer of the checkpoint's variant in ``position``, with its output projection."""
     name = _variant(args, position)
     options = get_attention_class(name).kwargs_from_args(args, position)
-    return attention_counts(name, lq, lk, d, heads, convention, ratio, options)["attention"] + projection(lq, d, d)
+    return (attention_counts(name, lq, lk, d, heads, convention, ratio, options,
+                             self_attention=position != DECODER_CROSS)["attention"] + projection(lq, d, d))
 
 
 def sentence_counts(args, src_len: int, tgt_len: int, ratios: Dict, convention: str) -> Dict[str, OpCounts]:

@@ -10,11 +10,12 @@ PAPER_ROWS = (("vanilla", "Vanilla ATT"), ("synth_dense", "Dense"), ("synth_rand
 
 
 def attention_counts(variant: str, lq: int, lk: int, d: int, heads: int, convention: str, ratio=None,
-                     options: Optional[dict] = None) -> Dict[str, OpCounts]:
+                     options: Optional[dict] = None, self_attention: bool = True) -> Dict[str, OpCounts]:
+    """``self_attention``: queries and keys come from one input (False for cross-attention)."""
     cls = get_attention_class(variant)
     if not cls.declares_op_counts():
         raise NotImplementedError(f"{variant} does not declare its operation counts yet")
-    return cls.op_counts(lq, lk, d, heads, convention, ratio, **(options or {}))
+    return cls.op_counts(lq, lk, d, heads, convention, ratio, **{**(options or {}), "self_attention": self_attention})
 
 
 def feed_forward(tokens: int, d: int, ffn: int) -> OpCounts:
@@ -34,7 +35,7 @@ def model_counts(self_variant: str, cross_variant: str, l: int, d: int, heads: i
     """A transformer of ``layers`` + ``layers`` blocks: encoder blocks with ``self_variant``, decoder blocks with
     ``self_variant`` self-attention and ``cross_variant`` cross-attention (embeddings and softmax excluded)."""
     self_attn = attention_counts(self_variant, l, l, d, heads, convention)["attention"]
-    cross = attention_counts(cross_variant, l, l, d, heads, convention)["attention"]
+    cross = attention_counts(cross_variant, l, l, d, heads, convention, self_attention=False)["attention"]
     encoder = self_attn + projection(l, d, d) + feed_forward(l, d, 4 * d)
     decoder = self_attn + cross + projection(l, d, d).scaled(2) + feed_forward(l, d, 4 * d)
     return (encoder + decoder).scaled(layers)

@@ -136,7 +136,9 @@ def targets(report: Dict) -> List[str]:
 def markdown(report: Dict) -> str:
     m = report["machine"]
     out = ["# Performance: attention variants against the stock fairseq transformer", "",
-           f"Command: `{report['command']}`; date {report['date']}; {report['seconds']} s.", "",
+           f"Command: `{report['command']}`; date {report['date']}; {report['seconds']} s.", ""] + [
+           f"- {part}: `{p['command']}` ({p['date']}, {p.get('seconds')} s)"
+           for part, p in report.get("provenance", {}).items()] + ["",
            f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, GPU: "
            f"{m['gpu'] if report.get('gpu') else 'not used'}; torch {m['torch']}, fairseq {m['fairseq']}.", "",
            f"Preset `{report['preset']}`: {json.dumps(report['preset_values'])}; data `{report['data']}`.", "",
