@@ -26,8 +26,8 @@ from typing import Dict, List
 import torch
 
 PRESETS = {  # dims of the architectures; tokens per training batch; generation batches
-    "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, rounds=2, gen_batches=1,
-                 gen_batch_size=4, lengths=(16, 32), op_n=2),
+    "tiny": dict(dim=32, ffn=64, heads=2, layers=1, max_tokens=256, warmup=1, steps=2, repeats=1, rounds=2,
+                 gen_batches=1, gen_batch_size=4, lengths=(16, 32), op_n=2),
     "small": dict(dim=256, ffn=1024, heads=4, layers=3, max_tokens=2048, warmup=4, steps=12, repeats=2, rounds=3,
                   gen_batches=3, gen_batch_size=128, lengths=(32, 64, 128, 256, 512), op_n=32),
     "base": dict(dim=512, ffn=2048, heads=8, layers=6, max_tokens=4096, warmup=5, steps=20, repeats=2, rounds=3,

@@ -1,1 +1,2 @@
-"""Experiment recipes of the E-ATT paper: settings per task and scale, the runs each table needs, and a resumable runner."""
+"""Experiment recipes of the E-ATT paper: settings per task and scale, the runs each table needs, and a resumable
+runner."""

@@ -45,7 +45,8 @@ def throughput_table(report: Dict, mode: str) -> List[str]:
     ref = rows.get("transformer")
     ref_mem = ref["peak_rss_mib"] if ref else None
     mem_key = "peak_gpu_mib" if report.get("gpu") else "peak_rss_mib"
-    lines = [f"| model | {unit}, median [min-max] | vs stock transformer, median [min-max] of rounds | peak memory (MiB) | vs stock | "
+    lines = [f"| model | {unit}, median [min-max] | vs stock transformer, median [min-max] of rounds | "
+             f"peak memory (MiB) | vs stock | "
              f"working memory (MiB) | vs stock |" + (" params |" if mode == "train" else " mean output tokens |"),
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
