@@ -149,6 +149,17 @@ def test_runner_writes_one_complete_json_per_run(tiny_experiment):
     assert set(eatt["binarization_last_valid"]) >= {"encoder_self_L1", "cross_key_L2"}
 
 
+def test_a_finished_training_is_not_restarted(tiny_experiment):
+    """fairseq-train restarted on a finished run takes one more update; the runner and distillation check first."""
+    from fairseq_eatt.experiments.runner import training_finished, updates_done
+
+    run_dirs = list((tiny_experiment["root"] / "work" / "multi30k-en-de-small").glob("vanilla-vanilla-vanilla.seed1.*"))
+    assert len(run_dirs) == 1 and updates_done(str(run_dirs[0])) == 4
+    assert training_finished(str(run_dirs[0]), ["--max-update", "4"])
+    assert not training_finished(str(run_dirs[0]), ["--max-update", "5"])
+    assert not training_finished(str(run_dirs[0] / "nothing-here"), ["--max-update", "4"])
+
+
 def test_finished_runs_are_skipped_and_changed_settings_are_refused(tiny_experiment):
     root, common = tiny_experiment["root"], list(tiny_experiment["common"])
     path = root / "results" / "runs" / "multi30k-en-de-small" / "vanilla-vanilla-vanilla.seed1.json"

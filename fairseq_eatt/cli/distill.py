@@ -19,6 +19,7 @@ import sys
 from typing import Dict, List
 
 from ..data.text import atomic_output
+from ..experiments.runner import training_finished
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,8 +149,10 @@ def main(argv=None):
     results = []
     for dim in args.dims:
         save_dir = os.path.join(args.workdir, f"student-d{dim}")
-        fairseq("train", [data, "--user-dir", PLUGIN_DIR, *student_flags(args, dim), "--save-dir", save_dir,
-                          "--no-epoch-checkpoints", "--log-format", "simple", *shlex.split(args.train_args)])
+        train_flags = [*student_flags(args, dim), "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format",
+                       "simple", *shlex.split(args.train_args)]
+        if not training_finished(save_dir, train_flags):  # never one update past --max-update on a rerun
+            fairseq("train", [data, "--user-dir", PLUGIN_DIR, *train_flags])
         checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
         out = generate_to(os.path.join(save_dir, "test.out"), [
             data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,

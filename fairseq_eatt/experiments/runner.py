@@ -117,6 +117,26 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def updates_done(save_dir: str) -> int:
+    """Updates recorded in ``save_dir``/checkpoint_last.pt (0 without one)."""
+    path = os.path.join(save_dir, "checkpoint_last.pt")
+    if not os.path.exists(path):
+        return 0
+    from fairseq import checkpoint_utils
+
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    history = state.get("optimizer_history") or [{}]
+    return int(history[-1].get("num_updates", 0))
+
+
+def training_finished(save_dir: str, flags: List[str]) -> bool:
+    """True if checkpoint_last.pt already has --max-update updates: fairseq-train restarted on a finished run
+    would take one more update (it checks the limit only after a step)."""
+    if "--max-update" not in flags:
+        return False
+    return updates_done(save_dir) >= int(flags[flags.index("--max-update") + 1])
+
+
 class RunBusy(RuntimeError):
     """Another process holds the run's lock (e.g. a second queue sharing a recipe): skip it here."""
 
@@ -297,7 +317,8 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
     log_path = os.path.join(run_dir, "train.log")
     flags = train_flags(run, setting, extra_train) + ["--save-dir", run_dir]
     started = time.time()
-    call(fairseq_cmd("train", [data.data_bin] + flags), log_path, echo, threads)
+    if not training_finished(run_dir, flags):  # e.g. a run stopped while decoding
+        call(fairseq_cmd("train", [data.data_bin] + flags), log_path, echo, threads)
     trained = time.time()
     if not os.path.exists(os.path.join(run_dir, "checkpoint_best.pt")):
         raise RunFailed(f"{run_dir}: training ended without checkpoint_best.pt; see {log_path}")
