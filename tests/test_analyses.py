@@ -100,3 +100,36 @@ def test_distillation_workflow(demo_run, checkpoint, tmp_path):
     n_train = sum(1 for _ in open(demo_run["workdir"] / "bpe300" / "train.de", encoding="utf-8"))
     n_distilled = sum(1 for _ in open(tmp_path / "distilled-text" / "train.de", encoding="utf-8"))
     assert n_distilled == n_train
+    assert all(s["length_ratio"] > 0 for s in students)
+    # degenerate teacher translations (over 1.5 n + 10 tokens) were replaced by their references, and counted
+    record = summary["distillation"]
+    assert record["sentences"] == n_train and (record["max_len_a"], record["max_len_b"]) == (1.5, 10)
+    teacher = (tmp_path / "teacher-train.out").read_text(encoding="utf-8").splitlines()
+    src = {int(line.split("\t")[0][2:]): line.split("\t")[1] for line in teacher if line.startswith("S-")}
+    hyp = {int(line.split("\t")[0][2:]): line.split("\t")[2] for line in teacher if line.startswith("H-")}
+    ref = {int(line.split("\t")[0][2:]): line.split("\t")[1] for line in teacher if line.startswith("T-")}
+    targets = (tmp_path / "distilled-text" / "train.de").read_text(encoding="utf-8").splitlines()
+    over = [i for i in sorted(src) if len(hyp[i].split()) > 1.5 * len(src[i].split()) + 10]
+    assert record["reference_fallbacks"] == len(over)
+    for i, target in zip(sorted(src), targets):
+        assert target == (ref[i] if i in over else hyp[i])
+
+    # other distillation settings on the same folders: refused with the difference named, nothing rewritten
+    before = (tmp_path / "summary.json").stat().st_mtime_ns
+    rc, log = run_tool("distill", demo_run["data_bin"], "--teacher", checkpoint, "--workdir", tmp_path,
+                       "--source-lang", "en", "--target-lang", "de", "--student-dims", "32", "--teacher-beam", "2",
+                       "--teacher-max-len-a", "2")
+    assert rc != 0 and "other distillation settings (max_len_a: 1.5 there, 2.0 now)" in log, log[-2000:]
+    assert (tmp_path / "summary.json").stat().st_mtime_ns == before
+
+
+def test_degenerate_teacher_translations_keep_their_reference():
+    from fairseq_eatt.cli.distill import choose_targets
+
+    sources = {0: "a b", 1: "a b c d", 2: "x"}
+    hyps = {0: "p q", 1: "r " * 17, 2: "s " * 12}
+    refs = {0: "R0", 1: "R1", 2: "R2"}
+    targets, fallbacks = choose_targets(sources, hyps, refs, 1.5, 10)  # bounds: 13, 16, 11.5 tokens
+    assert targets == {0: "p q", 1: "R1", 2: "R2"} and fallbacks == 2
+    targets, fallbacks = choose_targets(sources, hyps, refs, 2.0, 10)  # bounds: 14, 18, 12 tokens
+    assert targets == {0: "p q", 1: hyps[1], 2: hyps[2]} and fallbacks == 0

@@ -2,7 +2,10 @@
 
 1. the teacher translates the whole training set with beam search (fairseq-generate);
 2. its translations become a new training set, binarized with the teacher's dictionaries (fairseq-preprocess);
-   valid and test stay the original references;
+   valid and test stay the original references. A translation longer than a * n + b tokens for a source of n
+   tokens (``--teacher-max-len-a/-b``) is a degenerate, repeating output of a weak teacher: that sentence keeps its
+   reference translation (students learn to repeat from such outputs; they were 10% of the target tokens of a
+   small-scale teacher);
 3. students of dimension d, d/2, ... (``--student-dims 512,256,128,64``) train on it (fairseq-train), ffn = 4d;
 4. each student decodes the test set and is scored with sacreBLEU; ``summary.json`` lists dims, parameters, BLEU.
 
@@ -40,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument("--teacher-beam", type=int, default=4, help="beam size when the teacher decodes train")
     p.add_argument("--beam", type=int, default=4, help="beam size of the students on test")
     p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--teacher-max-len-a", type=float, default=1.5,
+                   help="with --teacher-max-len-b: a teacher translation of more than a * n + b tokens for a source of "
+                        "n tokens (BPE, end of sentence not counted) is degenerate and replaced by the reference")
+    p.add_argument("--teacher-max-len-b", type=int, default=10, help="see --teacher-max-len-a")
     p.add_argument("--batch-size", type=int, default=128, help="sentences per batch when decoding")
     p.add_argument("--train-args", default="--optimizer adam --adam-betas (0.9,0.98) --lr 0.001 "
                    "--lr-scheduler eatt --criterion label_smoothed_cross_entropy --label-smoothing 0.1 "
@@ -56,6 +63,9 @@ def parse_args(argv=None):
         p.error(f"--student-dims must be comma-separated integers, got {args.student_dims!r}")
     if not args.dims or any(d <= 0 or d % 2 for d in args.dims):
         p.error(f"--student-dims must be positive even integers, got {args.student_dims!r}")
+    if not args.teacher_max_len_a >= 1.0 or args.teacher_max_len_b < 0:
+        p.error(f"--teacher-max-len-a must be >= 1 and --teacher-max-len-b >= 0, got {args.teacher_max_len_a} and "
+                f"{args.teacher_max_len_b}")
     if not os.path.isfile(args.teacher):
         p.error(f"--teacher {args.teacher}: no such checkpoint")
     for split in ("train", "valid", "test"):
@@ -93,22 +103,67 @@ def read_generate(path: str, kind: str) -> Dict[int, str]:
     return lines
 
 
+def distillation_record(args) -> dict:
+    """What the distilled data depends on; students and reruns check it before reusing anything."""
+    return {"teacher": os.path.abspath(args.teacher), "teacher_beam": args.teacher_beam,
+            "max_len_a": args.teacher_max_len_a, "max_len_b": args.teacher_max_len_b}
+
+
+def check_record(path: str, expected: dict, what: str):
+    with open(path, encoding="utf-8") as handle:
+        found = json.load(handle)
+    differs = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if differs:
+        detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(differs.items()))
+        raise SystemExit(f"[distill] {what} was made with other distillation settings ({detail}); delete it or "
+                         f"choose another --workdir / --distilled-dir")
+
+
+def choose_targets(sources: Dict[int, str], hyps: Dict[int, str], refs: Dict[int, str], a: float, b: int):
+    """Teacher translations, except degenerate ones (more than a * n + b tokens), which keep the reference."""
+    targets, fallbacks = {}, 0
+    for i, src in sources.items():
+        if len(hyps[i].split()) > a * len(src.split()) + b:
+            targets[i], fallbacks = refs[i], fallbacks + 1
+        else:
+            targets[i] = hyps[i]
+    return targets, fallbacks
+
+
 def distilled_data(args) -> str:
     src, tgt = args.source_lang, args.target_lang
     folder = args.distilled_dir or args.workdir
     out_bin = os.path.join(folder, "distilled-bin")
+    record = distillation_record(args)
+    record_path = os.path.join(out_bin, "distillation.json")
     if os.path.exists(os.path.join(out_bin, "dict." + src + ".txt")):
+        if not os.path.exists(record_path):
+            raise SystemExit(f"[distill] {out_bin} has no distillation.json (made by an older version that kept "
+                             f"degenerate teacher translations); delete it to rebuild")
+        check_record(record_path, record, out_bin)
         return out_bin
-    teacher_out = generate_to(os.path.join(folder, "teacher-train.out"), [
+    teacher_out = os.path.join(folder, "teacher-train.out")
+    if os.path.exists(teacher_out) and not os.path.exists(teacher_out + ".json"):
+        os.remove(teacher_out)  # an older version's output, decoded without the length bound
+    if os.path.exists(teacher_out):
+        check_record(teacher_out + ".json", record, teacher_out)
+    else:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_output(teacher_out + ".json") as handle:
+            json.dump(record, handle, indent=2)
+    # fairseq bounds by the padded batch width (>= n + 1); b + 2 keeps every cut-off output above a * n + b
+    generate_to(teacher_out, [
         args.data, "--user-dir", PLUGIN_DIR, "--path", args.teacher, "--gen-subset", "train",
         "--source-lang", src, "--target-lang", tgt, "--beam", args.teacher_beam, "--batch-size", args.batch_size,
         "--required-batch-size-multiple", 1,  # fairseq 0.12 drops the last n % 8 sentences otherwise
+        "--max-len-a", args.teacher_max_len_a, "--max-len-b", args.teacher_max_len_b + 2,
     ])
-    sources, hyps = read_generate(teacher_out, "S"), read_generate(teacher_out, "H")
-    if not hyps or sorted(hyps) != sorted(sources):
+    sources, hyps, refs = (read_generate(teacher_out, kind) for kind in ("S", "H", "T"))
+    if not hyps or sorted(hyps) != sorted(sources) or sorted(refs) != sorted(sources):
         raise SystemExit(f"[distill] {teacher_out}: incomplete teacher output ({len(hyps)} hypotheses)")
+    targets, fallbacks = choose_targets(sources, hyps, refs, args.teacher_max_len_a, args.teacher_max_len_b)
     text_prefix = os.path.join(folder, "distilled-text", "train")
-    for lang, table in ((src, sources), (tgt, hyps)):
+    for lang, table in ((src, sources), (tgt, targets)):
         with atomic_output(f"{text_prefix}.{lang}") as handle:
             for i in sorted(table):
                 handle.write(table[i] + "\n")
@@ -124,8 +179,12 @@ def distilled_data(args) -> str:
             for ext in ("bin", "idx"):
                 name = f"{split}.{src}-{tgt}.{lang}.{ext}"
                 shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
+    with open(os.path.join(partial, "distillation.json"), "w", encoding="utf-8") as handle:
+        json.dump(dict(record, sentences=len(hyps), reference_fallbacks=fallbacks), handle, indent=2)
     os.replace(partial, out_bin)
-    print(f"[distill] distilled training set: {len(hyps)} teacher translations in {out_bin}", flush=True)
+    print(f"[distill] distilled training set: {len(hyps)} teacher translations in {out_bin}; {fallbacks} degenerate "
+          f"ones (over {args.teacher_max_len_a} * n + {args.teacher_max_len_b} tokens) keep the reference",
+          flush=True)
     return out_bin
 
 
@@ -146,11 +205,23 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     data = distilled_data(args)
+    with open(os.path.join(data, "distillation.json"), encoding="utf-8") as handle:
+        distillation = json.load(handle)
+    record = distillation_record(args)
     results = []
     for dim in args.dims:
         save_dir = os.path.join(args.workdir, f"student-d{dim}")
         train_flags = [*student_flags(args, dim), "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format",
                        "simple", *shlex.split(args.train_args)]
+        stamp = os.path.join(save_dir, "distillation.json")
+        if os.path.exists(save_dir) and os.listdir(save_dir):
+            if not os.path.exists(stamp):
+                raise SystemExit(f"[distill] {save_dir}: a student trained on other (older) distilled data; delete it")
+            check_record(stamp, record, save_dir)
+        else:
+            os.makedirs(save_dir, exist_ok=True)
+            with open(stamp, "w", encoding="utf-8") as handle:
+                json.dump(record, handle, indent=2)
         if not training_finished(save_dir, train_flags):  # never one update past --max-update on a rerun
             fairseq("train", [data, "--user-dir", PLUGIN_DIR, *train_flags])
         checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
@@ -162,11 +233,14 @@ def main(argv=None):
         ])
         text = open(out, encoding="utf-8").read()
         bleu = re.search(r"BLEU = ([0-9.]+)", text)
+        ratio = re.search(r"ratio = ([0-9.]+)", text)  # hypothesis / reference length: shows degenerate outputs
         results.append({"dim": dim, "checkpoint": checkpoint, "test_output": out,
                         "bleu": float(bleu.group(1)) if bleu else None,
+                        "length_ratio": float(ratio.group(1)) if ratio else None,
                         "params": count_parameters(checkpoint, data)})
         print(f"[distill] student d={dim}: BLEU {results[-1]['bleu']}", flush=True)
-    summary = {"teacher": args.teacher, "attention": args.attention, "students": results}
+    summary = {"teacher": args.teacher, "attention": args.attention, "students": results,
+               "distillation": distillation}
     with atomic_output(os.path.join(args.workdir, "summary.json")) as handle:
         json.dump(summary, handle, indent=2)
     print(f"[distill] wrote {os.path.join(args.workdir, 'summary.json')}")

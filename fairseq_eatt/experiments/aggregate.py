@@ -302,6 +302,14 @@ def not_run(out: List[str], recipe: str) -> Tuple[str, str]:
     return "not run", "\n".join(out + [f"Status: not run (`fairseq-eatt-experiment {recipe}`)."]) + "\n"
 
 
+def distillation_note(record: Optional[dict]) -> str:
+    if not record:
+        return "Distilled data: every teacher translation kept (made before degenerate ones were replaced)."
+    return (f"Distilled data: teacher beam {record['teacher_beam']}; {record['reference_fallbacks']:,} of "
+            f"{record['sentences']:,} teacher translations were degenerate (over {record['max_len_a']} * n + "
+            f"{record['max_len_b']} tokens for n source tokens) and keep their reference translation.")
+
+
 def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(results, f"*-{scale}", "figure1.*.json")))
     out = [f"# Figure 1 ({scale} scale): distillation into students of halved dimensions", ""]
@@ -317,16 +325,20 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
     out += [f"Status: {status}.", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
             f"Teacher: the vanilla seed-1 run of Table 4 ({s0['teacher_run']}). Students: {s0['layers']}+"
             f"{s0['layers']} layers, ffn = 4d, trained on the teacher's beam-search translations of the training "
-            f"set with `{s0['train_args']}`.", "", f"Energy: {s0['energy_note']}.", "", f"BLEU: {s0['bleu_note']}.",
+            f"set with `{s0['train_args']}`.", "", distillation_note(s0.get("distillation")), "",
+            f"Energy: {s0['energy_note']}.", "", f"BLEU: {s0['bleu_note']}; length ratio = hypothesis / reference "
+            f"length on test (far above 1: repeating outputs).",
             "", f"Date {s0['date']}; machine: {s0['machine']['cpu']}, {s0['machine']['cores']} cores; commit "
             f"{s0.get('git_commit')}.", "",
-            "| students | d | params | test BLEU | energy (vanilla teacher-size model = 1) |", "|---|---|---|---|---|"]
+            "| students | d | params | test BLEU | length ratio | energy (vanilla teacher-size model = 1) |",
+            "|---|---|---|---|---|---|"]
     series = []
     for s in summaries:
         xs, ys = [], []
         for st in s["students"]:
+            ratio = st.get("length_ratio")
             out.append(f"| {s['attention']} | {st['dim']} | {st['params']:,} | {st['bleu']} | "
-                       f"{st['energy_vs_vanilla_teacher_size']:.4f} |")
+                       f"{'-' if ratio is None else f'{ratio:.2f}'} | {st['energy_vs_vanilla_teacher_size']:.4f} |")
             if st["bleu"] is not None:
                 xs.append(st["energy_vs_vanilla_teacher_size"])
                 ys.append(st["bleu"])
