@@ -314,10 +314,13 @@ def test_tokenized_bleu_scoring_for_iwslt(tmp_path):
 
 def test_aggregation_rewrites_the_status_block_of_the_results_index(tmp_path):
     write_runs(tmp_path / "runs", [stored_run(enc="vanilla")])
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "small").mkdir(parents=True)
+    stale_plot = tmp_path / "out" / "small" / "figure1.png"
+    stale_plot.write_bytes(b"a plot of runs since withdrawn")
     readme = tmp_path / "out" / "README.md"
     readme.write_text("intro\n<!-- status:small:begin -->\nold\n<!-- status:small:end -->\noutro\n")
     aggregate(str(tmp_path / "runs"), str(tmp_path / "out"), ["small"])
+    assert not stale_plot.exists()
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "| Table 4: vanilla vs E-ATT, several seeds | partial (1 of 6 runs" in text

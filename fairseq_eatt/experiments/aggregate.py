@@ -314,6 +314,8 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
     files = sorted(glob.glob(os.path.join(results, f"*-{scale}", "figure1.*.json")))
     out = [f"# Figure 1 ({scale} scale): distillation into students of halved dimensions", ""]
     if not files:
+        if figure_dir and os.path.exists(os.path.join(figure_dir, "figure1.png")):
+            os.remove(os.path.join(figure_dir, "figure1.png"))  # a plot of withdrawn runs must not stay behind
         return not_run(out, "figure1")
     summaries = []
     for path in files:
