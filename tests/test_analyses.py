@@ -101,6 +101,7 @@ def test_distillation_workflow(demo_run, checkpoint, tmp_path):
     n_distilled = sum(1 for _ in open(tmp_path / "distilled-text" / "train.de", encoding="utf-8"))
     assert n_distilled == n_train
     assert all(s["length_ratio"] > 0 for s in students)
+    assert summary["teacher_test"]["bleu"] is not None and (tmp_path / "teacher-test.out").exists()
     # degenerate teacher translations (over 1.5 n + 10 tokens) were replaced by their references, and counted
     record = summary["distillation"]
     assert record["sentences"] == n_train and (record["max_len_a"], record["max_len_b"]) == (1.5, 10)

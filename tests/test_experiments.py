@@ -192,7 +192,7 @@ def test_figure_recipes_on_the_tiny_runs(tiny_experiment):
     assert report["figure1"] == "complete" and report["figure2"] == "complete"
     figure1_md = (root / "results" / "small" / "figure1.md").read_text()
     assert "teacher translations were degenerate (over 1.5 * n + 10 tokens" in figure1_md
-    assert "| length ratio |" in figure1_md
+    assert "| length ratio |" in figure1_md and "| teacher (vanilla) | 64 |" in figure1_md
     text = (root / "results" / "small" / "table4.md").read_text()
     assert "partial (2 of 6 runs" in text and "**Custom settings**" in text
 

@@ -225,25 +225,30 @@ def main(argv=None):
         if not training_finished(save_dir, train_flags):  # never one update past --max-update on a rerun
             fairseq("train", [data, "--user-dir", PLUGIN_DIR, *train_flags])
         checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
-        out = generate_to(os.path.join(save_dir, "test.out"), [
-            data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
-            "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
-            "--required-batch-size-multiple", 1,
-            "--scoring", "sacrebleu",
-        ])
-        text = open(out, encoding="utf-8").read()
-        bleu = re.search(r"BLEU = ([0-9.]+)", text)
-        ratio = re.search(r"ratio = ([0-9.]+)", text)  # hypothesis / reference length: shows degenerate outputs
-        results.append({"dim": dim, "checkpoint": checkpoint, "test_output": out,
-                        "bleu": float(bleu.group(1)) if bleu else None,
-                        "length_ratio": float(ratio.group(1)) if ratio else None,
-                        "params": count_parameters(checkpoint, data)})
+        results.append(dict(dim=dim, **score_on_test(args, data, checkpoint, os.path.join(save_dir, "test.out"))))
         print(f"[distill] student d={dim}: BLEU {results[-1]['bleu']}", flush=True)
+    # the teacher scored exactly like its students (same data, decoding and metric), once per distilled folder
+    teacher = score_on_test(args, data, args.teacher,
+                            os.path.join(args.distilled_dir or args.workdir, "teacher-test.out"))
+    print(f"[distill] teacher: BLEU {teacher['bleu']}", flush=True)
     summary = {"teacher": args.teacher, "attention": args.attention, "students": results,
-               "distillation": distillation}
+               "teacher_test": teacher, "distillation": distillation}
     with atomic_output(os.path.join(args.workdir, "summary.json")) as handle:
         json.dump(summary, handle, indent=2)
     print(f"[distill] wrote {os.path.join(args.workdir, 'summary.json')}")
+
+
+def score_on_test(args, data: str, checkpoint: str, out_path: str) -> dict:
+    out = generate_to(out_path, [
+        data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
+        "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
+        "--required-batch-size-multiple", 1, "--scoring", "sacrebleu",
+    ])
+    text = open(out, encoding="utf-8").read()
+    bleu = re.search(r"BLEU = ([0-9.]+)", text)
+    ratio = re.search(r"ratio = ([0-9.]+)", text)  # hypothesis / reference length: shows degenerate outputs
+    return {"checkpoint": checkpoint, "test_output": out, "bleu": float(bleu.group(1)) if bleu else None,
+            "length_ratio": float(ratio.group(1)) if ratio else None, "params": count_parameters(checkpoint, data)}
 
 
 def count_parameters(checkpoint: str, data: str) -> int:

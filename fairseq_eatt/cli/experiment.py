@@ -225,6 +225,7 @@ def figure1(args):
                 heads -= 1
             counts = model_counts(attention, attention, l_mean, student["dim"], heads, "paper", layers=layers)
             student["energy_vs_vanilla_teacher_size"] = round(asic.energy(counts) / asic.energy(reference), 4)
+        summary["teacher_test"]["dim"] = tm["embed_dim"]
         summary.update(task=teacher_run.task, scale=args.scale, teacher_run=teacher_run.name, layers=layers,
                        energy_note=f"ASIC (paper's Table 1), paper convention, l = {l_mean} (mean test source "
                                    f"length), relative to the vanilla model of the teacher's size",

@@ -335,6 +335,11 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
             "| students | d | params | test BLEU | length ratio | energy (vanilla teacher-size model = 1) |",
             "|---|---|---|---|---|---|"]
     series = []
+    teacher = s0.get("teacher_test")
+    if teacher:  # scored like the students; its energy is the reference (1) by definition
+        ratio = teacher.get("length_ratio")
+        out.append(f"| teacher (vanilla) | {teacher.get('dim', '-')} | {teacher['params']:,} | {teacher['bleu']} | "
+                   f"{'-' if ratio is None else f'{ratio:.2f}'} | 1.0000 |")
     for s in summaries:
         xs, ys = [], []
         for st in s["students"]:
@@ -354,6 +359,9 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for label, xs, ys in series:
             ax.plot(xs, ys, marker="o", label=label)
+        if teacher and teacher["bleu"] is not None:
+            ax.plot([1.0], [teacher["bleu"]], marker="*", markersize=12, linestyle="none", color="black",
+                    label="teacher (vanilla)")
         ax.set_xscale("log")
         finish(fig, ax, "energy per sentence (vanilla teacher-size model = 1, ASIC)", "test BLEU",
                f"Distillation with halved dimensions ({scale} scale)", os.path.join(figure_dir, "figure1.png"))
