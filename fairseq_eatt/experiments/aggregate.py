@@ -261,19 +261,23 @@ def variants(col: Collection, scale: str, figure_dir: Optional[str]) -> Tuple[st
 
 
 def plot_points(points, path: str, xlabel: str, ylabel: str, title: str) -> str:
+    """A scatter plot with one marker style per point and a legend beside the axes: variants often share
+    energy and BLEU, and names written next to the points would overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, x, y in points:
-        ax.scatter([x], [y])
-        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    colors, markers = plt.get_cmap("tab20").colors, "osD^vPX*<>"
+    for i, (label, x, y) in enumerate(points):
+        ax.scatter([x], [y], label=label, color=colors[i % len(colors)], marker=markers[i % len(markers)],
+                   s=36, edgecolors="black", linewidths=0.4)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     save(fig, path)
     return os.path.basename(path)
