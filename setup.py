@@ -56,6 +56,7 @@ setup(
         "console_scripts": [
             "fairseq-eatt-demo = fairseq_eatt.cli.demo:main",
             "fairseq-eatt-binarization = fairseq_eatt.cli.binarization_stats:main",
+            "fairseq-eatt-diagnose = fairseq_eatt.cli.diagnose:main",
             "fairseq-eatt-heatmap = fairseq_eatt.cli.heatmap:main",
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
             "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .helpers import REPO_ROOT, TEST_SENTENCES, multi30k_slice
+from .helpers import REPO_ROOT, TEST_SENTENCES, multi30k_slice, write_dicts
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,11 @@ def demo_run(tmp_path_factory):
             "codes": workdir / "bpe300" / "codes"}
 
 
+
+
+@pytest.fixture(scope="session")
+def dict_dir(tmp_path_factory):
+    """fairseq dictionaries (en, de) of 40 made-up symbols: enough to build a model without data."""
+    d = tmp_path_factory.mktemp("dicts")
+    write_dicts(d, vocab_size=40)
+    return d

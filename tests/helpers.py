@@ -70,3 +70,12 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def parse_train_args(data_dir, *extra):
+    """fairseq-train's arguments for a plugin model on ``data_dir`` (dictionaries suffice), en -> de."""
+    from fairseq import options
+
+    parser = options.get_training_parser()
+    argv = [str(data_dir), "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de", *extra]
+    return options.parse_args_and_arch(parser, input_args=argv)

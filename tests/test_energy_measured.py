@@ -4,7 +4,7 @@ import argparse
 import pytest
 import torch
 
-from fairseq_eatt.attention import ENCODER_SELF, available_attentions, get_attention_class
+from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
 from fairseq_eatt.energy.measure import measure
 from fairseq_eatt.energy.ops import OpCounts, projection
 
@@ -60,3 +60,45 @@ def test_local_counts_follow_the_form_it_runs(length):
     _, measured = measure(module, x, x, x, need_weights=False)
     declared = cls.op_counts(length, length, 16, 4, "complete", window=2)["attention"] + projection(length, 16, 16)
     assert measured.mul == declared.mul and measured.add == pytest.approx(declared.add, rel=1e-9)
+
+
+EATT_OPTION_FLAGS = {
+    "recipe=authors": {"eatt_recipe": "authors"},
+    "learn-threshold": {"eatt_threshold": 0.0, "eatt_learn_threshold": True},
+    "module-norm=learnable": {"eatt_threshold": 0.0, "eatt_module_norm": "learnable"},
+    "module-norm=static": {"eatt_threshold": 0.0, "eatt_module_norm": "static"},
+    "input-norm=learnable": {"eatt_threshold": 0.0, "eatt_input_norm": "learnable"},
+    "learn-temperature": {"eatt_learn_temperature": True},
+    "all-levers": {"eatt_recipe": "authors", "eatt_learn_threshold": True, "eatt_module_norm": "learnable",
+                   "eatt_learn_temperature": True, "eatt_qk_dim": 8},
+}
+
+
+@pytest.mark.parametrize("variant", ["eatt", "eatt_select"])
+@pytest.mark.parametrize("position", [ENCODER_SELF, DECODER_CROSS])
+@pytest.mark.parametrize("flags", list(EATT_OPTION_FLAGS), ids=list(EATT_OPTION_FLAGS))
+def test_eatt_options_declare_what_they_execute(variant, position, flags):
+    """Layer norms, learned thresholds and temperatures, narrow Q/K: declared = executed, in self- and
+    cross-attention (query and key sides binarize different inputs there)."""
+    d, h, lq, lk = 16, 4, 5, 7
+    torch.manual_seed(0)
+    cls = get_attention_class(variant)
+    options = cls.kwargs_from_args(argparse.Namespace(**EATT_OPTION_FLAGS[flags]), position)
+    cross = position == DECODER_CROSS
+    module = cls(d, h, self_attention=not cross, encoder_decoder_attention=cross, **options).eval()
+    src = torch.randn(lk, 1, d) * 1.5
+    query = torch.randn(lq, 1, d) * 1.5 if cross else src
+    lq = lq if cross else lk
+    module.track_binarization = True  # the nonzero ratios this input gives, from the module itself
+    with torch.no_grad():
+        module(query, src, src, static_kv=cross)
+    counts = module.binarization_counts
+    ratios = (float(counts["query"].sum()) / (lq * d), float(counts["key"].sum()) / (lk * d))
+    module.track_binarization = False
+    _, measured = measure(module, query, src, src, need_weights=False, static_kv=cross)
+    declared = cls.op_counts(lq, lk, d, h, "complete", ratios, **options, self_attention=not cross)["attention"]
+    declared = declared + projection(lq, d, d)
+    assert measured.mul == declared.mul and measured.cmp == declared.cmp
+    # a token with no selected feature still adds its bias, qk_dim additions (documented in selection_ops)
+    empty = int((counts["query"] == 0).sum()) + int((counts["key"] == 0).sum())
+    assert measured.add == pytest.approx(declared.add + empty * module.qk_dim, rel=1e-9)

@@ -68,9 +68,15 @@ def dict_dir(tmp_path_factory):
     return d
 
 
+PRE_NORM = ("--encoder-normalize-before", "--decoder-normalize-before")
+
+
+@pytest.mark.parametrize("blocks", ["post-norm", "pre-norm"])
 @pytest.mark.parametrize("name,position", CASES)
-def test_beam_search_same_with_and_without_incremental_state(dict_dir, name, position):
-    args = model_args(dict_dir, name, position)
+def test_beam_search_same_with_and_without_incremental_state(dict_dir, name, position, blocks):
+    """In fairseq's post-norm blocks and in its pre-norm blocks (--encoder/--decoder-normalize-before)."""
+    args = model_args(dict_dir, name, position, *(PRE_NORM if blocks == "pre-norm" else ()))
+    assert model_normalize_before(args) == (blocks == "pre-norm")
     task = tasks.setup_task(args)
     torch.manual_seed(0)
     model = task.build_model(args)
@@ -97,6 +103,27 @@ def test_beam_search_same_with_and_without_incremental_state(dict_dir, name, pos
         scores_fast = {tuple(h["tokens"].tolist()): h["score"].item() for h in fast}
         for h in slow:
             assert h["score"].item() == pytest.approx(scores_fast[tuple(h["tokens"].tolist())], abs=1e-4)
+
+
+def model_normalize_before(args) -> bool:
+    return bool(args.encoder_normalize_before and args.decoder_normalize_before)
+
+
+@pytest.mark.parametrize("name,position", CASES)
+def test_pre_norm_blocks_train_with_finite_gradients(train_batches, demo_run, name, position):
+    torch.manual_seed(0)
+    args = model_args(demo_run["data_bin"], name, position, "--label-smoothing", "0.1", *PRE_NORM)
+    task = tasks.setup_task(args)
+    model = task.build_model(args)
+    assert model.encoder.layers[0].normalize_before and model.decoder.layers[0].normalize_before
+    criterion = task.build_criterion(args)
+    model.train()
+    loss, sample_size, _ = criterion(model, train_batches[0])
+    (loss / sample_size).backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads if g is not None)
+    assert sum(int(g is not None and g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
 
 
 def test_synthesizer_with_invalid_max_length_is_refused_at_build(dict_dir):

@@ -17,16 +17,37 @@ from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, av
 from fairseq_eatt.attention import get_attention_class
 
 E, H = 16, 4
-VARIANTS = available_attentions()
-CAUSAL = [n for n in VARIANTS if DECODER_SELF in get_attention_class(n).capabilities.allowed_positions()]
-CROSS = [n for n in VARIANTS if DECODER_CROSS in get_attention_class(n).capabilities.allowed_positions()]
+# every variant with its defaults, and E-ATT under each recipe and each of its options (parsed flags)
+CONFIGS = {name: (name, {}) for name in available_attentions()}
+CONFIGS.update({
+    "eatt[recipe=authors]": ("eatt", {"eatt_recipe": "authors"}),
+    "eatt[learn-threshold]": ("eatt", {"eatt_threshold": 0.0, "eatt_learn_threshold": True}),
+    "eatt[module-norm=learnable]": ("eatt", {"eatt_threshold": 0.0, "eatt_module_norm": "learnable"}),
+    "eatt[module-norm=static]": ("eatt", {"eatt_threshold": 0.0, "eatt_module_norm": "static"}),
+    "eatt[learn-temperature]": ("eatt", {"eatt_learn_temperature": True}),
+    "eatt[threshold-per-position]": ("eatt", {"eatt_threshold": (0.0, 0.5, -0.25)}),
+    "eatt[authors,all-levers]": ("eatt", {"eatt_recipe": "authors", "eatt_learn_threshold": True,
+                                         "eatt_module_norm": "learnable", "eatt_learn_temperature": True}),
+    "eatt_select[recipe=authors]": ("eatt_select", {"eatt_recipe": "authors", "eatt_learn_threshold": True}),
+})
+VARIANTS = list(CONFIGS)
+
+
+def allowed(config):
+    return get_attention_class(CONFIGS[config][0]).capabilities.allowed_positions()
+
+
+CAUSAL = [n for n in VARIANTS if DECODER_SELF in allowed(n)]
+CROSS = [n for n in VARIANTS if DECODER_CROSS in allowed(n)]
 EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True)
 
 
-def build(name, position=ENCODER_SELF, dtype=torch.float32, seed=0, **kwargs):
+def build(config, position=ENCODER_SELF, dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
+    name, flags = CONFIGS[config]
     cls = get_attention_class(name)
-    options = {**cls.kwargs_from_args(argparse.Namespace(attention_max_length=32), position), **kwargs}
+    args = argparse.Namespace(attention_max_length=32, **flags)
+    options = {**cls.kwargs_from_args(args, position), **kwargs}
     cross = position == DECODER_CROSS
     return cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **options).to(dtype).eval()
 
@@ -125,7 +146,7 @@ def test_incremental_cross_attention_equals_the_full_pass(name, src_len, tgt_len
 def test_the_state_dict_holds_all_state(name, position):
     """A module built with another seed (other weights, other random features) computes the same thing once it
     has loaded the state dict: nothing a worker or a resumed run needs lives outside it."""
-    if position not in get_attention_class(name).capabilities.allowed_positions():
+    if position not in allowed(name):
         pytest.skip(f"{name} does not serve {position}")
     a, b = build(name, position, seed=0), build(name, position, seed=1)
     b.load_state_dict(a.state_dict())
@@ -167,7 +188,7 @@ def test_very_large_activations_are_finite(name, dtype, scale):
         finite_forward_backward(build(name, DECODER_SELF, dtype=dtype).train(), x, x, attn_mask=causal_mask(6))
 
 
-@pytest.mark.parametrize("name", [n for n in VARIANTS if n.startswith("eatt") and n != "eatt_l1"])
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n.startswith("eatt") and not n.startswith("eatt_l1")])
 def test_all_zero_binarized_inputs_are_finite(name):
     """Every feature under the threshold: Q and K are the biases alone, all scores tie, attention is uniform."""
     m = build(name, threshold=1e9).train()

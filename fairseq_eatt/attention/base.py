@@ -92,6 +92,14 @@ class AttentionBase(nn.Module):
         return {}
 
     @classmethod
+    def prepare_args(cls, args):
+        """Fill parsed flags that this variant derives from others (e.g. E-ATT's recipe) before a model is built."""
+
+    # options added to a variant after checkpoints were saved: {option: the value that computes what those
+    # checkpoints computed}; checkpoint metadata without the option is accepted when the model has that value
+    added_options: Dict[str, object] = {}
+
+    @classmethod
     def has_auxiliary_loss(cls, args) -> bool:
         """True if, with these flags, the module adds a term to the training loss (``auxiliary_loss()``)."""
         return False
@@ -116,6 +124,10 @@ class AttentionBase(nn.Module):
         return owner is cls or (owner is not AttentionBase and owner.__name__.startswith("_"))
 
     # ------------------------------------------------------------------ hooks for variants
+    def normalize_inputs(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
+        """Hook before the projections (a module-owned input norm); keys and values are None when cached."""
+        return query, key, value
+
     def project_query(self, query: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -256,6 +268,7 @@ class AttentionBase(nn.Module):
                 key_padding_mask.size(0) == bsz:
             key_padding_mask = key_padding_mask[::self.beam_size]
 
+        query, key, value = self.normalize_inputs(query, key, value)
         q = self.project_query(query)
         k = self.project_key(key) if key is not None else None
         v = self.project_value(value) if value is not None else None

@@ -10,12 +10,18 @@
 The paper's ablations (Table 5) live here too: ``eatt_select`` (binarized selection, dot-product scores) and
 ``eatt_l1`` (linear Q/K projections, L1 scores).
 
-Defaults follow the paper's text. The authors' public code made other choices, offered as options:
-threshold 0 on a layer-normed input (``input_norm``), Q/K of only embed_dim / heads dims in total (``qk_dim``) and
-a different scale in self- and cross-attention (``score_scale`` / ``cross_score_scale``).
+Every option is declared once, in :data:`OPTIONS`, with its value under each recipe (``--eatt-recipe``):
+``paper`` follows the paper's text; ``authors`` follows the authors' released code (NLP2CT/E-Att, ANCHORS.md
+section 1): pre-norm blocks, threshold 0 on the layer-normed input, Q/K of model dim / heads in total, score scale
+sqrt(per-head Q/K dim) in self-attention and sqrt(model dim / heads) in cross-attention, their initialization.
+In a pre-norm block fairseq's own layer norm before the attention is exactly the authors' module-owned norm (it
+feeds Q, K and V in self-attention, the query side only in cross-attention); ``--eatt-module-norm`` adds that norm
+inside the module for post-norm blocks. Any option given on the command line overrides the recipe.
 """
+import argparse
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -24,19 +30,26 @@ from ..energy.ops import (
     OpCounts,
     check_convention,
     dot_scores,
+    layer_norm_ops,
     only_complete,
     projection,
     weighted_sum,
 )
 from .base import AttentionBase
 from .functional import binarize, pairwise_l1
-from .registry import Capabilities, arg_or_default, register_attention
+from .registry import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, Capabilities, register_attention
 from .vanilla import VanillaAttention
 
 SCORE_SCALES = ("qk-head-dim", "head-dim", "model-dim", "none")
 INPUT_NORMS = ("none", "static", "learnable")
+QK_DIMS = ("model-dim", "head-dim")  # or a number
+INITS = ("xavier", "authors")
+RECIPES = ("paper", "authors")
+DEFAULT_RECIPE = "paper"
+THRESHOLD_POSITIONS = (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)  # order of --eatt-threshold ENC,DEC,CROSS
 
 
+# ---------------------------------------------------------------------------------------------- option parsing
 def check_threshold(threshold, flag: str = "--eatt-threshold") -> float:
     try:
         value = float(threshold)
@@ -45,6 +58,182 @@ def check_threshold(threshold, flag: str = "--eatt-threshold") -> float:
     if not math.isfinite(value):
         raise ValueError(f"{flag} must be a finite number (the binarization threshold tau), got {threshold!r}")
     return value
+
+
+def parse_thresholds(value) -> Tuple[float, float, float]:
+    """One threshold for every position, or three (encoder self, decoder self, cross) as a tuple or "a,b,c"."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+    elif isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        parts = [value]
+    if len(parts) not in (1, 3):
+        raise ValueError(f"--eatt-threshold takes one number or three comma-separated numbers (encoder self, "
+                         f"decoder self, cross-attention), got {value!r}")
+    taus = [check_threshold(p) for p in parts]
+    return tuple(taus * 3 if len(taus) == 1 else taus)
+
+
+def _argparse_type(check: Callable, flag: str) -> Callable:
+    """An argparse type whose error says what would be valid (argparse prefixes the flag itself)."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).replace(f"{flag} ", "", 1)) from None
+    return parse
+
+
+def _threshold_value(text: str):
+    taus = parse_thresholds(text)
+    return taus if "," in str(text) else taus[0]
+
+
+threshold_arg = _argparse_type(_threshold_value, "--eatt-threshold")
+finite_float = _argparse_type(check_threshold, "--eatt-threshold")  # one threshold: rejects nan and inf
+
+
+def parse_bool(value, flag: str = "BOOL") -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{flag} must be true or false, got {value!r}")
+
+
+def resolve_qk_dim(qk_dim, embed_dim: int, num_heads: int) -> int:
+    """Total Q/K width: a positive multiple of the heads, or model-dim (None) / head-dim (model dim / heads)."""
+    if qk_dim is None or qk_dim == "model-dim":
+        value = embed_dim
+    elif qk_dim == "head-dim":
+        value = embed_dim // num_heads
+    else:
+        try:
+            value = int(qk_dim)
+        except (TypeError, ValueError):
+            value = -1
+    if value <= 0 or value % num_heads != 0:
+        raise ValueError(f"--eatt-qk-dim must be model-dim, head-dim or a positive multiple of the number of "
+                         f"heads ({num_heads}), got {qk_dim!r}")
+    return value
+
+
+def qk_dim_arg(text: str):
+    if text in QK_DIMS:
+        return text  # a name, not None: None means "not given", which takes the recipe's value
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be model-dim, head-dim or a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class EattOption:
+    """One E-ATT option: its constructor keyword, flag, help, and its value under each recipe."""
+
+    key: str
+    flag: str
+    metavar: str
+    help: str
+    paper: Any
+    authors: Any
+    type: Optional[Callable] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+    @property
+    def attr(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    def default(self, recipe: str):
+        return getattr(self, recipe.replace("-", "_"))
+
+    def add_to(self, parser):
+        shown = {r: self.default(r) for r in RECIPES}
+        defaults = ", ".join(f"{r}: {'same as --eatt-score-scale' if v is None and self.key == 'cross_score_scale' else v}"
+                             for r, v in shown.items())
+        choices = f"; choices: {', '.join(self.choices)}" if self.choices else ""
+        parser.add_argument(self.flag, type=self.type, choices=self.choices, metavar=self.metavar,
+                            help=f"{self.help} (default by --eatt-recipe: {defaults}){choices}")
+
+
+_bool = _argparse_type(parse_bool, "BOOL")
+
+OPTIONS: Tuple[EattOption, ...] = (
+    EattOption("threshold", "--eatt-threshold", "TAU",
+               "binarization threshold tau, f(x) = 1 if x > tau else 0: one number, or three comma-separated ones "
+               "for encoder self-, decoder self- and cross-attention", 1.0, 0.0, type=threshold_arg),
+    EattOption("learn_threshold", "--eatt-learn-threshold", "BOOL",
+               "learn one threshold per input feature, starting at tau, trained through the surrogate gradient",
+               False, False, type=_bool),
+    EattOption("qk_dim", "--eatt-qk-dim", "N",
+               "total width of the selected Q/K: model-dim, head-dim (model dim / heads) or a multiple of the heads",
+               None, "head-dim", type=qk_dim_arg),
+    EattOption("score_scale", "--eatt-score-scale", "SCALE",
+               "divide L1 distances by sqrt of: qk-head-dim (per-head Q/K width), head-dim (model dim / heads), "
+               "model-dim (Eq. 10 read literally) or none", "qk-head-dim", "qk-head-dim", choices=SCORE_SCALES),
+    EattOption("cross_score_scale", "--eatt-cross-score-scale", "SCALE",
+               "score scale in cross-attention", None, "head-dim", choices=SCORE_SCALES),
+    EattOption("input_norm", "--eatt-input-norm", "NORM",
+               "separate layer norms on the binarized inputs only (query and key side)", "none", "none",
+               choices=INPUT_NORMS),
+    EattOption("module_norm", "--eatt-module-norm", "NORM",
+               "a layer norm owned by the module, as in the authors' code: in self-attention it feeds the "
+               "binarizer and the value projection, in cross-attention it normalizes the query side only "
+               "(a pre-norm block already provides it)", "none", "none", choices=INPUT_NORMS),
+    EattOption("learn_temperature", "--eatt-learn-temperature", "BOOL",
+               "learn one temperature per head that multiplies the scaled L1 scores (starts at 1)",
+               False, False, type=_bool),
+    EattOption("init", "--eatt-init", "INIT",
+               "initialization of the selection weights: xavier (gain 1/sqrt 2, zero biases, as fairseq's "
+               "attention) or authors (their bounds; selection biases uniform in +-sqrt(3h/d))",
+               "xavier", "authors", choices=INITS),
+)
+OPTION_BY_KEY: Dict[str, EattOption] = {o.key: o for o in OPTIONS}
+# fairseq block flags each recipe implies (set only where the user gave none)
+BLOCK_DEFAULTS = {
+    "paper": {"encoder_normalize_before": False, "decoder_normalize_before": False},
+    "authors": {"encoder_normalize_before": True, "decoder_normalize_before": True},
+}
+# options added after checkpoints were first saved, with the value that computes what those checkpoints computed
+LEGACY_VALUES = {"learn_threshold": False, "module_norm": "none", "learn_temperature": False, "init": "xavier"}
+
+
+def recipe_of(args) -> str:
+    recipe = getattr(args, "eatt_recipe", None)
+    if recipe is None:
+        # arguments saved before recipes existed carry the paper's values (they always stored eatt_threshold)
+        recipe = "paper" if getattr(args, "eatt_threshold", None) is not None else DEFAULT_RECIPE
+    if recipe not in RECIPES:
+        raise ValueError(f"--eatt-recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    return recipe
+
+
+def option_value(args, key: str):
+    """A parsed flag's value, or its recipe's default when the flag was not given."""
+    option = OPTION_BY_KEY[key]
+    value = getattr(args, option.attr, None)
+    return option.default(recipe_of(args)) if value is None else value
+
+
+def position_threshold(args, position: str) -> float:
+    return parse_thresholds(option_value(args, "threshold"))[THRESHOLD_POSITIONS.index(position)]
+
+
+def fill_recipe_args(args):
+    """Write the recipe (and the fairseq block flags it implies, where not given) into ``args``, so that saved
+    checkpoints carry it; the options themselves are resolved from the recipe when a module is built."""
+    recipe = recipe_of(args)
+    args.eatt_recipe = recipe
+    for attr, value in BLOCK_DEFAULTS[recipe].items():
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, value)
 
 
 def l1_score_divisor(module: AttentionBase, score_scale: str, cross_score_scale: Optional[str], qk_head_dim: int):
@@ -61,71 +250,93 @@ def l1_score_divisor(module: AttentionBase, score_scale: str, cross_score_scale:
     return name, divisor
 
 
-def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None, shared_input=False) -> OpCounts:
-    """Q and K by binarized selection (Eqs. 6-9). Paper: l*d additions per projection. Complete: each selected
-    row of W (nonzero ratio x d x d per token, 0.5 without a measured ratio; the bias completes a row with a
-    single selected feature) and one comparison per binarized input, once when queries and keys binarize the
-    same input (self-attention without a learnable input norm). ``nonzero_ratio``: one ratio, or a
-    (query side, key side) pair for cross-attention.
+def make_norm(kind: str, dim: int, flag: str) -> nn.Module:
+    if kind not in INPUT_NORMS:
+        raise ValueError(f"{flag} must be one of {', '.join(INPUT_NORMS)}, got {kind!r}")
+    return nn.Identity() if kind == "none" else nn.LayerNorm(dim, elementwise_affine=kind == "learnable")
 
-    Measured difference (tested): a token with *no* selected feature still adds its bias, d additions that a
+
+# ---------------------------------------------------------------------------------------------- operation counts
+def selection_ops(lq: int, lk: int, d: int, convention: str, nonzero_ratio=None, shared_input=False,
+                  qk_dim: Optional[int] = None) -> OpCounts:
+    """Q and K by binarized selection (Eqs. 6-9) into ``qk_dim`` outputs (default d). Paper: l*qk_dim additions
+    per projection. Complete: each selected row of W (nonzero ratio x d x qk_dim per token, 0.5 without a
+    measured ratio; the bias completes a row with a single selected feature) and one comparison per binarized
+    input, once when queries and keys binarize the same input (self-attention without separate learnable input
+    norms). ``nonzero_ratio``: one ratio, or a (query side, key side) pair for cross-attention.
+
+    Measured difference (tested): a token with *no* selected feature still adds its bias, qk_dim additions that a
     ratio-based count does not see."""
+    qk = d if qk_dim is None else qk_dim
     if convention == "paper":
-        return OpCounts(add=(lq + lk) * d)
+        return OpCounts(add=(lq + lk) * qk)
     if nonzero_ratio is None:
         nonzero_ratio = 0.5
     q_ratio, k_ratio = nonzero_ratio if isinstance(nonzero_ratio, (tuple, list)) else (nonzero_ratio,) * 2
-    return OpCounts(add=d * d * (float(q_ratio) * lq + float(k_ratio) * lk), cmp=d * (lq if shared_input else lq + lk))
+    return OpCounts(add=d * qk * (float(q_ratio) * lq + float(k_ratio) * lk), cmp=d * (lq if shared_input else lq + lk))
 
 
-def l1_scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
-    """-|q - k|_1 / scale (Eq. 10). Paper: one addition per term. Complete: a subtraction and an accumulation per
-    term, and the scaling of each score."""
+def l1_scores(lq: int, lk: int, qk_dim: int, heads: int, convention: str) -> OpCounts:
+    """-|q - k|_1 / scale (Eq. 10) over ``qk_dim`` features in all. Paper: one addition per term. Complete: a
+    subtraction and an accumulation per term, and the scaling of each score."""
     if convention == "paper":
-        return OpCounts(add=lq * lk * d)
-    return OpCounts(add=2 * lq * lk * d, mul=lq * lk * heads)
+        return OpCounts(add=lq * lk * qk_dim)
+    return OpCounts(add=2 * lq * lk * qk_dim, mul=lq * lk * heads)
 
 
 def shares_bits(options: dict) -> bool:
-    """Self-attention binarizes its one input once for both sides, unless a learnable norm makes them differ."""
+    """Self-attention binarizes its one input once for both sides, unless separate learnable norms make them
+    differ."""
     return bool(options.get("self_attention")) and options.get("input_norm", "none") != "learnable"
 
 
-def finite_float(text: str) -> float:
-    """argparse type for --eatt-threshold: rejects nan and inf with a clear message."""
-    import argparse
+def norm_ops(lq: int, lk: int, d: int, options: dict) -> OpCounts:
+    """Layer norms the E-ATT options add (complete convention only; the paper counts no normalization)."""
+    ops = OpCounts()
+    module_norm = options.get("module_norm", "none")
+    if module_norm != "none":  # on the queries (self-attention: they are the keys too)
+        ops = ops + layer_norm_ops(lq, d, module_norm == "learnable")
+    input_norm = options.get("input_norm", "none")
+    if input_norm != "none":
+        ops = ops + layer_norm_ops(lq, d, input_norm == "learnable")
+        if not shares_bits(options):
+            ops = ops + layer_norm_ops(lk, d, input_norm == "learnable")
+    if options.get("learn_temperature"):  # exp(log t) / scale: one multiplication per head
+        ops = ops + OpCounts(mul=options.get("heads", 0))
+    return ops
 
-    try:
-        return check_threshold(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).replace("--eatt-threshold ", "")) from None
+
+def resolved_qk_dim(d: int, heads: int, options: dict) -> int:
+    return resolve_qk_dim(options.get("qk_dim"), d, heads)
 
 
 @register_attention("eatt")
 class EattAttention(AttentionBase):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    capabilities = Capabilities(causal=True, cross=True, incremental=True, binarizes=True)
+    added_options = LEGACY_VALUES
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
         *,
-        threshold: float = 1.0,
-        qk_dim: Optional[int] = None,
+        threshold: float = OPTION_BY_KEY["threshold"].paper,
+        learn_threshold: bool = False,
+        qk_dim=None,
         score_scale: str = "qk-head-dim",
         cross_score_scale: Optional[str] = None,
         input_norm: str = "none",
+        module_norm: str = "none",
+        learn_temperature: bool = False,
+        init: str = "xavier",
         **kwargs,
     ):
         super().__init__(embed_dim, num_heads, **kwargs)
         self.threshold = check_threshold(threshold)
-        self.qk_dim = embed_dim if qk_dim is None else int(qk_dim)
-        if self.qk_dim <= 0 or self.qk_dim % num_heads != 0:
-            raise ValueError(
-                f"--eatt-qk-dim must be a positive multiple of the number of heads ({num_heads}), got {qk_dim}"
-            )
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"--eatt-input-norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        self.qk_dim = resolve_qk_dim(qk_dim, embed_dim, num_heads)
+        if init not in INITS:
+            raise ValueError(f"--eatt-init must be one of {', '.join(INITS)}, got {init!r}")
+        self.init = init
         self.score_scale_name, self.score_divisor = l1_score_divisor(self, score_scale, cross_score_scale,
                                                                      self.qk_dim // num_heads)
         bias = self.out_proj.bias is not None
@@ -136,69 +347,119 @@ class EattAttention(AttentionBase):
         self.track_binarization = False  # set by analysis tools; then binarization_counts holds the last forward's
         self.binarization_counts = {}
         self.input_norm = input_norm
-        if input_norm == "none":
-            self.q_norm = self.k_norm = nn.Identity()
-        else:
-            affine = input_norm == "learnable"
-            self.q_norm = nn.LayerNorm(embed_dim, elementwise_affine=affine)
-            self.k_norm = nn.LayerNorm(self.kdim, elementwise_affine=affine)
+        self.q_norm = make_norm(input_norm, embed_dim, "--eatt-input-norm")
+        self.k_norm = make_norm(input_norm, self.kdim, "--eatt-input-norm")
+        self.module_norm_kind = module_norm
+        self.module_norm = make_norm(module_norm, embed_dim, "--eatt-module-norm")
+        self.learn_threshold = parse_bool(learn_threshold, "--eatt-learn-threshold")
+        # learned thresholds, one per input feature: one for self-attention's single input, two in cross-attention
+        self.q_threshold = nn.Parameter(torch.full((embed_dim,), self.threshold)) if self.learn_threshold else None
+        self.k_threshold = (nn.Parameter(torch.full((self.kdim,), self.threshold))
+                            if self.learn_threshold and self.encoder_decoder_attention else None)
+        self.learn_temperature = parse_bool(learn_temperature, "--eatt-learn-temperature")
+        self.log_temperature = nn.Parameter(torch.zeros(num_heads)) if self.learn_temperature else None
         self.reset_parameters()
 
+    # ---- options: declared once in OPTIONS
     @classmethod
     def add_args(cls, parser):
-        parser.add_argument("--eatt-threshold", type=finite_float, metavar="TAU",
-                            help="E-ATT binarization threshold tau: f(x) = 1 if x > tau else 0 (default: 1.0, "
-                                 "the paper's; the authors' code used 0 with --eatt-input-norm)")
-        parser.add_argument("--eatt-qk-dim", type=int, metavar="N",
-                            help="total dimension of the selected Q/K (default: the model dimension, as in the "
-                                 "paper; the authors' code used model dim / heads)")
-        parser.add_argument("--eatt-score-scale", choices=SCORE_SCALES, metavar="SCALE",
-                            help="divide L1 distances by sqrt of: qk-head-dim (per-head Q/K dim, default), "
-                                 "head-dim (model dim / heads), model-dim (Eq. 10 read literally) or none; "
-                                 "choices: " + ", ".join(SCORE_SCALES))
-        parser.add_argument("--eatt-cross-score-scale", choices=SCORE_SCALES, metavar="SCALE",
-                            help="score scale for E-ATT cross-attention (default: same as --eatt-score-scale; the "
-                                 "authors' code used different scales in self- and cross-attention)")
-        parser.add_argument("--eatt-input-norm", choices=INPUT_NORMS, metavar="NORM",
-                            help="layer norm applied to the input before binarization: none (default, paper), "
-                                 "static (no parameters) or learnable (authors' code)")
+        parser.add_argument("--eatt-recipe", choices=RECIPES, default=DEFAULT_RECIPE, metavar="RECIPE",
+                            help=f"defaults of every E-ATT option: paper (the paper's text) or authors (the authors' "
+                                 f"released code, with pre-norm blocks); flags given override it "
+                                 f"(default: {DEFAULT_RECIPE}); choices: {', '.join(RECIPES)}")
+        for option in OPTIONS:
+            option.add_to(parser)
 
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(
-            threshold=arg_or_default(args, "eatt_threshold", 1.0),
-            qk_dim=arg_or_default(args, "eatt_qk_dim", None),
-            score_scale=arg_or_default(args, "eatt_score_scale", "qk-head-dim"),
-            cross_score_scale=arg_or_default(args, "eatt_cross_score_scale", None),
-            input_norm=arg_or_default(args, "eatt_input_norm", "none"),
-        )
+        options = {o.key: option_value(args, o.key) for o in OPTIONS}
+        options["threshold"] = position_threshold(args, position)
+        return options
+
+    @classmethod
+    def prepare_args(cls, args):
+        fill_recipe_args(args)
 
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Paper: l*d additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
-        Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x d per token, 0.5 when no ratio is
-        measured), binarization is one comparison per input, each L1 term is a subtraction plus an accumulation,
-        and the scores are scaled (one multiplication each). ``self_attention=True``: queries and keys binarize
-        one input, compared once."""
+        """Paper: l*qk additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
+        Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x qk per token, 0.5 when no ratio
+        is measured), binarization is one comparison per input, each L1 term is a subtraction plus an
+        accumulation, the scores are scaled (one multiplication each), and the option's layer norms are
+        counted. ``self_attention=True``: queries and keys binarize one input, compared once."""
         check_convention(convention)
-        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options))
-                     + l1_scores(lq, lk, d, heads, convention))
+        qk = resolved_qk_dim(d, heads, options)
+        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options), qk)
+                     + l1_scores(lq, lk, qk, heads, convention)
+                     + only_complete(convention, norm_ops(lq, lk, d, {**options, "heads": heads})))
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
     def reset_parameters(self):
         super().reset_parameters()
+        if getattr(self, "init", "xavier") == "authors":
+            self._authors_init()
+            return
         for lin in (self.q_select, self.k_select):
             nn.init.xavier_uniform_(lin.weight, gain=1 / math.sqrt(2))
             if lin.bias is not None:
                 nn.init.constant_(lin.bias, 0.0)
+
+    def _authors_init(self):
+        """The released code's bounds: selection weights Xavier-uniform over (input, all Q/K outputs: Q and K
+        are one matrix in self-attention), selection biases uniform in +-sqrt(3h/d), value and output weights
+        and biases uniform in +-sqrt(3/d)."""
+        fused = 2 if self.self_attention else 1
+        bound = math.sqrt(6.0 / (self.embed_dim + fused * self.qk_dim))
+        bias_bound = math.sqrt(3.0 * self.num_heads / self.embed_dim)
+        for lin in (self.q_select, self.k_select):
+            nn.init.uniform_(lin.weight, -bound, bound)
+            if lin.bias is not None:
+                nn.init.uniform_(lin.bias, -bias_bound, bias_bound)
+        plain = math.sqrt(3.0 / self.embed_dim)
+        for lin in ([self.v_proj] if self.value_projection else []) + [self.out_proj]:
+            nn.init.uniform_(lin.weight, -plain, plain)
+            if lin.bias is not None:
+                nn.init.uniform_(lin.bias, -plain, plain)
+
+    # ---- hooks
+    def normalize_inputs(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
+        """The module-owned norm (authors' code): self-attention normalizes its input once and uses it for
+        Q, K and V; cross-attention normalizes the query side only."""
+        if self.module_norm_kind == "none":
+            return query, key, value
+        normed = self.module_norm(query)
+        if self.encoder_decoder_attention:
+            return normed, key, value
+        done = [(query, normed)]  # each distinct input tensor is normalized once
+
+        def norm(x: Optional[Tensor]) -> Optional[Tensor]:
+            if x is None:
+                return None
+            for source, out in done:
+                if source is x:
+                    return out
+            done.append((x, self.module_norm(x)))
+            return done[-1][1]
+
+        return normed, norm(key), norm(value)
+
+    def _bits(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
+        threshold = self.k_threshold if (side == "key" and self.k_threshold is not None) else self.q_threshold
+        return binarize(norm(x), self.threshold if threshold is None else threshold)
+
+    def binary_codes(self, query: Tensor, key: Tensor) -> Tuple[Tensor, Tensor]:
+        """The binarized inputs (T, B, d) and (S, B, d) that select Q and K for these inputs, computed afresh
+        (for analysis; the forward pass is untouched)."""
+        query, key, _ = self.normalize_inputs(query, key, None)
+        return self._bits(query, self.q_norm, "query"), self._bits(key, self.k_norm, "key")
 
     def binarize(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
         shared = self._query_bits
         if side == "key" and shared is not None and shared[0] is x and self.input_norm != "learnable":
             bits = shared[1]  # self-attention: the key side binarizes the same input with the same norm
         else:
-            bits = binarize(norm(x), self.threshold)
+            bits = self._bits(x, norm, side)
         self._query_bits = (x, bits) if side == "query" else None
         if self.track_binarization:  # ones per token, (T, B); see fairseq_eatt.analysis.binarization
             self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
@@ -216,13 +477,20 @@ class EattAttention(AttentionBase):
         finally:
             self._query_bits = None  # never hold the input past its forward
 
+    def score_multiplier(self):
+        """-1 / scale, times each head's learned temperature when there is one: a number or (H, 1, 1)."""
+        if self.log_temperature is None:
+            return -1.0 / self.score_divisor
+        return self.log_temperature.exp().mul(-1.0 / self.score_divisor).view(-1, 1, 1)
+
     def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
-        return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
+        return pairwise_l1(q, k).mul(self.score_multiplier())
 
     def extra_repr(self) -> str:
         return (
-            f"{super().extra_repr()}, threshold={self.threshold}, qk_dim={self.qk_dim}, "
-            f"score_scale={self.score_scale_name}, input_norm={self.input_norm}"
+            f"{super().extra_repr()}, threshold={self.threshold}, learn_threshold={self.learn_threshold}, "
+            f"qk_dim={self.qk_dim}, score_scale={self.score_scale_name}, input_norm={self.input_norm}, "
+            f"module_norm={self.module_norm_kind}, learn_temperature={self.learn_temperature}, init={self.init}"
         )
 
 
@@ -236,9 +504,11 @@ class EattSelectAttention(EattAttention):
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
-        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options))
-                     + dot_scores(lq, lk, d, heads, convention)
-                     + only_complete(convention, OpCounts(mul=lq * lk * heads)))
+        qk = resolved_qk_dim(d, heads, options)
+        extra = {k: v for k, v in options.items() if k != "learn_temperature"}  # dot products use no temperature
+        alignment = (selection_ops(lq, lk, d, convention, nonzero_ratio, shares_bits(options), qk)
+                     + dot_scores(lq, lk, qk, heads, convention)
+                     + only_complete(convention, OpCounts(mul=lq * lk * heads) + norm_ops(lq, lk, d, extra)))
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
@@ -255,10 +525,7 @@ class EattL1Attention(VanillaAttention):
 
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(
-            score_scale=arg_or_default(args, "eatt_score_scale", "qk-head-dim"),
-            cross_score_scale=arg_or_default(args, "eatt_cross_score_scale", None),
-        )
+        return {key: option_value(args, key) for key in ("score_scale", "cross_score_scale")}
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query))  # no 1/sqrt(d) here: the L1 score is scaled instead

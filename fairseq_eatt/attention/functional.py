@@ -46,7 +46,35 @@ class BinarizeWithSurrogate(torch.autograd.Function):
         return surrogate.mul_(_at_least_fp32(grad_out)).to(grad_out.dtype), None
 
 
-def binarize(x: Tensor, threshold: float) -> Tensor:
+class BinarizeLearnedThreshold(torch.autograd.Function):
+    """f(x) = 1 if x > tau else 0 with a learned threshold tau (one per feature, broadcast over the last dim).
+    Backward: the same surrogate s = sqrt(2/pi) exp(-2 (x - tau)^2); d/dx = s, d/dtau = -s (f depends on x - tau).
+    Forward runs a single comparison per element, as the hardware would."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, threshold: Tensor) -> Tensor:
+        ctx.save_for_backward(x, threshold)
+        return (x > threshold).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, threshold = ctx.saved_tensors
+        d = _at_least_fp32(x) - _at_least_fp32(threshold)
+        surrogate = torch.addcmul(torch.tensor(LOG_SQRT_2_OVER_PI, dtype=d.dtype, device=d.device), d, d,
+                                  value=-2.0, out=d).exp_()
+        grad = surrogate.mul_(_at_least_fp32(grad_out))
+        grad_x = grad.to(grad_out.dtype) if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = grad.reshape(-1, threshold.numel()).sum(dim=0).neg_().view_as(threshold).to(threshold.dtype)
+        return grad_x, grad_tau
+
+
+def binarize(x: Tensor, threshold) -> Tensor:
+    """1[x > threshold] with the paper's surrogate gradient; ``threshold``: a number, or a tensor of one learned
+    threshold per feature (last dimension of ``x``), which then gets the surrogate gradient too."""
+    if isinstance(threshold, Tensor):
+        return BinarizeLearnedThreshold.apply(x, threshold)
     return BinarizeWithSurrogate.apply(x, threshold)
 
 

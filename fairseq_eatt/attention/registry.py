@@ -27,6 +27,7 @@ class Capabilities:
     cross: bool = True  # queries and keys may come from different sequences (cross-attention)
     incremental: bool = True  # can decode one step at a time with a cache (beam search)
     fixed_max_length: bool = False  # needs a maximum sequence length at construction time
+    binarizes: bool = False  # Q/K come from binarized inputs; the module offers binary_codes(query, key)
     why_not: str = ""  # why a position is excluded, shown in the refusal message
 
     def allowed_positions(self) -> List[str]:

@@ -3,8 +3,8 @@
     fairseq-eatt-aggregate [--results results/runs] [--out results] [--scale small]
 
 Writes OUT/<scale>/table4.md, table5.md, table6.md, variants.md, figure1.md, figure2.md, figure3.md (and their
-PNGs), each with its status (complete / partial with the missing runs / not run) and provenance, and prints the
-status of each.
+PNGs), each with its status (complete / partial with the missing runs / not run) and provenance, and the E-ATT
+study's OUT/study/levers.md and curve.md (+ curve.png), and prints the status of each.
 """
 import argparse
 import os
@@ -12,6 +12,7 @@ import sys
 
 from ..experiments.aggregate import ResultError, aggregate
 from ..experiments.settings import SCALES
+from ..experiments.study import study_report
 
 
 def main(argv=None):
@@ -21,16 +22,21 @@ def main(argv=None):
     p.add_argument("--out", default="results", help="tables go to OUT/<scale>/")
     p.add_argument("--scale", action="append", choices=SCALES, default=None,
                    help="scale(s) to report (default: every scale with results; small if none)")
+    p.add_argument("--study-long", default=os.path.join("results", "study", "long"),
+                   help="folder of the E-ATT study's longer-budget runs (fairseq-eatt-experiment study-long); the "
+                        "study's report goes to OUT/study/")
     args = p.parse_args(argv)
     if not os.path.isdir(args.results):
         p.error(f"--results {args.results}: no such folder (run fairseq-eatt-experiment first)")
     try:
         report = aggregate(args.results, args.out, args.scale)
+        if "small" in report:
+            report["study"] = study_report(args.results, args.study_long, os.path.join(args.out, "study"))
     except ResultError as err:
         sys.exit(f"fairseq-eatt-aggregate: {err}")
     for scale, parts in report.items():
         for name, status in parts.items():
-            print(f"{os.path.join(args.out, scale, name + '.md')}: {status}")
+            print(f"{os.path.join(args.out, scale, name + '.md')}: {status}")  # scale "study": its report
 
 
 if __name__ == "__main__":

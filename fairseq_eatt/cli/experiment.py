@@ -7,6 +7,13 @@ Recipes that train (one JSON result per run under --results):
     table5    ablations: discrete selection only, L1 distance only (paper: En-Vi, dev BLEU)
     table6    hybrids: {vanilla, Dense, RandInit, E-ATT} as self-attention x as cross-attention
     variants  every registered variant in every position it supports (vanilla elsewhere)
+    study     E-ATT's levers (the authors' released code, pre-norm, learned thresholds, ...) each alone and
+              combined, with vanilla and the paper's E-ATT (--configs chooses; fairseq_eatt/experiments/recipes.py)
+    study-long  the longer budget (4,000 updates) for vanilla, the paper's E-ATT and --configs (default
+              eatt+authors), with dev BLEU every 500 updates; results in results/study/long by default
+Recipes built on trained runs (they train nothing):
+    study-diagnose  fairseq-eatt-diagnose on the study's runs whose checkpoints are in --workdir (demo budget:
+              results/study/diagnostics_demo.*, longer budget: diagnostics_long.*); --configs chooses
 Recipes built on trained runs (they train the runs they need first):
     figure1   sequence-level distillation from the vanilla seed-1 model into students of halved dimensions
     figure2   cross-attention heat maps of the vanilla and E-ATT seed-1 models on one test sentence
@@ -19,6 +26,7 @@ the same settings) is skipped, an interrupted one continues from checkpoint_last
 ``fairseq-eatt-aggregate`` turns the JSON files into markdown tables and plots.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +38,7 @@ from ..experiments import recipes as R
 from ..experiments import runner
 from ..experiments.settings import SCALES, setting
 
-RECIPES = R.TRAINING_RECIPES + ("figure1", "figure2", "figure3", "energy")
+RECIPES = R.TRAINING_RECIPES + ("figure1", "figure2", "figure3", "energy", "study-diagnose")
 
 
 def parse_args(argv=None):
@@ -46,7 +54,14 @@ def parse_args(argv=None):
     p.add_argument("--only", default=None, metavar="REGEX", help="only runs whose name matches (e.g. 'eatt.*seed1')")
     p.add_argument("--workdir", default=os.path.join("work", "experiments"),
                    help="data, checkpoints and decoded outputs")
-    p.add_argument("--results", default=os.path.join("results", "runs"), help="where the JSON results go")
+    p.add_argument("--results", default=None, help="where the JSON results go (default: results/runs; "
+                   "results/study/long for study-long, whose runs have another budget)")
+    p.add_argument("--curve-every", type=int, default=None, metavar="N",
+                   help="study-long: decode the dev set with a checkpoint kept every N updates (default: 500 at "
+                        "small scale, 5000 at paper scale)")
+    p.add_argument("--configs", default=None, metavar="NAMES",
+                   help="study recipes: comma-separated configurations (vanilla, eatt, or a study tag such as "
+                        "eatt+authors; see --dry-run for all)")
     p.add_argument("--local-dir", default=None,
                    help="raw corpus files to use instead of downloading (fairseq_eatt.data.prepare --local-dir); "
                         "the small scale uses the shipped Multi30k")
@@ -57,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--train-args", default="", help="extra fairseq-train arguments for every run (quoted string), "
                    "e.g. '--fp16' or '--update-freq 4' on 2 GPUs; they change the runs' config hash")
     p.add_argument("--max-update", type=int, default=None, help="override the setting's update count")
+    p.add_argument("--long-max-update", type=int, default=None,
+                   help="study-diagnose: the update count of the study-long runs (default: 4000 at small scale)")
     p.add_argument("--arch", default=None, help="override the setting's architecture")
     p.add_argument("--max-tokens", type=int, default=None, help="override the setting's tokens per batch")
     p.add_argument("--bpe-merges", type=int, default=None, help="override the setting's BPE merge operations")
@@ -78,6 +95,26 @@ def parse_args(argv=None):
         p.error(f"recipe {args.recipe!r}: valid recipes are {', '.join(RECIPES)}; only training recipes "
                 f"({', '.join(R.TRAINING_RECIPES)}) can be joined with commas")
     args.recipe = args.recipes[0]
+    if args.results is None:
+        args.results = os.path.join("results", "study", "long") if args.recipe == "study-long" else \
+            os.path.join("results", "runs")
+    if "study-long" in args.recipes and len(args.recipes) > 1:
+        p.error("study-long trains at its own budget: run it alone, not joined with other recipes")
+    if args.curve_every is not None and (args.recipe not in ("study-long", "study-diagnose") or args.curve_every <= 0):
+        p.error(f"--curve-every applies to study-long and study-diagnose and must be positive, got "
+                f"{args.curve_every}")
+    if args.recipe in ("study-long", "study-diagnose"):
+        args.curve_every = args.curve_every or R.STUDY_CURVE_EVERY[args.scale]
+    else:
+        args.curve_every = None
+    if args.recipe == "study-long" and args.max_update is None and args.scale == "small":
+        args.max_update = R.STUDY_LONG_UPDATES
+    if args.configs is not None and not any(r.startswith("study") for r in args.recipes):
+        p.error("--configs applies to the study recipes only")
+    try:
+        R.study_configs(args.configs, args.recipe)
+    except ValueError as err:
+        p.error(str(err))
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
     for flag in ("max_update", "max_tokens", "bpe_merges", "warmup_updates", "plateau_updates"):
@@ -110,7 +147,7 @@ def prepare(args, task: str) -> runner.PreparedData:
 
 
 def training_runs(args, recipe: str, seeds: List[int]) -> List[R.RunSpec]:
-    runs = R.runs_for(recipe, args.scale, args.task_list, seeds)
+    runs = R.runs_for(recipe, args.scale, args.task_list, seeds, args.configs)
     if args.only:
         try:
             runs = R.select(runs, args.only)
@@ -123,7 +160,7 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
     """Train, decode and score ``runs`` (skipping finished ones); returns the results that exist."""
     import shlex
 
-    extra = shlex.split(args.train_args)
+    extra = shlex.split(args.train_args) + runner.curve_flags(getattr(args, "curve_every", None))
     pending, results = [], {}
     for run in runs:
         chash = runner.config_hash(run, args.settings[run.task], extra)
@@ -131,7 +168,10 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
             done = runner.existing_result(args.results, run, chash)
         except runner.RunFailed as err:
             raise SystemExit(f"fairseq-eatt-experiment: {err}")
+        curve_missing = done and getattr(args, "curve_every", None) and "curve" not in done
         state = "done" if done else "to run"
+        if curve_missing:
+            state, done = "trained, dev curve to decode", None
         log(f"{run.task}-{run.scale}/{run.name}: {state}" + (f" (valid BLEU {done['valid']['bleu']}, test BLEU "
                                                                f"{done['test']['bleu']})" if done else ""))
         if done:
@@ -149,7 +189,8 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
         log(f"start {run.task}-{run.scale}/{run.name}")
         try:
             result = runner.execute(run, args.settings[run.task], data[run.task], args.workdir, args.results, extra,
-                                    echo=args.jobs == 1, threads=threads)
+                                    echo=args.jobs == 1, threads=threads,
+                                    curve_every=getattr(args, "curve_every", None))
         except runner.RunBusy as err:
             log(f"skipped {run.name}: {err}")
             return
@@ -282,6 +323,36 @@ def figure3(args):
                                  "--subset", "valid", "--out", out])
 
 
+def study_diagnose(args):
+    """fairseq-eatt-diagnose over the study's runs, one report per budget, from the checkpoints on this machine."""
+    from . import diagnose
+
+    task = args.task_list[0]
+    data = None
+    configs = R.study_configs(args.configs, "study-diagnose")
+    study_dir = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "study")
+    long_update = args.long_max_update or (R.STUDY_LONG_UPDATES if args.scale == "small" else None)
+    demo_setting = args.settings[task]
+    long_setting = dataclasses.replace(demo_setting, max_update=long_update) if long_update else demo_setting
+    for budget, extra, setting_ in (("demo", [], demo_setting),
+                                    ("long", runner.curve_flags(args.curve_every), long_setting)):
+        found, missing = [], []
+        for config in configs:
+            run = R.study_run(task, args.scale, config, args.seed_list[0])
+            chash = runner.config_hash(run, setting_, extra)
+            best = os.path.join(runner.run_dir_of(args.workdir, run, chash), "checkpoint_best.pt")
+            (found if os.path.exists(best) else missing).append((config, best))
+        for config, best in missing:
+            log(f"{budget} budget, {config}: no checkpoint on this machine ({best}); train it to diagnose it")
+        if not found or args.dry_run:
+            continue
+        data = data or prepare(args, task)
+        out = os.path.join(study_dir, f"diagnostics_{budget}")
+        diagnose.main([data.data_bin, "--subset", "valid", "--out", out]
+                      + [flag for config, best in found for flag in ("--path", f"{config}={best}")])
+        log(f"wrote {out}.md, .json, .png")
+
+
 def energy(args):
     """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions, as ``fairseq-eatt-energy`` prints."""
     import contextlib
@@ -311,7 +382,8 @@ def main(argv=None):
             runs += [r for r in training_runs(args, recipe, seeds) if r not in runs]
         train_all(args, runs)
     else:
-        {"figure1": figure1, "figure2": figure2, "figure3": figure3, "energy": energy}[args.recipe](args)
+        {"figure1": figure1, "figure2": figure2, "figure3": figure3, "energy": energy,
+         "study-diagnose": study_diagnose}[args.recipe](args)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,18 @@ charged as follows, and nothing else is:
   (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
 - E-ATT's L1 scores run through the reference implementation while counting (its per-feature subtractions and
   additions are aten operations; the compiled kernel does the same arithmetic out of the dispatcher's sight).
-- not charged, as in the paper's Appendix A: activations and normalizations (softmax, exp, relu, abs, layer
-  norm), and data movement (views, copies, gathers, masking with ``masked_fill``).
+- layer norms (``native_layer_norm``): by :func:`fairseq_eatt.energy.ops.layer_norm_ops` for their shape and
+  affinity, the arithmetic of a layer norm (the paper counts none; only the complete convention declares them).
+- not charged, as in the paper's Appendix A: activations (softmax, exp, relu, abs), and data movement (views,
+  copies, gathers, masking with ``masked_fill``).
 """
+import math
+
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torch
 
-from .ops import OpCounts
+from .ops import OpCounts, layer_norm_ops
 
 aten = torch.ops.aten
 _ADD = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.sub_.Tensor, aten.rsub.Scalar, aten.sub.out,
@@ -51,6 +55,11 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if func.overloadpacket is aten.native_layer_norm:  # returns (output, mean, rstd)
+            d = math.prod(args[1])
+            affine = len(args) > 2 and args[2] is not None
+            self.counts = self.counts + layer_norm_ops(args[0].numel() // d, d, affine)
+            return out
         floating = isinstance(out, torch.Tensor) and out.is_floating_point()
         if not floating:
             # comparisons of data (E-ATT's binarization), not of integer positions (masks, patterns)

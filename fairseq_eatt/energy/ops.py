@@ -34,6 +34,16 @@ def projection(tokens: int, d_in: int, d_out: int) -> OpCounts:
     return OpCounts(mul=n, add=n)
 
 
+def layer_norm_ops(tokens: int, d: int, affine: bool) -> OpCounts:
+    """A layer norm of ``tokens`` vectors of size d, as it is computed: mean (d - 1 additions, one division),
+    centring (d subtractions), variance (d squares, d - 1 additions, one division, + eps), normalization (d
+    multiplications by the reciprocal deviation) and, if ``affine``, gain and bias (d multiplications, d additions).
+    The reciprocal square root is not counted, like other activations."""
+    add = (d - 1) + d + (d - 1) + 1 + (d if affine else 0)
+    mul = 1 + d + 1 + d + (d if affine else 0)
+    return OpCounts(mul=tokens * mul, add=tokens * add)
+
+
 def check_convention(convention: str):
     if convention not in CONVENTIONS:
         raise ValueError(f"--convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")

@@ -10,7 +10,8 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
+from ..attention import (DECODER_CROSS, DECODER_SELF, ENCODER_SELF, POSITION_FLAGS, available_attentions,
+                         get_attention_class)
 from ..energy.tables import BUILTIN
 from . import recipes as R
 from .settings import SETTINGS
@@ -71,36 +72,42 @@ def load_runs(results: str) -> List[Dict]:
 
 def key_of(run: Dict) -> Tuple:
     a = run["attention"]
-    return (run["task"], run["scale"], a["encoder_self"], a["decoder_self"], a["decoder_cross"], run["seed"])
+    return (run["task"], run["scale"], a["encoder_self"], a["decoder_self"], a["decoder_cross"], run["seed"],
+            run.get("tag", ""))
 
 
 def spec_key(spec: R.RunSpec) -> Tuple:
-    return (spec.task, spec.scale, spec.encoder_self, spec.decoder_self, spec.decoder_cross, spec.seed)
+    return (spec.task, spec.scale, spec.encoder_self, spec.decoder_self, spec.decoder_cross, spec.seed, spec.tag)
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """``mean ± std (n)`` with the sample standard deviation; a single value is shown alone."""
+def mean_std(values: Sequence[float], count: bool = True) -> str:
+    """``mean ± std (n)`` with the sample standard deviation; a single value is shown alone. ``count=False``
+    leaves out ``(n)`` (tables that list the seeds)."""
     if not values:
         return "-"
+    n = f" (n={len(values)})" if count else ""
     if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+        return f"{values[0]:.2f}{n}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}{n}"
 
 
-def attention_energy(run: Dict, table_name: str = "paper-asic") -> float:
-    """Energy of all attention layers of the run's model as % of the same model with vanilla attention: the
-    declared operation counts (paper convention) at the model's dimensions and the test set's mean lengths."""
+def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "attention") -> float:
+    """Energy of all attention layers (``part``: attention, or alignment = the scores alone) of the run's model as
+    % of the same model with vanilla attention: the declared operation counts (paper convention) at the model's
+    dimensions and options and the test set's mean lengths."""
     table = BUILTIN[table_name]
     m, lengths = run["model"], run["lengths"]["test"]
     src, tgt = max(1, round(lengths["src"])), max(1, round(lengths["tgt"]))
     shapes = {"encoder_self": (src, src, m["encoder_layers"]), "decoder_self": (tgt, tgt, m["decoder_layers"]),
               "decoder_cross": (tgt, src, m["decoder_layers"])}
     total = base = 0.0
+    options = m.get("attention_options", {})  # recorded since the E-ATT study; older runs used the defaults
     for position, variant in run["attention"].items():
         lq, lk, layers = shapes[position]
         cls = get_attention_class(variant)
-        ops = cls.op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None)["attention"]
-        ref = get_attention_class("vanilla").op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None)["attention"]
+        own = options.get(POSITION_FLAGS[position], {})
+        ops = cls.op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None, **own)[part]
+        ref = get_attention_class("vanilla").op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None)[part]
         total += layers * table.energy(ops)
         base += layers * table.energy(ref)
     return 100.0 * total / base
@@ -122,8 +129,8 @@ class Collection:
         return self.by_key.get(spec_key(spec))
 
     def group(self, task: str, scale: str, enc: str, dec: str, cross: str) -> List[Dict]:
-        return [r for k, r in sorted(self.by_key.items(), key=lambda kv: kv[0][5]) if k[:5] == (task, scale, enc, dec,
-                                                                                                  cross)]
+        return [r for k, r in sorted(self.by_key.items(), key=lambda kv: kv[0][5])
+                if k[:5] == (task, scale, enc, dec, cross) and not k[6]]  # the paper's runs, no study options
 
 
 def status_and_provenance(col: Collection, needed: List[R.RunSpec], recipe: str,

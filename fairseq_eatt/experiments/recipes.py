@@ -5,7 +5,7 @@ the vanilla and E-ATT runs of Table 4 are also the diagonal of Table 6 and rows 
 """
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
 from .settings import PAPER_TASKS, SMALL_TASK
@@ -13,7 +13,39 @@ from .settings import PAPER_TASKS, SMALL_TASK
 TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete selection"),
                ("eatt_l1", "Replace with L1 distance"), ("eatt", "E-ATT"))
 TABLE6_AXIS = (("vanilla", "Vanilla"), ("synth_dense", "Dense"), ("synth_random", "RandInit"), ("eatt", "E-ATT"))
-TRAINING_RECIPES = ("table4", "table5", "table6", "variants")
+TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long")
+
+# The E-ATT study (issue 15): levers of the authors' released code and of the paper's text, each alone, and
+# combinations. tag -> (variant, what it changes, model flags). A lever's run is named <variant>+<tag>.
+STUDY_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "eatt+authors": ("eatt", "--eatt-recipe authors: pre-norm blocks, tau = 0 on the layer-normed input, Q/K of "
+                             "d/h, the authors' score scales and initialization", ("--eatt-recipe", "authors")),
+    "eatt+prenorm": ("eatt", "the paper's E-ATT in pre-norm blocks",
+                     ("--encoder-normalize-before", "--decoder-normalize-before")),
+    "vanilla+prenorm": ("vanilla", "vanilla attention in pre-norm blocks (the baseline of pre-norm E-ATT)",
+                        ("--encoder-normalize-before", "--decoder-normalize-before")),
+    "eatt+authors-attention": ("eatt", "the authors' attention (tau = 0, Q/K of d/h, their scales and "
+                                       "initialization) in the paper's post-norm blocks",
+                               ("--eatt-threshold", "0", "--eatt-qk-dim", "head-dim",
+                                "--eatt-cross-score-scale", "head-dim", "--eatt-init", "authors")),
+    "eatt+learn-tau": ("eatt", "learned per-feature thresholds, starting at tau = 1",
+                       ("--eatt-learn-threshold", "true")),
+    "eatt+module-norm": ("eatt", "the module-owned learnable layer norm of the authors' code, tau = 0",
+                         ("--eatt-module-norm", "learnable", "--eatt-threshold", "0")),
+    "eatt+cross-tau0": ("eatt", "tau = 0 in cross-attention only (its keys are the sparsest codes at tau = 1)",
+                        ("--eatt-threshold", "1,1,0")),
+    "eatt+temperature": ("eatt", "a learned temperature per head on the L1 scores",
+                         ("--eatt-learn-temperature", "true")),
+    "eatt+authors+levers": ("eatt", "the authors' recipe with learned thresholds and temperatures",
+                            ("--eatt-recipe", "authors", "--eatt-learn-threshold", "true",
+                             "--eatt-learn-temperature", "true")),
+}
+STUDY_LONG_UPDATES = 4000  # the longer budget of the study at small scale (paper scale keeps its own budget)
+STUDY_CURVE_EVERY = {"small": 500, "paper": 5000}  # dev BLEU along the way: checkpoints this many updates apart
+# hybrids whose cross-attention codes the diagnostics compare (Table 6: E-ATT cross-attention is weak next to
+# vanilla self-attention, strong next to RandInit self-attention)
+STUDY_HYBRIDS = ("vanilla-vanilla-eatt", "eatt-eatt-vanilla", "synth_random-synth_random-eatt")
+STUDY_LONG_DEFAULT = ("eatt+authors",)  # configurations trained at the longer budget besides vanilla and E-ATT
 
 
 @dataclass(frozen=True)
@@ -24,10 +56,13 @@ class RunSpec:
     decoder_self: str
     decoder_cross: str
     seed: int
+    tag: str = ""  # a study configuration (STUDY_CONFIGS) whose model flags the run adds
+    options: Tuple[str, ...] = ()  # its model flags, part of the run's identity
 
     @property
     def name(self) -> str:
-        return f"{self.encoder_self}-{self.decoder_self}-{self.decoder_cross}.seed{self.seed}"
+        label = f"+{self.tag.split('+', 1)[1]}" if "+" in self.tag else ""
+        return f"{self.encoder_self}-{self.decoder_self}-{self.decoder_cross}{label}.seed{self.seed}"
 
     @property
     def attention(self) -> Dict[str, str]:
@@ -37,6 +72,37 @@ class RunSpec:
 
 def uniform(task: str, scale: str, variant: str, seed: int) -> RunSpec:
     return RunSpec(task, scale, variant, variant, variant, seed)
+
+
+def study_run(task: str, scale: str, config: str, seed: int) -> RunSpec:
+    """``config``: a variant (everywhere, the paper's settings), ENC-DEC-CROSS variants, or a STUDY_CONFIGS tag."""
+    if config in STUDY_CONFIGS:
+        variant, _, flags = STUDY_CONFIGS[config]
+        return RunSpec(task, scale, variant, variant, variant, seed, tag=config, options=flags)
+    parts = config.split("-")
+    if len(parts) == 3:
+        return RunSpec(task, scale, *parts, seed)
+    return uniform(task, scale, config, seed)
+
+
+def study_configs(names: Optional[str], recipe: str) -> List[str]:
+    """The configurations of the study recipes: ``study`` trains all of them (650 updates), ``study-long``
+    vanilla, E-ATT and STUDY_LONG_DEFAULT; ``--configs`` chooses others."""
+    if names:
+        chosen = [n.strip() for n in names.split(",") if n.strip()]
+        variants = set(available_attentions())
+        valid = ["vanilla", "eatt"] + list(STUDY_CONFIGS)
+        unknown = [n for n in chosen if n not in valid and not (len(n.split("-")) == 3
+                                                                and set(n.split("-")) <= variants)]
+        if unknown:
+            raise ValueError(f"--configs: unknown configuration {', '.join(unknown)}; valid: {', '.join(valid)}, "
+                             f"or three variants ENC-DEC-CROSS (e.g. vanilla-vanilla-eatt)")
+        return chosen
+    if recipe == "study-long":
+        return ["vanilla", "eatt", *STUDY_LONG_DEFAULT]
+    if recipe == "study-diagnose":
+        return ["vanilla", "eatt", *STUDY_CONFIGS, *STUDY_HYBRIDS]
+    return ["vanilla", "eatt", *STUDY_CONFIGS]
 
 
 def default_tasks(recipe: str, scale: str) -> List[str]:
@@ -57,11 +123,14 @@ def everywhere_allowed(variant: str) -> Dict[str, str]:
     return {pos: (variant if pos in allowed else "vanilla") for pos in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)}
 
 
-def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int]) -> List[RunSpec]:
+def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int],
+             configs: Optional[str] = None) -> List[RunSpec]:
     runs: List[RunSpec] = []
     for task in tasks:
         for seed in seeds:
-            if recipe == "table4":
+            if recipe in ("study", "study-long", "study-diagnose"):
+                runs += [study_run(task, scale, c, seed) for c in study_configs(configs, recipe)]
+            elif recipe == "table4":
                 runs += [uniform(task, scale, v, seed) for v in ("vanilla", "eatt")]
             elif recipe == "table5":
                 runs += [uniform(task, scale, v, seed) for v, _ in TABLE5_ROWS]

@@ -77,13 +77,20 @@ def train_flags(run: RunSpec, setting: TaskSetting, extra: List[str]) -> List[st
         "--max-update", str(setting.max_update), "--seed", str(run.seed),
         "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
     ]
-    return flags + list(setting.extra_train_args) + extra
+    return flags + list(run.options) + list(setting.extra_train_args) + extra
 
 
 def config_hash(run: RunSpec, setting: TaskSetting, extra_train: List[str]) -> str:
-    blob = json.dumps({"run": run.attention, "seed": run.seed, "setting": setting.as_dict(), "extra": extra_train},
-                      sort_keys=True)
+    identity = {"run": run.attention, "seed": run.seed, "setting": setting.as_dict(), "extra": extra_train}
+    if run.options:  # runs without model options keep the hashes they had before options existed
+        identity["options"] = list(run.options)
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def curve_flags(every: Optional[int]) -> List[str]:
+    """fairseq-train flags that keep a checkpoint every ``every`` updates, for a dev BLEU curve."""
+    return ["--save-interval-updates", str(every)] if every else []
 
 
 def machine() -> Dict:
@@ -218,14 +225,16 @@ def shown_path(path: str) -> str:
 
 
 def decode(run_dir: str, data: PreparedData, setting: TaskSetting, split: str, log_path: str, echo: bool,
-           threads: Optional[int], batch_size: int) -> Dict:
-    """Beam search on ``split`` with the best checkpoint, scored with sacreBLEU against the setting's references."""
+           threads: Optional[int], batch_size: int, checkpoint: str = "checkpoint_best.pt", label: str = "") -> Dict:
+    """Beam search on ``split`` with a checkpoint of the run (the best one unless given), scored with sacreBLEU
+    against the setting's references. ``label`` keeps other checkpoints' outputs apart (``split.label.out``)."""
     import sacrebleu
 
-    out_path = os.path.join(run_dir, f"{split}.out")
+    stem = f"{split}.{label}" if label else split
+    out_path = os.path.join(run_dir, f"{stem}.out")
     subset = "valid" if split == "valid" else "test"
     if not os.path.exists(out_path):
-        cmd = [data.data_bin, "--user-dir", PLUGIN_DIR, "--path", os.path.join(run_dir, "checkpoint_best.pt"),
+        cmd = [data.data_bin, "--user-dir", PLUGIN_DIR, "--path", os.path.join(run_dir, checkpoint),
                "--gen-subset", subset, "--source-lang", data.src, "--target-lang", data.tgt,
                "--beam", str(setting.beam), "--lenpen", str(setting.lenpen), "--batch-size", str(batch_size),
                "--post-process", "subword_nmt",
@@ -248,7 +257,7 @@ def decode(run_dir: str, data: PreparedData, setting: TaskSetting, split: str, l
     ordered = [hyps[i] for i in range(len(refs))]
     metric = sacrebleu.BLEU(tokenize="none" if setting.bleu == "tokenized" else "13a")
     bleu = metric.corpus_score(ordered, [refs])
-    with atomic_output(os.path.join(run_dir, f"{split}.hyp")) as handle:
+    with atomic_output(os.path.join(run_dir, f"{stem}.hyp")) as handle:
         handle.write("\n".join(ordered) + "\n")
     return {"bleu": round(bleu.score, 2), "bleu_str": str(bleu), "signature": str(metric.get_signature()),
             "sentences": len(refs), "references": shown_path(data.references[split])}
@@ -270,11 +279,16 @@ def model_info(checkpoint: str, data_bin: str) -> Dict:
     """Parameter count and the dimensions the energy accounting needs, read from the trained model."""
     from ..cli.common import load_checkpoint
 
+    from ..models.transformer_eatt import attention_settings
+
     model, _ = load_checkpoint(checkpoint, data_bin)
     enc, dec = model.encoder, model.decoder
     return {"params": sum(p.numel() for p in model.parameters()), "embed_dim": enc.embed_tokens.embedding_dim,
             "heads": enc.layers[0].self_attn.num_heads, "encoder_layers": len(enc.layers),
-            "decoder_layers": len(dec.layers)}
+            "decoder_layers": len(dec.layers),
+            "normalize_before": bool(getattr(model.args, "encoder_normalize_before", False)),
+            "attention_options": {position: setting["options"]
+                                  for position, setting in attention_settings(model.args).items()}}
 
 
 def result_path(results: str, run: RunSpec) -> str:
@@ -299,17 +313,62 @@ def run_dir_of(workdir: str, run: RunSpec, chash: str) -> str:
 
 
 def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str, results: str,
-            extra_train: List[str], echo: bool = True, threads: Optional[int] = None, batch_size: int = 128) -> Dict:
+            extra_train: List[str], echo: bool = True, threads: Optional[int] = None, batch_size: int = 128,
+            curve_every: Optional[int] = None) -> Dict:
+    """Train, decode and score ``run`` unless its result exists. ``curve_every``: also decode the dev set with
+    the checkpoints kept every that many updates (``extra_train`` must hold :func:`curve_flags`) and store the
+    curve in the result."""
     chash = config_hash(run, setting, extra_train)
     done = existing_result(results, run, chash)
-    if done is not None:
+    if done is not None and (not curve_every or "curve" in done):
         return done
     run_dir = run_dir_of(workdir, run, chash)
     os.makedirs(run_dir, exist_ok=True)
     with run_lock(run_dir):
         done = existing_result(results, run, chash)  # finished by another process while we waited
-        return done if done is not None else _execute_locked(run, setting, data, run_dir, chash, results,
-                                                             extra_train, echo, threads, batch_size)
+        if done is None:
+            done = _execute_locked(run, setting, data, run_dir, chash, results, extra_train, echo, threads,
+                                   batch_size)
+        if curve_every and "curve" not in done:
+            done = add_curve(run, setting, data, run_dir, results, done, curve_every, echo, threads, batch_size)
+        return done
+
+
+def interval_checkpoints(run_dir: str) -> Dict[int, str]:
+    """{updates: file name} of the checkpoints fairseq kept with --save-interval-updates."""
+    found = {}
+    for name in os.listdir(run_dir):
+        parts = name[len("checkpoint_"):-len(".pt")].split("_") if name.startswith("checkpoint_") else []
+        if name.endswith(".pt") and len(parts) == 2 and all(p.isdigit() for p in parts):
+            found[int(parts[1])] = name
+    return found
+
+
+def add_curve(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, results: str, done: Dict,
+              every: int, echo: bool, threads: Optional[int], batch_size: int) -> Dict:
+    """Dev BLEU (and dev loss from the training log) at every ``every`` updates, written into the result."""
+    checkpoints = interval_checkpoints(run_dir)
+    wanted = list(range(every, setting.max_update + 1, every))
+    missing = [n for n in wanted if n not in checkpoints]
+    if missing:
+        raise RunFailed(f"{run_dir}: no checkpoint for updates {missing} (train with --save-interval-updates "
+                        f"{every} and keep them: --keep-interval-updates -1)")
+    losses = {v["num_updates"]: v["loss"] for v in valid_log(os.path.join(run_dir, "train.log"))["valid_losses"]}
+    log_path = os.path.join(run_dir, "train.log")
+    curve = []
+    for updates in wanted:
+        scored = decode(run_dir, data, setting, "valid", log_path, echo, threads, batch_size,
+                        checkpoint=checkpoints[updates], label=f"u{updates}")
+        curve.append({"num_updates": updates, "valid_bleu": scored["bleu"], "valid_loss": losses.get(updates)})
+    done = {key: value for key, value in done.items() if not key.startswith("_")}
+    done["curve"] = curve
+    done["curve_note"] = (f"valid BLEU of the checkpoint kept every {every} updates, decoded like valid/test "
+                          f"(beam {setting.beam}, lenpen {setting.lenpen}); curve added {datetime.date.today()} "
+                          f"at commit {git_commit()}")
+    with atomic_output(result_path(results, run)) as handle:
+        json.dump(done, handle, indent=2)
+        handle.write("\n")
+    return done
 
 
 def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, chash: str, results: str,
@@ -326,7 +385,8 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
               for split in ("valid", "test")}
     result = {
         "schema": SCHEMA, "run": run.name, "task": run.task, "scale": run.scale, "seed": run.seed,
-        "attention": run.attention, "config_hash": chash, "setting": setting.as_dict(), "extra_train_args": extra_train,
+        "attention": run.attention, **({"tag": run.tag, "options": list(run.options)} if run.tag else {}),
+        "config_hash": chash, "setting": setting.as_dict(), "extra_train_args": extra_train,
         "model": model_info(os.path.join(run_dir, "checkpoint_best.pt"), data.data_bin),
         "valid": scores["valid"], "test": scores["test"],
         **valid_log(log_path),

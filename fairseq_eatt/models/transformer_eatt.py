@@ -31,7 +31,6 @@ from ..attention import (
     get_attention_class,
 )
 from ..analysis.binarization import BinarizationStats, binarizing_modules, set_tracking
-from ..attention.eatt import check_threshold
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 
 logger = logging.getLogger(__name__)
@@ -134,6 +133,19 @@ def checkpoint_metadata(args) -> dict:
             "attention": attention_settings(args)}
 
 
+def _options_differ(variant: str, mine: dict, theirs: dict) -> bool:
+    """Options compared key by key; an option the checkpoint predates matches the value that computes what the
+    checkpoint's version computed (the variant's ``added_options``)."""
+    added = get_attention_class(variant).added_options
+    for key in set(mine) | set(theirs):
+        if key not in theirs and key in added:
+            if mine[key] != _plain(added[key]):
+                return True
+        elif mine.get(key) != theirs.get(key):
+            return True
+    return False
+
+
 def check_checkpoint_metadata(stored, args):
     """Refuse a checkpoint made by another plugin format or with other attention settings than ``args``."""
     from .. import __version__
@@ -157,7 +169,7 @@ def check_checkpoint_metadata(stored, args):
             problems.append(f"{flag}: unknown to this version")
         elif mine["variant"] != theirs["variant"]:
             problems.append(f"{flag}: checkpoint {theirs['variant']}, model {mine['variant']}")
-        elif mine["options"] != theirs["options"]:
+        elif _options_differ(mine["variant"], mine["options"], theirs["options"]):
             diff = sorted(k for k in set(mine["options"]) | set(theirs["options"])
                           if mine["options"].get(k) != theirs["options"].get(k))
             problems.append(f"{flag} {mine['variant']} options " + ", ".join(
@@ -180,7 +192,8 @@ def validate_attention_args(args):
                 f"{AUX_CRITERION} (--criterion {criterion} would drop it)"
             )
     try:
-        check_threshold(getattr(args, "eatt_threshold", 1.0))
+        for position, attr in POSITION_ATTRS.items():  # every option a variant reads, e.g. E-ATT's thresholds
+            get_attention_class(getattr(args, attr)).kwargs_from_args(args, position)
     except ValueError as err:
         raise AttentionSpecError(str(err)) from None
     if getattr(args, "quant_noise_pq", 0) or 0:
@@ -282,19 +295,17 @@ class TransformerEattModel(TransformerModel):
 
 
 def eatt_defaults(args):
-    """Defaults of the plugin's own flags (fairseq leaves unset model flags absent, see argument_default)."""
+    """Defaults of the plugin's own flags (fairseq leaves unset model flags absent, see argument_default); each
+    variant fills what it derives from its flags (prepare_args), before fairseq's own architecture defaults."""
     for attr in POSITION_ATTRS.values():
         if getattr(args, attr, None) is None:
             setattr(args, attr, DEFAULT_ATTENTION)
-    for attr, default in (
-        ("eatt_threshold", 1.0),
-        ("eatt_qk_dim", None),
-        ("eatt_score_scale", "qk-head-dim"),
-        ("eatt_cross_score_scale", None),
-        ("eatt_input_norm", "none"),
-    ):
-        if getattr(args, attr, None) is None:
-            setattr(args, attr, default)
+    seen = set()
+    for name in available_attentions():
+        for owner in get_attention_class(name).__mro__:
+            if "prepare_args" in owner.__dict__ and owner not in seen:
+                seen.add(owner)
+                owner.prepare_args(args)
 
 
 @register_model_architecture("transformer_eatt", "transformer_eatt")

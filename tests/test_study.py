@@ -1,0 +1,101 @@
+"""The E-ATT study's recipes: configurations as runs, the longer budget with its dev BLEU curve, the diagnostics
+of the study's checkpoints and the study's report; all end to end at a tiny size."""
+import json
+import os
+
+import pytest
+
+from fairseq_eatt.experiments import recipes as R
+from fairseq_eatt.experiments import runner
+from fairseq_eatt.experiments.settings import setting
+from fairseq_eatt.experiments.study import study_report
+
+from .helpers import multi30k_slice
+from .test_experiments import SLICE, experiment
+
+
+def test_study_configurations_are_runs_with_their_flags():
+    runs = R.runs_for("study", "small", ["multi30k-en-de"], [1])
+    names = [r.name for r in runs]
+    assert names[:2] == ["vanilla-vanilla-vanilla.seed1", "eatt-eatt-eatt.seed1"]
+    assert "eatt-eatt-eatt+authors.seed1" in names and "vanilla-vanilla-vanilla+prenorm.seed1" in names
+    authors = runs[names.index("eatt-eatt-eatt+authors.seed1")]
+    s = setting("multi30k-en-de", "small")
+    assert ["--eatt-recipe", "authors"] == runner.train_flags(authors, s, [])[-2:]
+    # the plain runs are Table 4's runs (same hash: trained once), a lever's run is another
+    assert runner.config_hash(runs[0], s, []) == runner.config_hash(R.uniform("multi30k-en-de", "small", "vanilla", 1),
+                                                                    s, [])
+    assert runner.config_hash(authors, s, []) != runner.config_hash(runs[1], s, [])
+    hybrid = R.study_run("multi30k-en-de", "small", "vanilla-vanilla-eatt", 1)
+    assert hybrid.name == "vanilla-vanilla-eatt.seed1" and not hybrid.options
+
+
+def test_hashes_of_runs_without_options_are_those_of_earlier_versions():
+    """Stored results of the paper's tables stay valid: their config hash is unchanged by the study's options."""
+    run = R.uniform("multi30k-en-de", "small", "vanilla", 1)
+    assert runner.config_hash(run, setting("multi30k-en-de", "small"), []) == "d893aa6d46"  # results/runs/...seed1
+
+
+def test_study_cli_rejects_unknown_configurations_and_misplaced_flags():
+    for args, message in ((["study", "--configs", "eatt+magic"], "unknown configuration eatt+magic"),
+                          (["table4", "--configs", "eatt"], "--configs applies to the study recipes only"),
+                          (["table4", "--curve-every", "5"], "--curve-every applies to study-long"),
+                          (["study-long,table4"], "run it alone")):
+        proc = experiment(*args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    raw = multi30k_slice(str(root / "raw"), SLICE)
+    common = ["--scale", "small", "--local-dir", raw, "--skip-checksum", "--arch", "transformer_eatt_tiny",
+              "--warmup-updates", "2", "--plateau-updates", "4", "--bpe-merges", "200", "--workdir", root / "work"]
+    results = root / "results"
+    experiment("study-long", "--configs", "vanilla,eatt+authors", "--max-update", "4", "--curve-every", "2",
+               "--jobs", "2", "--results", results / "study" / "long", *common)
+    return {"root": root, "common": common, "results": results}
+
+
+def test_long_runs_store_a_dev_bleu_curve(tiny_study):
+    folder = tiny_study["results"] / "study" / "long" / "multi30k-en-de-small"
+    assert sorted(os.listdir(folder)) == ["eatt-eatt-eatt+authors.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
+    authors = json.loads((folder / "eatt-eatt-eatt+authors.seed1.json").read_text())
+    assert [p["num_updates"] for p in authors["curve"]] == [2, 4]
+    assert all(0.0 <= p["valid_bleu"] <= 100.0 and p["valid_loss"] is not None for p in authors["curve"])
+    assert authors["tag"] == "eatt+authors" and authors["options"] == ["--eatt-recipe", "authors"]
+    assert "--eatt-recipe authors" in authors["command"] and "--save-interval-updates 2" in authors["command"]
+    # the model was built by the recipe: pre-norm blocks, threshold 0, Q/K of d/h
+    assert authors["model"]["normalize_before"] is True
+    cross = authors["model"]["attention_options"]["--decoder-cross-attention"]
+    assert cross["threshold"] == 0.0 and cross["qk_dim"] == "head-dim" and cross["init"] == "authors"
+    run_dir = tiny_study["root"] / "work" / "multi30k-en-de-small" / f"{authors['run']}.{authors['config_hash']}"
+    assert (run_dir / "valid.u2.hyp").read_text().count("\n") == SLICE["val"]
+
+
+def test_a_curve_is_added_to_a_stored_result_without_retraining(tiny_study):
+    path = tiny_study["results"] / "study" / "long" / "multi30k-en-de-small" / "vanilla-vanilla-vanilla.seed1.json"
+    stored = json.loads(path.read_text())
+    curve = stored.pop("curve")
+    path.write_text(json.dumps(stored))  # as the runner of an earlier version wrote it
+    proc = experiment("study-long", "--configs", "vanilla", "--max-update", "4", "--curve-every", "2",
+                      "--results", tiny_study["results"] / "study" / "long", *tiny_study["common"])
+    assert "trained, dev curve to decode" in proc.stdout and "fairseq_cli.train" not in proc.stdout
+    again = json.loads(path.read_text())
+    assert again["curve"] == curve and again["config_hash"] == stored["config_hash"]
+
+
+def test_study_diagnose_and_report_on_the_tiny_runs(tiny_study):
+    results = tiny_study["results"]
+    experiment("study-diagnose", "--configs", "vanilla,eatt+authors", "--long-max-update", "4", "--curve-every", "2",
+               "--results", results / "runs", *tiny_study["common"])
+    payload = json.loads((results / "study" / "diagnostics_long.json").read_text())
+    assert [c["label"] for c in payload["checkpoints"]] == ["vanilla", "eatt+authors"]
+    authors_rows = payload["checkpoints"][1]["modules"]
+    assert all("key_codes" in row for row in authors_rows)
+    assert not (results / "study" / "diagnostics_demo.json").exists()  # no demo-budget checkpoint was trained
+    status = study_report(str(results / "runs"), str(results / "study" / "long"), str(results / "study"))
+    assert status == {"levers": "not run", "curve": "measured"}
+    text = (results / "study" / "curve.md").read_text()
+    assert "| eatt+authors | 1 |" in text and "| vanilla | 1 |" in text
+    assert (results / "study" / "curve.png").read_bytes()[:4] == b"\x89PNG"
