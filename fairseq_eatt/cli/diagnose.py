@@ -80,19 +80,18 @@ def plot(results: List[Tuple[str, List[Dict]]], out_png: str, title: str):
 
     panels = [("relative_entropy", None, "attention entropy / log(keys)"),
               ("nonzero_ratio", "key_codes", "nonzero ratio (key side)"),
-              ("distinct_code_fraction", "key_codes", "distinct key codes per sentence"),
+              ("mean_hamming_fraction", "key_codes", "Hamming distance between a sentence's key codes"),
               ("attention_vs_key_ones_r", None, "r(attention received, key ones)")]
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
     for ax, (key, side, name) in zip(axes.flat, panels):
-        for label, rows in results:
+        for index, (label, rows) in enumerate(results):  # one colour per checkpoint in every panel
             xs, ys = [], []
             for i, r in enumerate(rows):
                 value = (r.get(side) or {}).get(key) if side else r.get(key)
                 if value is not None:
                     xs.append(i)
                     ys.append(value)
-            if ys:
-                ax.plot(xs, ys, marker="o", label=label)
+            ax.plot(xs, ys, marker="o", label=label, color=f"C{index % 10}")
         ticks = results[0][1]
         ax.set_xticks(range(len(ticks)))
         ax.set_xticklabels([f"{SHORT[r['position']]}{r['layer']}" for r in ticks], fontsize=7)
