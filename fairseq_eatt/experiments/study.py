@@ -110,8 +110,8 @@ def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str
     points = sorted({p["num_updates"] for g in with_curve.values() for r in g for p in r["curve"]})
     lines = [f"# {title}\n", "Setting: " + describe_setting(any_run["setting"]), "",
              "Dev BLEU (valid = Multi30k val, sacreBLEU, beam search as for the tables) of the checkpoint kept every "
-             f"{R.STUDY_CURVE_EVERY} updates, mean over seeds; the last columns give the test BLEU of the "
-             "checkpoint with the best dev loss.", "",
+             f"{points[0]:,} updates, mean over seeds; the last columns give the best dev loss and the test BLEU of "
+             "the checkpoint with the best dev loss.", "",
              "| configuration | seeds | " + " | ".join(f"{n:,}" for n in points) + " | best dev loss | test BLEU |",
              "|---|---|" + "---|" * len(points) + "---|---|"]
     for name, group in with_curve.items():
