@@ -91,7 +91,6 @@ def _threshold_value(text: str):
 
 
 threshold_arg = _argparse_type(_threshold_value, "--eatt-threshold")
-finite_float = _argparse_type(check_threshold, "--eatt-threshold")  # one threshold: rejects nan and inf
 
 
 def parse_bool(value, flag: str = "BOOL") -> bool:
