@@ -15,7 +15,14 @@ run_recipe() {
   fi
   cd "$REPO"
   "$PY" -m fairseq_eatt.cli.experiment "$recipe" --scale "$scale" "$@"
+  local eatt_recipe=() previous=""
+  for arg in "$@"; do  # the tables report the runs of the E-ATT recipe just run
+    if [[ "$previous" == --eatt-recipe ]]; then eatt_recipe=(--eatt-recipe "$arg"); fi
+    if [[ "$arg" == --eatt-recipe=* ]]; then eatt_recipe=(--eatt-recipe "${arg#--eatt-recipe=}"); fi
+    previous="$arg"
+  done
+  if [[ "$recipe" == study* && ${#eatt_recipe[@]} -eq 0 ]]; then eatt_recipe=(--eatt-recipe paper); fi
   if [[ "$recipe" != energy && " $* " != *" --dry-run "* ]]; then
-    "$PY" -m fairseq_eatt.cli.aggregate --scale "$scale"
+    "$PY" -m fairseq_eatt.cli.aggregate --scale "$scale" "${eatt_recipe[@]}"
   fi
 }

@@ -1,4 +1,4 @@
-"""E-ATT's recipes (--eatt-recipe paper|authors) and its levers, each as a flag of its own: what each computes.
+"""E-ATT's recipes (--eatt-recipe paper|paper-prenorm|authors) and its levers, each as a flag of its own: what each computes.
 
 Decoding equivalence, padding and the other properties of every option are in test_properties.py (its CONFIGS);
 declared = executed operation counts in test_energy_measured.py.
@@ -73,6 +73,28 @@ def test_authors_recipe_is_the_released_code(data_dir):
     # Xavier over the fused Q/K matrix in self-attention (fan-out 2 * 32), Q or K alone in cross-attention
     assert float(enc.q_select.weight.detach().abs().max()) <= math.sqrt(6 / (64 + 64))
     assert float(cross.q_select.weight.detach().abs().max()) > math.sqrt(6 / (64 + 64))
+
+
+def test_paper_prenorm_recipe_is_the_papers_attention_in_pre_norm_blocks(data_dir):
+    paper, _ = build_model(data_dir, "--eatt-recipe", "paper")
+    model, args = build_model(data_dir, "--eatt-recipe", "paper-prenorm")
+    assert args.eatt_recipe == "paper-prenorm"
+    assert args.encoder_normalize_before and args.decoder_normalize_before
+    assert model.encoder.layers[0].normalize_before and model.decoder.layers[0].normalize_before
+    for m, p in zip(modules(model), modules(paper)):
+        assert (m.threshold, m.qk_dim, m.init, m.score_divisor) == (p.threshold, p.qk_dim, p.init, p.score_divisor)
+        assert m.module_norm_kind == p.module_norm_kind == "none"
+    assert checkpoint_metadata(args)["attention"] == checkpoint_metadata(
+        parse(data_dir, "--eatt-recipe", "paper"))["attention"]
+
+
+@pytest.mark.parametrize("recipe,pre_norm", [("paper", False), ("paper-prenorm", True), ("authors", True)])
+def test_the_recipe_sets_the_blocks_of_every_model_vanilla_included(data_dir, recipe, pre_norm):
+    """Vanilla and E-ATT built with one recipe are compared in the same blocks."""
+    model, _ = build_model(data_dir, "--eatt-recipe", recipe, "--encoder-self-attention", "vanilla",
+                           "--decoder-self-attention", "vanilla", "--decoder-cross-attention", "vanilla")
+    assert model.encoder.layers[0].normalize_before is pre_norm
+    assert model.decoder.layers[0].normalize_before is pre_norm
 
 
 def test_flags_override_the_recipe(data_dir):

@@ -325,3 +325,92 @@ def test_aggregation_rewrites_the_status_block_of_the_results_index(tmp_path):
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "| Table 4: vanilla vs E-ATT, several seeds | partial (1 of 6 runs" in text
     assert "| Figure 1: distillation with halved dimensions | not run |" in text
+
+
+# ---- runs of another E-ATT recipe ----------------------------------------------------------------------------------
+
+def test_the_recipe_is_part_of_a_runs_flags_name_and_identity():
+    from fairseq_eatt.experiments import runner
+
+    s = setting("multi30k-en-de", "small")
+    paper = R.uniform("multi30k-en-de", "small", "vanilla", 1)
+    prenorm = R.RunSpec("multi30k-en-de", "small", "vanilla", "vanilla", "vanilla", 1, recipe="paper-prenorm")
+    flags = runner.train_flags(paper, s, [])
+    # explicit, so that changing the plugin's default recipe never changes what a run trains
+    assert flags[flags.index("--eatt-recipe") + 1] == "paper"
+    other = runner.train_flags(prenorm, s, [])
+    assert other[other.index("--eatt-recipe") + 1] == "paper-prenorm"
+    assert runner.config_hash(paper, s, []) == "d893aa6d46"  # the paper's runs keep their stored hashes
+    assert runner.config_hash(prenorm, s, []) != runner.config_hash(paper, s, [])
+    assert paper.name == "vanilla-vanilla-vanilla.seed1"
+    assert prenorm.name == "vanilla-vanilla-vanilla@paper-prenorm.seed1"
+
+
+def test_tables_read_the_runs_of_one_recipe_and_say_which(tmp_path):
+    runs = [stored_run(enc=v, seed=s, test=t) for v, t in (("vanilla", 24.0), ("eatt", 18.0)) for s in (1, 2, 3)]
+    prenorm = [dict(stored_run(enc=v, seed=s, test=t), eatt_recipe="paper-prenorm",
+                    run=f"{v}-{v}-{v}@paper-prenorm.seed{s}") for v, t in (("vanilla", 27.0), ("eatt", 26.0))
+               for s in (1, 2)]
+    write_runs(tmp_path / "runs", runs + prenorm)
+    paper_report = aggregate(str(tmp_path / "runs"), str(tmp_path / "paper"), ["small"])["small"]
+    other_report = aggregate(str(tmp_path / "runs"), str(tmp_path / "prenorm"), ["small"], "paper-prenorm")["small"]
+    assert paper_report["table4"] == "complete (6 of 6 runs)"
+    assert other_report["table4"].startswith("partial (4 of 6 runs; missing: vanilla-vanilla-vanilla@paper-prenorm"
+                                             ".seed3, eatt-eatt-eatt@paper-prenorm.seed3")
+    paper_text = (tmp_path / "paper" / "small" / "table4.md").read_text()
+    other_text = (tmp_path / "prenorm" / "small" / "table4.md").read_text()
+    assert "| E-ATT | 18.00 ± 0.00 (n=3) |" in paper_text and "`--eatt-recipe paper`" in paper_text
+    assert "| E-ATT | 26.00 ± 0.00 (n=2) |" in other_text and "`--eatt-recipe paper-prenorm`" in other_text
+    assert "pre-norm" in other_text
+
+
+def test_experiment_cli_recipe_defaults_and_errors(tmp_path):
+    from fairseq_eatt.attention.eatt import DEFAULT_RECIPE
+    from fairseq_eatt.cli.experiment import parse_args
+
+    args = parse_args(["table4", "--scale", "small"])
+    assert args.eatt_recipe == DEFAULT_RECIPE
+    assert args.figures == (os.path.join("results", "small") if DEFAULT_RECIPE == "paper"
+                            else os.path.join("results", DEFAULT_RECIPE, "small"))
+    args = parse_args(["figure3", "--scale", "small", "--eatt-recipe", "paper-prenorm"])
+    assert args.figures == os.path.join("results", "paper-prenorm", "small")
+    assert parse_args(["study", "--scale", "small"]).eatt_recipe == "paper"
+    proc = experiment("study", "--eatt-recipe", "authors", check=False)
+    assert proc.returncode == 2 and "study recipes build their configurations on the paper's" in proc.stderr
+    proc = experiment("table4", "--scale", "small", "--eatt-recipe", "paper-prenorm", "--dry-run", "--workdir",
+                      tmp_path / "w", "--results", tmp_path / "r")
+    listed = [line for line in proc.stdout.splitlines() if line.endswith(": to run")]
+    assert len(listed) == 6 and all("@paper-prenorm.seed" in line for line in listed)
+
+
+def test_example_scripts_aggregate_the_recipe_they_ran():
+    script = (f"source {REPO_ROOT}/examples/common.sh; PY=echo; run_recipe table4 small --eatt-recipe paper-prenorm "
+              f"--jobs 2; run_recipe table5 small --eatt-recipe=authors; run_recipe study small")
+    lines = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    aggregations = [line for line in lines if "fairseq_eatt.cli.aggregate" in line]
+    assert [a.split("--eatt-recipe ")[1] for a in aggregations] == ["paper-prenorm", "authors", "paper"]
+
+
+def test_recipe_flags_that_would_be_ignored_are_refused(tmp_path):
+    for args, message in ((["table4", "--train-args", "--eatt-recipe authors"], "give the E-ATT recipe with"),
+                          (["energy", "--eatt-recipe", "authors"], "the energy recipe trains nothing")):
+        proc = experiment(*args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
+    write_runs(tmp_path / "runs", [stored_run()])
+    proc = subprocess.run([sys.executable, "-m", "fairseq_eatt.cli.aggregate", "--results", str(tmp_path / "runs"),
+                           "--eatt-recipe", "paper-prenorm", "--study-long", str(tmp_path / "long"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and "--study-long: the study builds" in proc.stderr
+
+
+def test_figure1_counts_the_students_with_their_recipes_options():
+    from fairseq_eatt.cli.experiment import recipe_options
+    from fairseq_eatt.energy.report import model_counts
+
+    def energy(recipe):
+        counts = model_counts("eatt", "eatt", 15, 64, 4, "paper", layers=2, **recipe_options("eatt", recipe))
+        return counts.add + counts.mul + counts.cmp
+
+    assert energy("paper-prenorm") == energy("paper")
+    assert energy("authors") < energy("paper")  # Q/K of d/h: fewer selections and L1 terms
+    assert recipe_options("vanilla", "authors") == {"self_options": {}, "cross_options": {}}

@@ -99,3 +99,14 @@ def test_study_diagnose_and_report_on_the_tiny_runs(tiny_study):
     text = (results / "study" / "curve.md").read_text()
     assert "| eatt+authors | 1 |" in text and "| vanilla | 1 |" in text
     assert (results / "study" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_study_report_reads_the_paper_recipes_runs_only(tmp_path):
+    from fairseq_eatt.experiments.study import study_runs
+
+    from .test_experiments import stored_run, write_runs
+
+    other = dict(stored_run(enc="eatt", test=30.0), eatt_recipe="paper-prenorm", run="eatt-eatt-eatt@paper-prenorm.seed1")
+    write_runs(tmp_path, [stored_run(enc="eatt", test=18.0), other])
+    found = study_runs(str(tmp_path), "multi30k-en-de", "small")
+    assert [r["test"]["bleu"] for r in found["eatt"]] == [18.0]

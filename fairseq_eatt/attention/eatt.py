@@ -11,12 +11,15 @@ The paper's ablations (Table 5) live here too: ``eatt_select`` (binarized select
 ``eatt_l1`` (linear Q/K projections, L1 scores).
 
 Every option is declared once, in :data:`OPTIONS`, with its value under each recipe (``--eatt-recipe``):
-``paper`` follows the paper's text; ``authors`` follows the authors' released code (NLP2CT/E-Att, ANCHORS.md
+``paper`` follows the paper's text (post-norm blocks, as fairseq's transformer); ``paper-prenorm`` is the same
+attention in pre-norm blocks; ``authors`` follows the authors' released code (NLP2CT/E-Att, ANCHORS.md
 section 1): pre-norm blocks, threshold 0 on the layer-normed input, Q/K of model dim / heads in total, score scale
 sqrt(per-head Q/K dim) in self-attention and sqrt(model dim / heads) in cross-attention, their initialization.
 In a pre-norm block fairseq's own layer norm before the attention is exactly the authors' module-owned norm (it
 feeds Q, K and V in self-attention, the query side only in cross-attention); ``--eatt-module-norm`` adds that norm
-inside the module for post-norm blocks. Any option given on the command line overrides the recipe.
+inside the module for post-norm blocks. Any option given on the command line overrides the recipe. The recipe
+sets the blocks of the whole model, whatever attention each position uses, so that vanilla and E-ATT models built
+with one recipe are compared in the same blocks.
 """
 import argparse
 import math
@@ -44,8 +47,15 @@ SCORE_SCALES = ("qk-head-dim", "head-dim", "model-dim", "none")
 INPUT_NORMS = ("none", "static", "learnable")
 QK_DIMS = ("model-dim", "head-dim")  # or a number
 INITS = ("xavier", "authors")
-RECIPES = ("paper", "authors")
+RECIPES = ("paper", "paper-prenorm", "authors")
 DEFAULT_RECIPE = "paper"
+# the attention options each recipe takes from the declarations in OPTIONS (paper-prenorm changes the blocks only)
+RECIPE_OPTIONS = {"paper": "paper", "paper-prenorm": "paper", "authors": "authors"}
+RECIPE_NOTES = {
+    "paper": "the paper's text: post-norm blocks, as fairseq's transformer, tau = 1",
+    "paper-prenorm": "the paper's attention (tau = 1) in pre-norm blocks",
+    "authors": "the authors' released code: pre-norm blocks, tau = 0, Q/K of d/h, their scales and initialization",
+}
 THRESHOLD_POSITIONS = (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)  # order of --eatt-threshold ENC,DEC,CROSS
 
 
@@ -151,12 +161,14 @@ class EattOption:
         return self.flag[2:].replace("-", "_")
 
     def default(self, recipe: str):
-        return getattr(self, recipe.replace("-", "_"))
+        return getattr(self, RECIPE_OPTIONS[recipe])
 
     def add_to(self, parser):
-        shown = {r: self.default(r) for r in RECIPES}
-        defaults = ", ".join(f"{r}: {'same as --eatt-score-scale' if v is None and self.key == 'cross_score_scale' else v}"
-                             for r, v in shown.items())
+        shown = {source: self.default(source) for source in dict.fromkeys(RECIPE_OPTIONS.values())}
+        defaults = "; ".join(
+            f"{', '.join(r for r in RECIPES if RECIPE_OPTIONS[r] == source)}: "
+            f"{'same as --eatt-score-scale' if v is None and self.key == 'cross_score_scale' else v}"
+            for source, v in shown.items())
         choices = f"; choices: {', '.join(self.choices)}" if self.choices else ""
         parser.add_argument(self.flag, type=self.type, choices=self.choices, metavar=self.metavar,
                             help=f"{self.help} (default by --eatt-recipe: {defaults}){choices}")
@@ -198,6 +210,7 @@ OPTION_BY_KEY: Dict[str, EattOption] = {o.key: o for o in OPTIONS}
 # fairseq block flags each recipe implies (set only where the user gave none)
 BLOCK_DEFAULTS = {
     "paper": {"encoder_normalize_before": False, "decoder_normalize_before": False},
+    "paper-prenorm": {"encoder_normalize_before": True, "decoder_normalize_before": True},
     "authors": {"encoder_normalize_before": True, "decoder_normalize_before": True},
 }
 # options added after checkpoints were first saved, with the value that computes what those checkpoints computed
@@ -363,9 +376,9 @@ class EattAttention(AttentionBase):
     @classmethod
     def add_args(cls, parser):
         parser.add_argument("--eatt-recipe", choices=RECIPES, default=DEFAULT_RECIPE, metavar="RECIPE",
-                            help=f"defaults of every E-ATT option: paper (the paper's text) or authors (the authors' "
-                                 f"released code, with pre-norm blocks); flags given override it "
-                                 f"(default: {DEFAULT_RECIPE}); choices: {', '.join(RECIPES)}")
+                            help="defaults of every E-ATT option and of the blocks of the whole model: "
+                                 + "; ".join(f"{r} ({RECIPE_NOTES[r]})" for r in RECIPES)
+                                 + f"; flags given override it (default: {DEFAULT_RECIPE})")
         for option in OPTIONS:
             option.add_to(parser)
 

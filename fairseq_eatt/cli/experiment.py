@@ -20,6 +20,11 @@ Recipes built on trained runs (they train the runs they need first):
     figure3   ratio of nonzero binarized values per layer of the E-ATT models (all seeds)
     energy    the paper's Tables 1, 2 and 7 (and every variant) from the declared operation counts
 
+E-ATT recipe (``--eatt-recipe``, default: the plugin's default recipe): E-ATT's option defaults and the blocks of
+every run of the tables and figures, vanilla included. Runs of another recipe than ``paper`` are named
+``<run>@<recipe>`` and go beside the paper's; figures go to results/<recipe>/<scale>. The study recipes build their
+configurations on the paper's recipe.
+
 Scales: ``paper`` (default) uses the paper's settings (fairseq_eatt/experiments/settings.py; run it on GPUs);
 ``small`` runs on 2 CPU cores on the shipped Multi30k. Runs are resumable: a finished run (its JSON exists with
 the same settings) is skipped, an interrupted one continues from checkpoint_last.pt. Afterwards,
@@ -33,6 +38,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
+from ..attention.eatt import DEFAULT_RECIPE, RECIPES as EATT_RECIPES
 from ..data.text import atomic_output
 from ..experiments import recipes as R
 from ..experiments import runner
@@ -59,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--curve-every", type=int, default=None, metavar="N",
                    help="study-long: decode the dev set with a checkpoint kept every N updates (default: 500 at "
                         "small scale, 5000 at paper scale)")
+    p.add_argument("--eatt-recipe", choices=EATT_RECIPES, default=None,
+                   help=f"E-ATT recipe of every run of a table or figure, vanilla included (default: "
+                        f"{DEFAULT_RECIPE}); the study recipes use paper")
     p.add_argument("--configs", default=None, metavar="NAMES",
                    help="study recipes: comma-separated configurations (vanilla, eatt, or a study tag such as "
                         "eatt+authors; see --dry-run for all)")
@@ -84,11 +93,23 @@ def parse_args(argv=None):
                         "paper scale, 256,128,64 at small scale)")
     p.add_argument("--sentence", type=int, default=0, help="figure2: index of the test sentence")
     p.add_argument("--figures", default=None,
-                   help="where figure2/figure3 write their files (default: results/<scale>)")
+                   help="where figure2/figure3 write their files (default: results/<scale> for the paper's E-ATT "
+                        "recipe, results/<recipe>/<scale> for another)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     args = p.parse_args(argv)
+    study = any(r.startswith("study") for r in args.recipe.split(","))
+    if study and args.eatt_recipe not in (None, "paper"):
+        p.error(f"--eatt-recipe {args.eatt_recipe}: the study recipes build their configurations on the paper's "
+                f"recipe (e.g. eatt+prenorm, eatt+authors); choose them with --configs")
+    if args.eatt_recipe is not None and args.recipe == "energy":
+        p.error("--eatt-recipe: the energy recipe trains nothing and counts every variant with its default options; "
+                "use fairseq-eatt-energy for other options")
+    if "--eatt-recipe" in args.train_args:
+        p.error("--train-args: give the E-ATT recipe with --eatt-recipe, which names the runs and their results")
+    args.eatt_recipe = args.eatt_recipe or ("paper" if study else DEFAULT_RECIPE)
     if args.figures is None:
-        args.figures = os.path.join("results", args.scale)
+        args.figures = os.path.join("results", args.scale) if args.eatt_recipe == "paper" else \
+            os.path.join("results", args.eatt_recipe, args.scale)
     args.recipes = args.recipe.split(",")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown or (len(args.recipes) > 1 and any(r not in R.TRAINING_RECIPES for r in args.recipes)):
@@ -148,6 +169,7 @@ def prepare(args, task: str) -> runner.PreparedData:
 
 def training_runs(args, recipe: str, seeds: List[int]) -> List[R.RunSpec]:
     runs = R.runs_for(recipe, args.scale, args.task_list, seeds, args.configs)
+    runs = [dataclasses.replace(r, recipe=args.eatt_recipe) for r in runs]
     if args.only:
         try:
             runs = R.select(runs, args.only)
@@ -210,19 +232,29 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
     return results
 
 
+def recipe_options(variant: str, recipe: str) -> Dict[str, dict]:
+    """The constructor options of ``variant`` in self- and cross-attention under E-ATT recipe ``recipe``."""
+    from ..attention import DECODER_CROSS, ENCODER_SELF, get_attention_class
+
+    cls, args = get_attention_class(variant), argparse.Namespace(eatt_recipe=recipe)
+    return {"self_options": cls.kwargs_from_args(args, ENCODER_SELF),
+            "cross_options": cls.kwargs_from_args(args, DECODER_CROSS)}
+
+
 def checkpoint_of(args, run: R.RunSpec, result: dict) -> str:
     return os.path.join(runner.run_dir_of(args.workdir, run, result["config_hash"]), "checkpoint_best.pt")
 
 
 def seed1_run(args, variant: str) -> R.RunSpec:
     task = args.task_list[0]
-    return R.uniform(task, args.scale, variant, args.seed_list[0])
+    return dataclasses.replace(R.uniform(task, args.scale, variant, args.seed_list[0]), recipe=args.eatt_recipe)
 
 
 def figure1(args):
     """Distill the vanilla seed-1 model into vanilla and E-ATT students of halved dimensions."""
     from ..energy.report import model_counts
     from ..energy.tables import BUILTIN
+    from ..experiments.aggregate import figure1_name
     from . import distill
 
     teacher_run = seed1_run(args, "vanilla")
@@ -236,12 +268,13 @@ def figure1(args):
     halvings = [tm["embed_dim"] >> i for i in range(8) if (tm["embed_dim"] >> i) >= 64] or [tm["embed_dim"]]
     dims = args.student_dims or ",".join(str(d) for d in halvings)
     data = prepare(args, teacher_run.task)
-    base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}", "figure1")
+    base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}",
+                        "figure1" if args.eatt_recipe == "paper" else f"figure1@{args.eatt_recipe}")
     train_args = (f"--optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --weight-decay 0.0001 --lr {s.lr} "
                   f"--lr-scheduler eatt --warmup-updates {s.warmup_updates} --plateau-updates {s.plateau_updates} "
                   f"--criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens {s.max_tokens} "
                   f"--update-freq {s.update_freq} --max-update {s.max_update} --dropout {s.dropout} "
-                  f"--seed {teacher_run.seed} --num-workers 0 --log-interval 50 "
+                  f"--seed {teacher_run.seed} --num-workers 0 --log-interval 50 --eatt-recipe {args.eatt_recipe} "
                   + ("--share-all-embeddings" if s.embeddings == "all" else "--share-decoder-input-output-embed")
                   + (" " + args.train_args if args.train_args else ""))
     teacher_ckpt = checkpoint_of(args, teacher_run, teacher)
@@ -249,7 +282,8 @@ def figure1(args):
     l_mean = round(teacher["lengths"]["test"]["src"])
     reference = model_counts("vanilla", "vanilla", l_mean, tm["embed_dim"], tm["heads"], "paper", layers=layers)
     for attention in ("vanilla", "eatt"):
-        out = os.path.join(args.results, f"{teacher_run.task}-{args.scale}", f"figure1.{attention}.json")
+        out = os.path.join(args.results, f"{teacher_run.task}-{args.scale}",
+                           figure1_name(attention, args.eatt_recipe))
         if os.path.exists(out):
             log(f"{out}: done")
             continue
@@ -264,7 +298,8 @@ def figure1(args):
             heads = max(1, min(8, student["dim"] // 8))
             while student["dim"] % heads:
                 heads -= 1
-            counts = model_counts(attention, attention, l_mean, student["dim"], heads, "paper", layers=layers)
+            counts = model_counts(attention, attention, l_mean, student["dim"], heads, "paper", layers=layers,
+                                  **recipe_options(attention, args.eatt_recipe))
             student["energy_vs_vanilla_teacher_size"] = round(asic.energy(counts) / asic.energy(reference), 4)
         summary["teacher_test"]["dim"] = tm["embed_dim"]
         summary.update(task=teacher_run.task, scale=args.scale, teacher_run=teacher_run.name, layers=layers,
@@ -312,7 +347,8 @@ def figure2(args):
 def figure3(args):
     from . import binarization_stats
 
-    runs = [R.uniform(args.task_list[0], args.scale, "eatt", seed) for seed in args.seed_list]
+    runs = [dataclasses.replace(R.uniform(args.task_list[0], args.scale, "eatt", seed), recipe=args.eatt_recipe)
+            for seed in args.seed_list]
     done = train_all(args, runs)
     if args.dry_run:
         return

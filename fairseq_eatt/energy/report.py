@@ -31,11 +31,14 @@ def counts(variant: str, l: int, d: int, heads: int, convention: str, ratio: Opt
 
 
 def model_counts(self_variant: str, cross_variant: str, l: int, d: int, heads: int, convention: str,
-                 layers: int = 6) -> OpCounts:
+                 layers: int = 6, self_options: Optional[dict] = None,
+                 cross_options: Optional[dict] = None) -> OpCounts:
     """A transformer of ``layers`` + ``layers`` blocks: encoder blocks with ``self_variant``, decoder blocks with
-    ``self_variant`` self-attention and ``cross_variant`` cross-attention (embeddings and softmax excluded)."""
-    self_attn = attention_counts(self_variant, l, l, d, heads, convention)["attention"]
-    cross = attention_counts(cross_variant, l, l, d, heads, convention, self_attention=False)["attention"]
+    ``self_variant`` self-attention and ``cross_variant`` cross-attention (embeddings and softmax excluded); the
+    options are the variants' constructor options (default: their defaults)."""
+    self_attn = attention_counts(self_variant, l, l, d, heads, convention, options=self_options)["attention"]
+    cross = attention_counts(cross_variant, l, l, d, heads, convention, options=cross_options,
+                             self_attention=False)["attention"]
     encoder = self_attn + projection(l, d, d) + feed_forward(l, d, 4 * d)
     decoder = self_attn + cross + projection(l, d, d).scaled(2) + feed_forward(l, d, 4 * d)
     return (encoder + decoder).scaled(layers)

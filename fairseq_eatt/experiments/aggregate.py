@@ -3,6 +3,7 @@
 Every table says which runs it needs, which exist, and where they came from (command, machine, dates, commits),
 so a partially finished recipe is reported as partial, never as complete.
 """
+import dataclasses
 import glob
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..attention import (DECODER_CROSS, DECODER_SELF, ENCODER_SELF, POSITION_FLAGS, available_attentions,
                          get_attention_class)
+from ..attention.eatt import RECIPE_NOTES
 from ..energy.tables import BUILTIN
 from . import recipes as R
 from .settings import SETTINGS
@@ -73,11 +75,12 @@ def load_runs(results: str) -> List[Dict]:
 def key_of(run: Dict) -> Tuple:
     a = run["attention"]
     return (run["task"], run["scale"], a["encoder_self"], a["decoder_self"], a["decoder_cross"], run["seed"],
-            run.get("tag", ""))
+            run.get("tag", ""), run.get("eatt_recipe", "paper"))  # runs made before recipes used the paper's
 
 
 def spec_key(spec: R.RunSpec) -> Tuple:
-    return (spec.task, spec.scale, spec.encoder_self, spec.decoder_self, spec.decoder_cross, spec.seed, spec.tag)
+    return (spec.task, spec.scale, spec.encoder_self, spec.decoder_self, spec.decoder_cross, spec.seed, spec.tag,
+            spec.recipe)
 
 
 def mean_std(values: Sequence[float], count: bool = True) -> str:
@@ -114,7 +117,10 @@ def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "att
 
 
 class Collection:
-    def __init__(self, runs: List[Dict]):
+    """The runs of one folder; tables read those of one E-ATT recipe (``--eatt-recipe`` of the runs)."""
+
+    def __init__(self, runs: List[Dict], recipe: str = "paper"):
+        self.recipe = recipe
         self.by_key: Dict[Tuple, Dict] = {}
         for run in runs:
             key = key_of(run)
@@ -123,18 +129,20 @@ class Collection:
             self.by_key[key] = run
 
     def scales(self) -> List[str]:
-        return sorted({k[1] for k in self.by_key})
+        return sorted({k[1] for k in self.by_key if k[7] == self.recipe})
 
     def get(self, spec: R.RunSpec) -> Optional[Dict]:
-        return self.by_key.get(spec_key(spec))
+        return self.by_key.get(spec_key(dataclasses.replace(spec, recipe=self.recipe)))
 
     def group(self, task: str, scale: str, enc: str, dec: str, cross: str) -> List[Dict]:
         return [r for k, r in sorted(self.by_key.items(), key=lambda kv: kv[0][5])
-                if k[:5] == (task, scale, enc, dec, cross) and not k[6]]  # the paper's runs, no study options
+                if k[:5] == (task, scale, enc, dec, cross) and not k[6]  # no study options
+                and k[7] == self.recipe]
 
 
 def status_and_provenance(col: Collection, needed: List[R.RunSpec], recipe: str,
                           scale: str) -> Tuple[str, List[str], List[Dict]]:
+    needed = [dataclasses.replace(s, recipe=col.recipe) for s in needed]
     found = [col.get(s) for s in needed]
     have = [r for r in found if r is not None]
     missing = [s.name for s, r in zip(needed, found) if r is None]
@@ -157,9 +165,12 @@ def status_and_provenance(col: Collection, needed: List[R.RunSpec], recipe: str,
         signature = have[0]["test"]["signature"]
         scoring = ("tokenized output vs tokenized references" if "tok:none" in signature
                    else "detokenized output vs raw references")
-        lines += [f"Command: `fairseq-eatt-experiment {recipe} --scale {scale}` (or `bash examples/{recipe}.sh "
-                  f"{scale}`), then `fairseq-eatt-aggregate`. Each run's exact fairseq-train command is in its JSON "
-                  f"under `results/runs/`.",
+        lines += [f"E-ATT recipe: `--eatt-recipe {col.recipe}` ({RECIPE_NOTES[col.recipe]}), for every run of "
+                  f"this table, vanilla included.", "",
+                  f"Command: `fairseq-eatt-experiment {recipe} --scale {scale} --eatt-recipe {col.recipe}` (or "
+                  f"`bash examples/{recipe}.sh {scale} --eatt-recipe {col.recipe}`), then "
+                  f"`fairseq-eatt-aggregate --eatt-recipe {col.recipe}`. Each run's exact fairseq-train command is "
+                  f"in its JSON under `results/runs/`.",
                   "", f"Machine: {'; '.join(machines)}; threads per run: {'/'.join(threads)}.",
                   "", f"Dates: {', '.join(dates)}. Code: commit {', '.join(commits)}.",
                   "", f"Data: {have[0]['task']} as prepared by `fairseq_eatt.data.prepare` "
@@ -321,8 +332,14 @@ def distillation_note(record: Optional[dict]) -> str:
             f"{record['max_len_b']} tokens for n source tokens) and keep their reference translation.")
 
 
-def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, str]:
-    files = sorted(glob.glob(os.path.join(results, f"*-{scale}", "figure1.*.json")))
+def figure1_name(attention: str, recipe: str) -> str:
+    """The file name of Figure 1's summary for students with ``attention``, distilled under ``recipe``."""
+    return f"figure1.{attention}{'' if recipe == 'paper' else '@' + recipe}.json"
+
+
+def figure1(results: str, scale: str, figure_dir: Optional[str], recipe: str = "paper") -> Tuple[str, str]:
+    files = sorted(p for p in glob.glob(os.path.join(results, f"*-{scale}", "figure1.*.json"))
+                   if os.path.basename(p) in {figure1_name(a, recipe) for a in ("vanilla", "eatt")})
     out = [f"# Figure 1 ({scale} scale): distillation into students of halved dimensions", ""]
     if not files:
         if figure_dir and os.path.exists(os.path.join(figure_dir, "figure1.png")):
@@ -336,6 +353,7 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
     status = "complete" if {"vanilla", "eatt"} <= set(attentions) else f"partial (students: {', '.join(attentions)})"
     s0 = summaries[0]
     out += [f"Status: {status}.", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
+            f"E-ATT recipe: `--eatt-recipe {recipe}` ({RECIPE_NOTES[recipe]}), teacher and students.", "",
             f"Teacher: the vanilla seed-1 run of Table 4 ({s0['teacher_run']}). Students: {s0['layers']}+"
             f"{s0['layers']} layers, ffn = 4d, trained on the teacher's beam-search translations of the training "
             f"set with `{s0['train_args']}`.", "", distillation_note(s0.get("distillation")), "",
@@ -380,7 +398,7 @@ def figure1(results: str, scale: str, figure_dir: Optional[str]) -> Tuple[str, s
     return status, "\n".join(out) + "\n"
 
 
-def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
+def figure3(figure_dir: str, scale: str, recipe: str = "paper") -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(figure_dir, "figure3_*_seed*.json")))
     out = [f"# Figure 3 ({scale} scale): ratio of nonzero binarized values per layer (E-ATT models, dev set)", ""]
     if not files:
@@ -398,7 +416,8 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
               else f"partial ({len(files)} of {expected} seeds)")
     out += [f"Status: {status}: {', '.join(os.path.basename(f) for f in files)}.", "",
             f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
-            "Command: `fairseq-eatt-experiment figure3 --scale " + scale + "` (fairseq-eatt-binarization on each "
+            f"Command: `fairseq-eatt-experiment figure3 --scale {scale} --eatt-recipe {recipe}` "
+            "(fairseq-eatt-binarization on each "
             "E-ATT seed's best checkpoint, dev set, padding excluded). Mean ± std over seeds.", "",
             "| layer | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
     for layer in layers:
@@ -428,25 +447,27 @@ def figure3(figure_dir: str, scale: str) -> Tuple[str, str]:
     return status, "\n".join(out) + "\n"
 
 
-def figure2(figure_dir: str, scale: str) -> Tuple[str, str]:
+def figure2(figure_dir: str, scale: str, recipe: str = "paper") -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(figure_dir, "figure2_*.png")))
     out = [f"# Figure 2 ({scale} scale): cross-attention heat maps", ""]
     if not files:
         return not_run(out, "figure2")
     out += [f"Status: complete ({len(files)} heat maps).", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
-            f"Command: `fairseq-eatt-experiment figure2 --scale {scale}` (fairseq-eatt-heatmap on the seed-1 "
+            f"Command: `fairseq-eatt-experiment figure2 --scale {scale} --eatt-recipe {recipe}` "
+            "(fairseq-eatt-heatmap on the seed-1 "
             "checkpoints, first test sentence, teacher-forced on its reference, weights averaged over heads, one "
             "panel per decoder layer).", ""]
     out += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]
     return "complete", "\n".join(out) + "\n"
 
 
-def aggregate(results: str, out_root: str, scales: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, str]]:
+def aggregate(results: str, out_root: str, scales: Optional[Sequence[str]] = None,
+              recipe: str = "paper") -> Dict[str, Dict[str, str]]:
     """Write ``out_root/<scale>/{table4,table5,table6,variants,figure1,figure2,figure3}.md`` (+ PNGs); returns
     the status of each."""
     from ..data.text import atomic_output
 
-    col = Collection(load_runs(results))
+    col = Collection(load_runs(results), recipe)
     chosen = list(scales) if scales else (col.scales() or ["small"])
     report: Dict[str, Dict[str, str]] = {}
     for scale in chosen:
@@ -456,8 +477,8 @@ def aggregate(results: str, out_root: str, scales: Optional[Sequence[str]] = Non
         os.makedirs(folder, exist_ok=True)
         parts = {
             "table4": table4(col, scale), "table5": table5(col, scale), "table6": table6(col, scale),
-            "variants": variants(col, scale, folder), "figure1": figure1(results, scale, folder),
-            "figure2": figure2(folder, scale), "figure3": figure3(folder, scale),
+            "variants": variants(col, scale, folder), "figure1": figure1(results, scale, folder, recipe),
+            "figure2": figure2(folder, scale, recipe), "figure3": figure3(folder, scale, recipe),
         }
         report[scale] = {}
         for name, (status, text) in parts.items():

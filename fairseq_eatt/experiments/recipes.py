@@ -58,10 +58,12 @@ class RunSpec:
     seed: int
     tag: str = ""  # a study configuration (STUDY_CONFIGS) whose model flags the run adds
     options: Tuple[str, ...] = ()  # its model flags, part of the run's identity
+    recipe: str = "paper"  # --eatt-recipe: E-ATT's option defaults and the blocks of the whole model
 
     @property
     def name(self) -> str:
         label = f"+{self.tag.split('+', 1)[1]}" if "+" in self.tag else ""
+        label += "" if self.recipe == "paper" else f"@{self.recipe}"  # the paper's runs keep their names
         return f"{self.encoder_self}-{self.decoder_self}-{self.decoder_cross}{label}.seed{self.seed}"
 
     @property

@@ -76,6 +76,7 @@ def train_flags(run: RunSpec, setting: TaskSetting, extra: List[str]) -> List[st
         "--max-tokens", str(setting.max_tokens), "--update-freq", str(setting.update_freq),
         "--max-update", str(setting.max_update), "--seed", str(run.seed),
         "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
+        "--eatt-recipe", run.recipe,  # explicit, so a later change of the default recipe cannot change the run
     ]
     return flags + list(run.options) + list(setting.extra_train_args) + extra
 
@@ -84,6 +85,8 @@ def config_hash(run: RunSpec, setting: TaskSetting, extra_train: List[str]) -> s
     identity = {"run": run.attention, "seed": run.seed, "setting": setting.as_dict(), "extra": extra_train}
     if run.options:  # runs without model options keep the hashes they had before options existed
         identity["options"] = list(run.options)
+    if run.recipe != "paper":  # runs of the paper's recipe keep the hashes they had before recipes existed
+        identity["eatt_recipe"] = run.recipe
     blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -386,6 +389,7 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
     result = {
         "schema": SCHEMA, "run": run.name, "task": run.task, "scale": run.scale, "seed": run.seed,
         "attention": run.attention, **({"tag": run.tag, "options": list(run.options)} if run.tag else {}),
+        "eatt_recipe": run.recipe,
         "config_hash": chash, "setting": setting.as_dict(), "extra_train_args": extra_train,
         "model": model_info(os.path.join(run_dir, "checkpoint_best.pt"), data.data_bin),
         "valid": scores["valid"], "test": scores["test"],

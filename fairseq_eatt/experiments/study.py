@@ -26,7 +26,8 @@ def study_runs(results: str, task: str, scale: str) -> Dict[str, List[Dict]]:
     if not os.path.isdir(results):
         return found
     for run in load_runs(results):
-        if run["task"] != task or run["scale"] != scale or not _uniform(run):
+        if run["task"] != task or run["scale"] != scale or not _uniform(run) \
+                or run.get("eatt_recipe", "paper") != "paper":  # the study's configurations build on the paper's
             continue
         name = run.get("tag") or run["attention"]["encoder_self"]
         if name in wanted:
