@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
+from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention, get_attention_class
 from fairseq_eatt.attention.registry import AttentionSpecError
 
 from .helpers import LargestTensor
@@ -18,11 +18,8 @@ CROSS = [n for n in VARIANTS if get_attention_class(n).capabilities.cross]
 
 def build(name, cross=False, seed=0, **kwargs):
     torch.manual_seed(seed)
-    cls = get_attention_class(name)
     position = DECODER_CROSS if cross else ENCODER_SELF
-    options = {**cls.kwargs_from_args(argparse.Namespace(attention_max_length=32), position), **kwargs}
-    module = cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **options)
-    return module.eval()
+    return build_attention(name, E, H, position, args=argparse.Namespace(attention_max_length=32), **kwargs).eval()
 
 
 def causal_mask(t):

@@ -114,7 +114,7 @@ def test_every_option_has_one_declaration_with_a_value_per_recipe(data_dir):
     text = " ".join(out.getvalue().split())
     for option in OPTIONS:
         assert option.flag in text
-        assert option.default("paper") is not None or option.key in ("qk_dim", "cross_score_scale")
+        assert option.for_recipe("paper") is not None or option.key in ("qk_dim", "cross_score_scale")
     assert "--eatt-recipe" in text and "authors" in text
 
 

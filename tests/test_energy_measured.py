@@ -4,7 +4,7 @@ import argparse
 import pytest
 import torch
 
-from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
+from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention, get_attention_class
 from fairseq_eatt.energy.measure import measure
 from fairseq_eatt.energy.ops import OpCounts, projection
 
@@ -15,7 +15,7 @@ def build(name, d, h):
     torch.manual_seed(0)
     cls = get_attention_class(name)
     options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=64), ENCODER_SELF)
-    return cls, options, cls(d, h, self_attention=True, **options).eval()
+    return cls, options, build_attention(name, d, h, ENCODER_SELF, **options).eval()
 
 
 @pytest.mark.parametrize("name", available_attentions())
@@ -85,7 +85,7 @@ def test_eatt_options_declare_what_they_execute(variant, position, flags):
     cls = get_attention_class(variant)
     options = cls.kwargs_from_args(argparse.Namespace(**EATT_OPTION_FLAGS[flags]), position)
     cross = position == DECODER_CROSS
-    module = cls(d, h, self_attention=not cross, encoder_decoder_attention=cross, **options).eval()
+    module = build_attention(variant, d, h, position, **options).eval()
     src = torch.randn(lk, 1, d) * 1.5
     query = torch.randn(lq, 1, d) * 1.5 if cross else src
     lq = lq if cross else lk

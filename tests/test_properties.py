@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions
-from fairseq_eatt.attention import get_attention_class
+from fairseq_eatt.attention import build_attention, get_attention_class
 
 E, H = 16, 4
 # every variant with its defaults, and E-ATT under each recipe and each of its options (parsed flags)
@@ -45,11 +45,8 @@ EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True)
 def build(config, position=ENCODER_SELF, dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
     name, flags = CONFIGS[config]
-    cls = get_attention_class(name)
     args = argparse.Namespace(attention_max_length=32, **flags)
-    options = {**cls.kwargs_from_args(args, position), **kwargs}
-    cross = position == DECODER_CROSS
-    return cls(E, H, self_attention=not cross, encoder_decoder_attention=cross, **options).to(dtype).eval()
+    return build_attention(name, E, H, position, args=args, **kwargs).to(dtype).eval()
 
 
 def causal_mask(t):

@@ -18,8 +18,19 @@ from torch import Tensor, nn
 
 from ..energy.ops import OpCounts, only_complete
 from .base import Positions
-from .registry import Capabilities, arg_or_default, register_attention
+from .options import Option, fraction, non_negative_float, positive
+from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
+
+
+MAX_SPAN = Option("max_span", "--adaptive-span-max", 64, "adaptive_span: largest span", type=int, metavar="N",
+                  check=positive)
+RAMP = Option("ramp", "--adaptive-span-ramp", 8, "adaptive_span: soft-mask ramp", type=int, metavar="R",
+              check=positive)
+INIT_RATIO = Option("init_ratio", "--adaptive-span-init", 0.5, "adaptive_span: initial span as a fraction of the "
+                    "largest", type=float, metavar="F", check=fraction)
+PENALTY = Option("penalty", "--adaptive-span-penalty", 2e-6, "adaptive_span: loss per token and unit of span, "
+                 "summed over heads", type=float, metavar="L", check=non_negative_float)
 
 
 @register_attention("adaptive_span")
@@ -27,38 +38,18 @@ class AdaptiveSpanAttention(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=False, incremental=True,
                                 why_not="masks by the distance between positions of one sequence")
     needs_positions = True
+    options = (MAX_SPAN, RAMP, INIT_RATIO, PENALTY)
 
-    def __init__(self, embed_dim: int, num_heads: int, *, max_span: int = 64, ramp: int = 8,
-                 init_ratio: float = 0.5, penalty: float = 2e-6, **kwargs):
+    def __init__(self, embed_dim: int, num_heads: int, *, max_span: int = MAX_SPAN.default, ramp: int = RAMP.default,
+                 init_ratio: float = INIT_RATIO.default, penalty: float = PENALTY.default, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
-        if int(max_span) <= 0 or int(ramp) <= 0:
-            raise ValueError(f"--adaptive-span-max and --adaptive-span-ramp must be positive, got {max_span}, {ramp}")
-        if not 0.0 <= float(init_ratio) <= 1.0:
-            raise ValueError(f"--adaptive-span-init must be in [0, 1], got {init_ratio}")
-        if float(penalty) < 0:
-            raise ValueError(f"--adaptive-span-penalty must be >= 0, got {penalty}")
-        self.max_span, self.ramp, self.penalty = int(max_span), int(ramp), float(penalty)
-        self.span_ratio = nn.Parameter(torch.full((num_heads, 1, 1), float(init_ratio)))  # z / max_span per head
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--adaptive-span-max", type=int, metavar="N", help="adaptive_span: largest span (64)")
-        parser.add_argument("--adaptive-span-ramp", type=int, metavar="R", help="adaptive_span: soft-mask ramp (8)")
-        parser.add_argument("--adaptive-span-init", type=float, metavar="F",
-                            help="adaptive_span: initial span as a fraction of the largest (0.5)")
-        parser.add_argument("--adaptive-span-penalty", type=float, metavar="L",
-                            help="adaptive_span: loss per token and unit of span, summed over heads (2e-6)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(max_span=arg_or_default(args, "adaptive_span_max", 64),
-                    ramp=arg_or_default(args, "adaptive_span_ramp", 8),
-                    init_ratio=arg_or_default(args, "adaptive_span_init", 0.5),
-                    penalty=arg_or_default(args, "adaptive_span_penalty", 2e-6))
+        self.max_span, self.ramp = MAX_SPAN.validate(max_span), RAMP.validate(ramp)
+        self.penalty = PENALTY.validate(penalty)
+        self.span_ratio = nn.Parameter(torch.full((num_heads, 1, 1), INIT_RATIO.validate(init_ratio)))  # z / max
 
     @classmethod
     def has_auxiliary_loss(cls, args) -> bool:
-        return float(arg_or_default(args, "adaptive_span_penalty", 2e-6)) > 0
+        return PENALTY.validate(PENALTY.from_args(args)) > 0
 
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):

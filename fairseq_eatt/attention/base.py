@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..energy.ops import OpCounts
+from .options import Option, add_options, option_values
 from .registry import Capabilities
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]  # plus a bool "per_sentence" flag
@@ -81,15 +82,23 @@ class AttentionBase(nn.Module):
                              f"model's dimension ({embed_dim}), got {self.vdim}")
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
-    # ------------------------------------------------------------------ command-line options
+    # ------------------------------------------------------------------ options, declared once
+    options: Tuple[Option, ...] = ()  # every option of the variant (see options.py); flags derive from them
+
     @classmethod
-    def add_args(cls, parser):
-        """Add this variant's own flags (argparse). Subclasses that share a parent's flags do not redefine it."""
+    def add_args(cls, parser, seen: Optional[set] = None):
+        """Add the flags of this variant's options (each flag once across variants: ``seen``)."""
+        add_options(parser, cls.options, set() if seen is None else seen)
 
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
         """Constructor keyword arguments of this variant taken from parsed flags, for one position."""
-        return {}
+        return {o.key: o.from_args(args) for o in cls.options if o.constructor}
+
+    @classmethod
+    def option_values(cls, given: Dict[str, object]) -> Dict[str, object]:
+        """Every constructor option: ``given`` where present, else its declared default (for op_counts)."""
+        return option_values(cls.options, given)
 
     @classmethod
     def prepare_args(cls, args):

@@ -40,6 +40,7 @@ from ..energy.ops import (
 )
 from .base import AttentionBase
 from .functional import binarize, pairwise_l1
+from .options import Option, argparse_type, parse_bool
 from .registry import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, Capabilities, register_attention
 from .vanilla import VanillaAttention
 
@@ -85,33 +86,9 @@ def parse_thresholds(value) -> Tuple[float, float, float]:
     return tuple(taus * 3 if len(taus) == 1 else taus)
 
 
-def _argparse_type(check: Callable, flag: str) -> Callable:
-    """An argparse type whose error says what would be valid (argparse prefixes the flag itself)."""
-    def parse(text: str):
-        try:
-            return check(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).replace(f"{flag} ", "", 1)) from None
-    return parse
-
-
-def _threshold_value(text: str):
+def _threshold_value(text: str, flag: str = "--eatt-threshold"):
     taus = parse_thresholds(text)
     return taus if "," in str(text) else taus[0]
-
-
-threshold_arg = _argparse_type(_threshold_value, "--eatt-threshold")
-
-
-def parse_bool(value, flag: str = "BOOL") -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{flag} must be true or false, got {value!r}")
 
 
 def resolve_qk_dim(qk_dim, embed_dim: int, num_heads: int) -> int:
@@ -144,68 +121,64 @@ def qk_dim_arg(text: str):
 
 
 @dataclass(frozen=True)
-class EattOption:
-    """One E-ATT option: its constructor keyword, flag, help, and its value under each recipe."""
+class EattOption(Option):
+    """An E-ATT option: ``default`` is its value under the paper's recipes, ``authors`` under the authors'."""
 
-    key: str
-    flag: str
-    metavar: str
-    help: str
-    paper: Any
-    authors: Any
-    type: Optional[Callable] = None
-    choices: Optional[Tuple[str, ...]] = None
+    authors: Any = None
 
-    @property
-    def attr(self) -> str:
-        return self.flag[2:].replace("-", "_")
+    def for_recipe(self, recipe: str):
+        return self.authors if RECIPE_OPTIONS[recipe] == "authors" else self.default
 
-    def default(self, recipe: str):
-        return getattr(self, RECIPE_OPTIONS[recipe])
+    def default_for(self, args):
+        return self.for_recipe(recipe_of(args))
 
-    def add_to(self, parser):
-        shown = {source: self.default(source) for source in dict.fromkeys(RECIPE_OPTIONS.values())}
+    def help_text(self) -> str:
+        shown = {source: self.for_recipe(source) for source in dict.fromkeys(RECIPE_OPTIONS.values())}
         defaults = "; ".join(
             f"{', '.join(r for r in RECIPES if RECIPE_OPTIONS[r] == source)}: "
             f"{'same as --eatt-score-scale' if v is None and self.key == 'cross_score_scale' else v}"
             for source, v in shown.items())
         choices = f"; choices: {', '.join(self.choices)}" if self.choices else ""
-        parser.add_argument(self.flag, type=self.type, choices=self.choices, metavar=self.metavar,
-                            help=f"{self.help} (default by --eatt-recipe: {defaults}){choices}")
+        return f"{self.help} (default by --eatt-recipe: {defaults}){choices}"
 
 
-_bool = _argparse_type(parse_bool, "BOOL")
+def _bool_option(key: str, flag: str, help: str) -> EattOption:
+    return EattOption(key, flag, False, help, type=argparse_type(parse_bool, flag, "BOOL"), metavar="BOOL",
+                      check=parse_bool, authors=False)
 
-OPTIONS: Tuple[EattOption, ...] = (
-    EattOption("threshold", "--eatt-threshold", "TAU",
-               "binarization threshold tau, f(x) = 1 if x > tau else 0: one number, or three comma-separated ones "
-               "for encoder self-, decoder self- and cross-attention", 1.0, 0.0, type=threshold_arg),
-    EattOption("learn_threshold", "--eatt-learn-threshold", "BOOL",
-               "learn one threshold per input feature, starting at tau, trained through the surrogate gradient",
-               False, False, type=_bool),
-    EattOption("qk_dim", "--eatt-qk-dim", "N",
-               "total width of the selected Q/K: model-dim, head-dim (model dim / heads) or a multiple of the heads",
-               None, "head-dim", type=qk_dim_arg),
-    EattOption("score_scale", "--eatt-score-scale", "SCALE",
-               "divide L1 distances by sqrt of: qk-head-dim (per-head Q/K width), head-dim (model dim / heads), "
-               "model-dim (Eq. 10 read literally) or none", "qk-head-dim", "qk-head-dim", choices=SCORE_SCALES),
-    EattOption("cross_score_scale", "--eatt-cross-score-scale", "SCALE",
-               "score scale in cross-attention", None, "head-dim", choices=SCORE_SCALES),
-    EattOption("input_norm", "--eatt-input-norm", "NORM",
-               "separate layer norms on the binarized inputs only (query and key side)", "none", "none",
-               choices=INPUT_NORMS),
-    EattOption("module_norm", "--eatt-module-norm", "NORM",
-               "a layer norm owned by the module, as in the authors' code: in self-attention it feeds the "
-               "binarizer and the value projection, in cross-attention it normalizes the query side only "
-               "(a pre-norm block already provides it)", "none", "none", choices=INPUT_NORMS),
-    EattOption("learn_temperature", "--eatt-learn-temperature", "BOOL",
-               "learn one temperature per head that multiplies the scaled L1 scores (starts at 1)",
-               False, False, type=_bool),
-    EattOption("init", "--eatt-init", "INIT",
-               "initialization of the selection weights: xavier (gain 1/sqrt 2, zero biases, as fairseq's "
-               "attention) or authors (their bounds; selection biases uniform in +-sqrt(3h/d))",
-               "xavier", "authors", choices=INITS),
-)
+
+THRESHOLD = EattOption("threshold", "--eatt-threshold", 1.0,
+                       "binarization threshold tau, f(x) = 1 if x > tau else 0: one number, or three comma-separated "
+                       "ones for encoder self-, decoder self- and cross-attention", metavar="TAU",
+                       type=argparse_type(_threshold_value, "--eatt-threshold", "TAU"), authors=0.0)
+LEARN_THRESHOLD = _bool_option("learn_threshold", "--eatt-learn-threshold",
+                               "learn one threshold per input feature, starting at tau, trained through the surrogate "
+                               "gradient")
+QK_DIM = EattOption("qk_dim", "--eatt-qk-dim", None, "total width of the selected Q/K: model-dim, head-dim (model dim "
+                    "/ heads) or a multiple of the heads", metavar="N", type=qk_dim_arg, authors="head-dim")
+SCORE_SCALE = EattOption("score_scale", "--eatt-score-scale", "qk-head-dim",
+                         "divide L1 distances by sqrt of: qk-head-dim (per-head Q/K width), head-dim (model dim / "
+                         "heads), model-dim (Eq. 10 read literally) or none", metavar="SCALE", choices=SCORE_SCALES,
+                         authors="qk-head-dim")
+CROSS_SCORE_SCALE = EattOption("cross_score_scale", "--eatt-cross-score-scale", None,
+                               "score scale in cross-attention", metavar="SCALE", choices=SCORE_SCALES,
+                               authors="head-dim")
+INPUT_NORM = EattOption("input_norm", "--eatt-input-norm", "none",
+                        "separate layer norms on the binarized inputs only (query and key side)", metavar="NORM",
+                        choices=INPUT_NORMS, authors="none")
+MODULE_NORM = EattOption("module_norm", "--eatt-module-norm", "none",
+                         "a layer norm owned by the module, as in the authors' code: in self-attention it feeds the "
+                         "binarizer and the value projection, in cross-attention it normalizes the query side only "
+                         "(a pre-norm block already provides it)", metavar="NORM", choices=INPUT_NORMS,
+                         authors="none")
+LEARN_TEMPERATURE = _bool_option("learn_temperature", "--eatt-learn-temperature",
+                                 "learn one temperature per head that multiplies the scaled L1 scores (starts at 1)")
+INIT = EattOption("init", "--eatt-init", "xavier",
+                  "initialization of the selection weights: xavier (gain 1/sqrt 2, zero biases, as fairseq's "
+                  "attention) or authors (their bounds; selection biases uniform in +-sqrt(3h/d))", metavar="INIT",
+                  choices=INITS, authors="authors")
+OPTIONS: Tuple[EattOption, ...] = (THRESHOLD, LEARN_THRESHOLD, QK_DIM, SCORE_SCALE, CROSS_SCORE_SCALE, INPUT_NORM,
+                                   MODULE_NORM, LEARN_TEMPERATURE, INIT)
 OPTION_BY_KEY: Dict[str, EattOption] = {o.key: o for o in OPTIONS}
 # fairseq block flags each recipe implies (set only where the user gave none)
 BLOCK_DEFAULTS = {
@@ -229,9 +202,7 @@ def recipe_of(args) -> str:
 
 def option_value(args, key: str):
     """A parsed flag's value, or its recipe's default when the flag was not given."""
-    option = OPTION_BY_KEY[key]
-    value = getattr(args, option.attr, None)
-    return option.default(recipe_of(args)) if value is None else value
+    return OPTION_BY_KEY[key].from_args(args)
 
 
 def position_threshold(args, position: str) -> float:
@@ -299,56 +270,55 @@ def l1_scores(lq: int, lk: int, qk_dim: int, heads: int, convention: str) -> OpC
 def shares_bits(options: dict) -> bool:
     """Self-attention binarizes its one input once for both sides, unless separate learnable norms make them
     differ."""
-    return bool(options.get("self_attention")) and options.get("input_norm", "none") != "learnable"
+    return bool(options.get("self_attention")) and options.get("input_norm", INPUT_NORM.default) != "learnable"
 
 
 def norm_ops(lq: int, lk: int, d: int, options: dict) -> OpCounts:
     """Layer norms the E-ATT options add (complete convention only; the paper counts no normalization)."""
     ops = OpCounts()
-    module_norm = options.get("module_norm", "none")
+    module_norm = options.get("module_norm", MODULE_NORM.default)
     if module_norm != "none":  # on the queries (self-attention: they are the keys too)
         ops = ops + layer_norm_ops(lq, d, module_norm == "learnable")
-    input_norm = options.get("input_norm", "none")
+    input_norm = options.get("input_norm", INPUT_NORM.default)
     if input_norm != "none":
         ops = ops + layer_norm_ops(lq, d, input_norm == "learnable")
         if not shares_bits(options):
             ops = ops + layer_norm_ops(lk, d, input_norm == "learnable")
-    if options.get("learn_temperature"):  # exp(log t) / scale: one multiplication per head
+    if options.get("learn_temperature", LEARN_TEMPERATURE.default):  # exp(log t) / scale: one multiplication per head
         ops = ops + OpCounts(mul=options.get("heads", 0))
     return ops
 
 
 def resolved_qk_dim(d: int, heads: int, options: dict) -> int:
-    return resolve_qk_dim(options.get("qk_dim"), d, heads)
+    return resolve_qk_dim(options.get("qk_dim", QK_DIM.default), d, heads)
 
 
 @register_attention("eatt")
 class EattAttention(AttentionBase):
     capabilities = Capabilities(causal=True, cross=True, incremental=True, binarizes=True)
     added_options = LEGACY_VALUES
+    options = OPTIONS
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
         *,
-        threshold: float = OPTION_BY_KEY["threshold"].paper,
-        learn_threshold: bool = False,
-        qk_dim=None,
-        score_scale: str = "qk-head-dim",
-        cross_score_scale: Optional[str] = None,
-        input_norm: str = "none",
-        module_norm: str = "none",
-        learn_temperature: bool = False,
-        init: str = "xavier",
+        threshold: float = THRESHOLD.default,
+        learn_threshold: bool = LEARN_THRESHOLD.default,
+        qk_dim=QK_DIM.default,
+        score_scale: str = SCORE_SCALE.default,
+        cross_score_scale: Optional[str] = CROSS_SCORE_SCALE.default,
+        input_norm: str = INPUT_NORM.default,
+        module_norm: str = MODULE_NORM.default,
+        learn_temperature: bool = LEARN_TEMPERATURE.default,
+        init: str = INIT.default,
         **kwargs,
     ):
         super().__init__(embed_dim, num_heads, **kwargs)
         self.threshold = check_threshold(threshold)
         self.qk_dim = resolve_qk_dim(qk_dim, embed_dim, num_heads)
-        if init not in INITS:
-            raise ValueError(f"--eatt-init must be one of {', '.join(INITS)}, got {init!r}")
-        self.init = init
+        self.init = INIT.validate(init)
         self.score_scale_name, self.score_divisor = l1_score_divisor(self, score_scale, cross_score_scale,
                                                                      self.qk_dim // num_heads)
         bias = self.out_proj.bias is not None
@@ -363,28 +333,30 @@ class EattAttention(AttentionBase):
         self.k_norm = make_norm(input_norm, self.kdim, "--eatt-input-norm")
         self.module_norm_kind = module_norm
         self.module_norm = make_norm(module_norm, embed_dim, "--eatt-module-norm")
-        self.learn_threshold = parse_bool(learn_threshold, "--eatt-learn-threshold")
+        self.learn_threshold = LEARN_THRESHOLD.validate(learn_threshold)
         # learned thresholds, one per input feature: one for self-attention's single input, two in cross-attention
         self.q_threshold = nn.Parameter(torch.full((embed_dim,), self.threshold)) if self.learn_threshold else None
         self.k_threshold = (nn.Parameter(torch.full((self.kdim,), self.threshold))
                             if self.learn_threshold and self.encoder_decoder_attention else None)
-        self.learn_temperature = parse_bool(learn_temperature, "--eatt-learn-temperature")
+        self.learn_temperature = LEARN_TEMPERATURE.validate(learn_temperature)
         self.log_temperature = nn.Parameter(torch.zeros(num_heads)) if self.learn_temperature else None
         self.reset_parameters()
 
     # ---- options: declared once in OPTIONS
     @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--eatt-recipe", choices=RECIPES, default=DEFAULT_RECIPE, metavar="RECIPE",
-                            help="defaults of every E-ATT option and of the blocks of the whole model: "
-                                 + "; ".join(f"{r} ({RECIPE_NOTES[r]})" for r in RECIPES)
-                                 + f"; flags given override it (default: {DEFAULT_RECIPE})")
-        for option in OPTIONS:
-            option.add_to(parser)
+    def add_args(cls, parser, seen: Optional[set] = None):
+        seen = set() if seen is None else seen
+        if "--eatt-recipe" not in seen:  # explicit default: saved arguments always name their recipe
+            seen.add("--eatt-recipe")
+            parser.add_argument("--eatt-recipe", choices=RECIPES, default=DEFAULT_RECIPE, metavar="RECIPE",
+                                help="defaults of every E-ATT option and of the blocks of the whole model: "
+                                     + "; ".join(f"{r} ({RECIPE_NOTES[r]})" for r in RECIPES)
+                                     + f"; flags given override it (default: {DEFAULT_RECIPE})")
+        super().add_args(parser, seen)
 
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
-        options = {o.key: option_value(args, o.key) for o in OPTIONS}
+        options = super().kwargs_from_args(args, position)
         options["threshold"] = position_threshold(args, position)
         return options
 
@@ -529,15 +501,13 @@ class EattSelectAttention(EattAttention):
 class EattL1Attention(VanillaAttention):
     """Ablation "L1 distance": ordinary linear Q/K projections, negative L1-distance scores (Eq. 10)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, *, score_scale: str = "qk-head-dim",
-                 cross_score_scale: Optional[str] = None, **kwargs):
+    options = (SCORE_SCALE, CROSS_SCORE_SCALE)
+
+    def __init__(self, embed_dim: int, num_heads: int, *, score_scale: str = SCORE_SCALE.default,
+                 cross_score_scale: Optional[str] = CROSS_SCORE_SCALE.default, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
         self.score_scale_name, self.score_divisor = l1_score_divisor(self, score_scale, cross_score_scale,
                                                                      self.head_dim)
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return {key: option_value(args, key) for key in ("score_scale", "cross_score_scale")}
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query))  # no 1/sqrt(d) here: the L1 score is scaled instead

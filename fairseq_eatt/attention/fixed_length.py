@@ -8,12 +8,20 @@ result. A longer batch raises a clear error naming the flag; the model also repo
 (``max_positions``), which then filters long training pairs and stops generation in time.
 """
 from .base import AttentionBase, Positions
+from .options import Option
 from .registry import DECODER_CROSS, DECODER_SELF, Capabilities, arg_or_default
+
+MAX_LENGTH = Option("max_length", "--attention-max-length", None,
+                    "maximum sequence length of variants that learn per-position weights (synthesizers, super, "
+                    "linformer); default: --max-source-positions for encoder self-attention and the key side of "
+                    "cross-attention, --max-target-positions for the decoder side", type=int, metavar="N",
+                    aliases=("--synth-max-length",), constructor=False)
 
 
 class FixedLengthAttention(AttentionBase):
     capabilities = Capabilities(fixed_max_length=True)
     needs_positions = True
+    options = (MAX_LENGTH,)
 
     def __init__(self, embed_dim: int, num_heads: int, *, max_query_length: int, max_key_length: int,
                  max_length_flag: str = "--attention-max-length", **kwargs):
@@ -26,20 +34,16 @@ class FixedLengthAttention(AttentionBase):
         self.max_length_flag = max_length_flag
 
     @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--attention-max-length", "--synth-max-length", dest="attention_max_length", type=int,
-                            metavar="N",
-                            help="maximum sequence length of variants that learn per-position weights (synthesizers, "
-                                 "super, linformer); default: --max-source-positions for encoder self-attention and "
-                                 "the key side of cross-attention, --max-target-positions for the decoder side")
-
-    @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
-        explicit = arg_or_default(args, "attention_max_length", None)
+        return {**super().kwargs_from_args(args, position), **cls.max_lengths(args, position)}
+
+    @staticmethod
+    def max_lengths(args, position: str) -> dict:
+        explicit = MAX_LENGTH.from_args(args)
         src = arg_or_default(args, "max_source_positions", 1024)
         tgt = arg_or_default(args, "max_target_positions", 1024)
         if explicit is not None:
-            return dict(max_query_length=explicit, max_key_length=explicit, max_length_flag="--attention-max-length")
+            return dict(max_query_length=explicit, max_key_length=explicit, max_length_flag=MAX_LENGTH.flag)
         if position == DECODER_SELF:
             return dict(max_query_length=tgt, max_key_length=tgt, max_length_flag="--max-target-positions")
         if position == DECODER_CROSS:

@@ -24,8 +24,13 @@ from torch import Tensor
 
 from ..energy.ops import OpCounts, check_convention, projection
 from .base import Positions
-from .registry import Capabilities, arg_or_default, register_attention
+from .options import Option, positive
+from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
+
+
+FEATURES = Option("features", "--performer-features", 64, "performer: number of positive random features per head",
+                  type=int, metavar="M", check=positive)
 
 
 def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
@@ -43,22 +48,13 @@ class PerformerAttention(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=True, incremental=True)
     CHUNK = 64  # positions per chunk of the causal full pass
 
-    def __init__(self, embed_dim: int, num_heads: int, *, features: int = 64, **kwargs):
+    options = (FEATURES,)
+
+    def __init__(self, embed_dim: int, num_heads: int, *, features: int = FEATURES.default, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
-        if int(features) <= 0:
-            raise ValueError(f"--performer-features must be a positive integer, got {features}")
-        self.num_features = int(features)
+        self.num_features = FEATURES.validate(features)
         self.register_buffer("random_features", orthogonal_gaussian(self.num_features, self.head_dim))
         self.input_scale = self.head_dim**-0.25
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--performer-features", type=int, metavar="M",
-                            help="performer: number of positive random features per head (default 64)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(features=arg_or_default(args, "performer_features", 64))
 
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
@@ -66,7 +62,7 @@ class PerformerAttention(VanillaAttention):
         maps' products, phi(K)^T V, phi(Q) (phi(K)^T V) and the normalizer. Complete: also the input scaling,
         the |x|^2 / 2 terms, the query stabilizer, the 1/sqrt(m) factor, the key sum and the final division."""
         check_convention(convention)
-        m = int(options.get("features", 64))
+        m = int(cls.option_values(options)["features"])
         if convention == "paper":
             feats = OpCounts(mul=(lq + lk) * d * m, add=(lq + lk) * d * m)
             kv = OpCounts(mul=lk * m * d, add=lk * m * d)

@@ -19,9 +19,14 @@ from torch import Tensor, nn
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import Positions
 from .fixed_length import FixedLengthAttention
-from .registry import Capabilities, arg_or_default, register_attention
+from .options import Option, positive
+from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
 
+PROJECTED_LENGTH = Option("projected_length", "--linformer-k", 64, "linformer: length the keys and values are "
+                          "projected to", type=int, metavar="K", check=positive)
+SHARE_PROJECTION = Option("share_projection", "--linformer-share-kv", False, "linformer: one length projection for "
+                          "keys and values (E = F)", action="store_true", check=lambda value, flag: bool(value))
 WHY_NOT_CAUSAL = ("projects the keys and values of the whole sequence along its length, so every output would see "
                   "the future")
 
@@ -31,40 +36,26 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
     capabilities = Capabilities(causal=False, cross=True, incremental=True, fixed_max_length=True,
                                 why_not=WHY_NOT_CAUSAL)
     weights_are_probabilities = False
+    options = FixedLengthAttention.options + (PROJECTED_LENGTH, SHARE_PROJECTION)
 
-    def __init__(self, embed_dim: int, num_heads: int, *, projected_length: int = 64, share_projection: bool = False,
-                 **kwargs):
+    def __init__(self, embed_dim: int, num_heads: int, *, projected_length: int = PROJECTED_LENGTH.default,
+                 share_projection: bool = SHARE_PROJECTION.default, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
-        if int(projected_length) <= 0:
-            raise ValueError(f"--linformer-k must be a positive integer, got {projected_length}")
-        self.projected_length = int(projected_length)
+        self.projected_length = PROJECTED_LENGTH.validate(projected_length)
         std = 1.0 / math.sqrt(self.projected_length)
         self.key_length_proj = nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)  # E
-        self.share_projection = bool(share_projection)
+        self.share_projection = SHARE_PROJECTION.validate(share_projection)
         self.value_length_proj = (  # F
             None if self.share_projection
             else nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)
         )
 
     @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--linformer-k", type=int, metavar="K",
-                            help="linformer: length the keys and values are projected to (default 64)")
-        parser.add_argument("--linformer-share-kv", action="store_true", default=None,
-                            help="linformer: one length projection for keys and values (E = F)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(FixedLengthAttention.kwargs_from_args(args, position),
-                    projected_length=arg_or_default(args, "linformer_k", 64),
-                    share_projection=bool(arg_or_default(args, "linformer_share_kv", False)))
-
-    @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Q/K/V projections, E K and F V (k x lk times lk x d each), then attention over k projected keys.
         ``need_weights`` (effective T x S weights for fairseq) costs extra and is not counted."""
         check_convention(convention)
-        k = int(options.get("projected_length", 64))
+        k = int(cls.option_values(options)["projected_length"])
         length = OpCounts(mul=2 * k * lk * d, add=2 * k * (lk if convention == "paper" else lk - 1) * d)
         scores = dot_scores(lq, k, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
         alignment = projection(lq, d, d) + projection(lk, d, d) + length.scaled(0.5) + scores

@@ -5,8 +5,9 @@ Each variant is a plain ``torch.nn.Module`` subclass of :class:`AttentionBase` t
 name may be used in a given position, so a new variant appears everywhere by decorating its class with
 :func:`register_attention`.
 """
+import argparse
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Type
+from typing import Callable, Dict, List, Optional, Type
 
 # Positions of attention inside an encoder-decoder transformer, with the command-line flag that selects each.
 ENCODER_SELF = "encoder_self"
@@ -90,3 +91,17 @@ def check_position(name: str, position: str) -> Type:
             f"(it supports: {', '.join(allowed)}); valid choices for {flag}: {', '.join(usable)}"
         )
     return cls
+
+
+def build_attention(name: str, embed_dim: int, num_heads: int, position: str = ENCODER_SELF, *,
+                    kdim: Optional[int] = None, vdim: Optional[int] = None, dropout: float = 0.0, args=None,
+                    **options):
+    """A plain PyTorch module of variant ``name`` for ``position``. Its options are ``options`` where given, else
+    read from parsed flags ``args`` (fairseq's), else the declared defaults. The model, the benchmark and the
+    tests build every attention module here."""
+    cls = check_position(name, position)
+    values = cls.kwargs_from_args(args if args is not None else argparse.Namespace(), position)
+    values.update(options)
+    cross = position == DECODER_CROSS
+    return cls(embed_dim, num_heads, kdim=kdim, vdim=vdim, dropout=dropout, self_attention=not cross,
+               encoder_decoder_attention=cross, **values)

@@ -16,7 +16,6 @@ In decoder self-attention the causal mask is applied on top, so each pattern wor
 incrementally. They are not offered for cross-attention: the patterns relate positions of one sequence, and a
 source and a target share no positions.
 """
-import argparse
 from typing import Optional, Tuple
 
 import torch
@@ -24,22 +23,38 @@ from torch import Tensor
 
 from ..energy.ops import OpCounts, check_convention, projection
 from .base import Positions
-from .registry import ENCODER_SELF, Capabilities, arg_or_default, register_attention
+from .options import Option, non_negative, positive
+from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
 
 WHY_NOT_CROSS = "relates positions of one sequence (a source and a target share no positions)"
+
+STRIDE = Option("stride", "--attention-stride", 4, "strided attention: keys within N positions or a multiple of N "
+                "away", type=int, metavar="N", check=positive)
+BLOCK_SIZE = Option("block_size", "--block-size", 8, "block_sparse: positions per block", type=int, metavar="N",
+                    check=positive)
+NEIGHBORS = Option("neighbors", "--block-sparse-neighbors", 1, "block_sparse: blocks seen on each side of a "
+                   "query's own block", type=int, metavar="N", check=non_negative)
+GLOBAL_BLOCKS = Option("global_blocks", "--block-sparse-global", 1, "block_sparse: the first N blocks are global: "
+                       "they see and are seen by all (0 for a purely local layout)", type=int, metavar="N",
+                       check=non_negative)
+WINDOW = Option("window", "--attention-window", 8, "local attention: each query sees keys at most W positions "
+                "away", type=int, metavar="W", check=non_negative)
 
 
 class _SparsePattern(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=False, incremental=True, why_not=WHY_NOT_CROSS)
     needs_positions = True
 
+    def __init__(self, embed_dim: int, num_heads: int, **kwargs):
+        given = {o.key: kwargs.pop(o.key) for o in self.options if o.key in kwargs}
+        super().__init__(embed_dim, num_heads, **kwargs)
+        for key, value in self.option_values(given).items():  # the pattern's options, validated
+            setattr(self, key, next(o for o in self.options if o.key == key).validate(value))
+
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
         """Bool (B|1, T, S): may the query at position qpos see the key at position kpos."""
-        return self.pattern(qpos, kpos, **self.pattern_options())
-
-    def pattern_options(self) -> dict:
-        raise NotImplementedError
+        return self.pattern(qpos, kpos, **{o.key: getattr(self, o.key) for o in self.options})
 
     @staticmethod
     def pattern(qpos: Tensor, kpos: Tensor, **options) -> Tensor:
@@ -52,9 +67,8 @@ class _SparsePattern(VanillaAttention):
         check_convention(convention)
         if convention == "complete":
             return VanillaAttention.op_counts(lq, lk, d, heads, convention)
-        defaults = cls.kwargs_from_args(argparse.Namespace(), ENCODER_SELF)
         pos = torch.arange(lk)
-        pairs = int(cls.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **{**defaults, **options}).sum())
+        pairs = int(cls.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **cls.option_values(options)).sum())
         alignment = projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)}
@@ -65,68 +79,22 @@ class _SparsePattern(VanillaAttention):
         return scores.masked_fill(~allowed.unsqueeze(1), float("-inf"))
 
 
-def _positive(value, flag):
-    if int(value) <= 0:
-        raise ValueError(f"{flag} must be a positive integer, got {value}")
-    return int(value)
-
-
 @register_attention("strided")
 class StridedAttention(_SparsePattern):
-    def __init__(self, embed_dim: int, num_heads: int, *, stride: int = 4, **kwargs):
-        super().__init__(embed_dim, num_heads, **kwargs)
-        self.stride = _positive(stride, "--attention-stride")
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--attention-stride", type=int, metavar="N",
-                            help="strided attention: keys within N positions or a multiple of N away (default 4)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(stride=arg_or_default(args, "attention_stride", 4))
-
-    def pattern_options(self) -> dict:
-        return dict(stride=self.stride)
+    options = (STRIDE,)
 
     @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, stride: int = 4, **_) -> Tensor:
+    def pattern(qpos: Tensor, kpos: Tensor, stride: int, **_) -> Tensor:
         rel = qpos - kpos
         return (rel.abs() < stride) | (torch.remainder(rel, stride) == 0)
 
 
 @register_attention("block_sparse")
 class BlockSparseAttention(_SparsePattern):
-    def __init__(self, embed_dim: int, num_heads: int, *, block_size: int = 8, neighbors: int = 1,
-                 global_blocks: int = 1, **kwargs):
-        super().__init__(embed_dim, num_heads, **kwargs)
-        self.block_size = _positive(block_size, "--block-size")
-        if int(neighbors) < 0 or int(global_blocks) < 0:
-            raise ValueError(f"--block-sparse-neighbors and --block-sparse-global must be >= 0, got {neighbors}, "
-                             f"{global_blocks}")
-        self.neighbors, self.global_blocks = int(neighbors), int(global_blocks)
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--block-size", type=int, metavar="N", help="block_sparse: positions per block (default 8)")
-        parser.add_argument("--block-sparse-neighbors", type=int, metavar="N",
-                            help="block_sparse: blocks seen on each side of a query's own block (default 1)")
-        parser.add_argument("--block-sparse-global", type=int, metavar="N",
-                            help="block_sparse: the first N blocks are global: they see and are seen by all "
-                                 "(default 1; 0 for a purely local layout)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(block_size=arg_or_default(args, "block_size", 8),
-                    neighbors=arg_or_default(args, "block_sparse_neighbors", 1),
-                    global_blocks=arg_or_default(args, "block_sparse_global", 1))
-
-    def pattern_options(self) -> dict:
-        return dict(block_size=self.block_size, neighbors=self.neighbors, global_blocks=self.global_blocks)
+    options = (BLOCK_SIZE, NEIGHBORS, GLOBAL_BLOCKS)
 
     @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, block_size: int = 8, neighbors: int = 1, global_blocks: int = 1,
-                **_) -> Tensor:
+    def pattern(qpos: Tensor, kpos: Tensor, block_size: int, neighbors: int, global_blocks: int, **_) -> Tensor:
         qb, kb = qpos // block_size, kpos // block_size
         return ((qb - kb).abs() <= neighbors) | (kb < global_blocks) | (qb < global_blocks)
 
@@ -135,26 +103,10 @@ class BlockSparseAttention(_SparsePattern):
 class LocalAttention(_SparsePattern):
     DENSE_UP_TO = 4  # keys per window up to which the dense masked form is used (see attend)
 
-    def __init__(self, embed_dim: int, num_heads: int, *, window: int = 8, **kwargs):
-        super().__init__(embed_dim, num_heads, **kwargs)
-        if int(window) < 0:
-            raise ValueError(f"--attention-window must be >= 0, got {window}")
-        self.window = int(window)
-
-    @classmethod
-    def add_args(cls, parser):
-        parser.add_argument("--attention-window", type=int, metavar="W",
-                            help="local attention: each query sees keys at most W positions away (default 8)")
-
-    @classmethod
-    def kwargs_from_args(cls, args, position: str) -> dict:
-        return dict(window=arg_or_default(args, "attention_window", 8))
-
-    def pattern_options(self) -> dict:
-        return dict(window=self.window)
+    options = (WINDOW,)
 
     @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, window: int = 8, **_) -> Tensor:
+    def pattern(qpos: Tensor, kpos: Tensor, window: int, **_) -> Tensor:
         return (qpos - kpos).abs() <= window
 
     def _attend_chunks(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
@@ -199,7 +151,7 @@ class LocalAttention(_SparsePattern):
         if convention == "paper":
             return super().op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
         check_convention(convention)
-        window = int(options.get("window", 8))
+        window = int(cls.option_values(options)["window"])
         band = 2 * window + 1
         if lk <= cls.DENSE_UP_TO * band:
             return VanillaAttention.op_counts(lq, lk, d, heads, convention)

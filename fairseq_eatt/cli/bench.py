@@ -277,7 +277,7 @@ def score_op(args, preset: Dict) -> List[Dict]:
 
 def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Dict]]:
     """One self-attention layer of each variant: forward + backward time and peak live tensor memory per length."""
-    from ..attention import ENCODER_SELF, get_attention_class
+    from ..attention import ENCODER_SELF, build_attention, get_attention_class
 
     device = torch.device("cuda" if args.gpu else "cpu")
     sync = torch.cuda.synchronize if args.gpu else (lambda: None)
@@ -290,7 +290,7 @@ def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Di
         if ENCODER_SELF not in cls.capabilities.allowed_positions():
             continue
         torch.manual_seed(0)
-        module = cls(dim, heads, self_attention=True, **cls.kwargs_from_args(ns, ENCODER_SELF)).to(device)
+        module = build_attention(name, dim, heads, ENCODER_SELF, args=ns).to(device)
         rows = []
         for length in preset["lengths"]:
             x = torch.randn(length, batch, dim, device=device)

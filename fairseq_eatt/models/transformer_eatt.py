@@ -27,6 +27,7 @@ from ..attention import (
     POSITION_FLAGS,
     AttentionSpecError,
     available_attentions,
+    build_attention,
     check_position,
     get_attention_class,
 )
@@ -39,35 +40,26 @@ DEFAULT_ATTENTION = "eatt"
 POSITION_ATTRS = {position: flag[2:].replace("-", "_") for position, flag in POSITION_FLAGS.items()}
 
 
-def build_attention(cfg, position: str, embed_dim: int, num_heads: int, kdim=None, vdim=None):
-    """Build the attention module chosen for ``position`` by its flag."""
+def attention_for(cfg, position: str, embed_dim: int, num_heads: int, kdim=None, vdim=None):
+    """The attention module chosen for ``position`` by its flag, with its options from the flags."""
     name = getattr(cfg, POSITION_ATTRS[position], None) or DEFAULT_ATTENTION
-    cls = check_position(name, position)
-    return cls(
-        embed_dim,
-        num_heads,
-        kdim=kdim,
-        vdim=vdim,
-        dropout=cfg.attention_dropout,
-        self_attention=position != DECODER_CROSS,
-        encoder_decoder_attention=position == DECODER_CROSS,
-        **cls.kwargs_from_args(cfg, position),
-    )
+    return build_attention(name, embed_dim, num_heads, position, kdim=kdim, vdim=vdim,
+                           dropout=cfg.attention_dropout, args=cfg)
 
 
 class EattEncoderLayer(transformer_layer.TransformerEncoderLayerBase):
     def build_self_attention(self, embed_dim, cfg):
-        return build_attention(cfg, ENCODER_SELF, embed_dim, cfg.encoder.attention_heads)
+        return attention_for(cfg, ENCODER_SELF, embed_dim, cfg.encoder.attention_heads)
 
 
 class EattDecoderLayer(transformer_layer.TransformerDecoderLayerBase):
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
             raise AttentionSpecError("transformer_eatt does not support add_bias_kv / add_zero_attn")
-        return build_attention(cfg, DECODER_SELF, embed_dim, cfg.decoder.attention_heads)
+        return attention_for(cfg, DECODER_SELF, embed_dim, cfg.decoder.attention_heads)
 
     def build_encoder_attention(self, embed_dim, cfg):
-        return build_attention(
+        return attention_for(
             cfg, DECODER_CROSS, embed_dim, cfg.decoder.attention_heads,
             kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
         )
@@ -224,12 +216,9 @@ class TransformerEattModel(TransformerModel):
             help="during validation, log the ratio of nonzero binarized inputs of E-ATT-style attention "
                  "(the paper's Figure 3): per-layer (default), mean (one value per position) or off",
         )
-        seen = set()  # each class's own flags once, even when several variants inherit them
+        flags = set()  # each flag once, though several variants share options
         for name in names:
-            for owner in get_attention_class(name).__mro__:
-                if "add_args" in owner.__dict__ and owner not in seen:
-                    seen.add(owner)
-                    owner.add_args(parser)
+            get_attention_class(name).add_args(parser, flags)
 
     @classmethod
     def build_model(cls, args, task):

@@ -1,0 +1,85 @@
+"""Each variant's options are declared once (fairseq_eatt/attention/options.py): the flags, their help and
+defaults, the values read from parsed flags, the constructors' defaults and validation, and the energy formulas'
+defaults all come from that declaration."""
+import argparse
+import contextlib
+import inspect
+import io
+
+import pytest
+from fairseq import options as fairseq_options
+
+import fairseq_eatt  # noqa: F401  (registers the plugin)
+from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, get_attention_class
+from fairseq_eatt.attention.options import Option
+
+from .helpers import PLUGIN_DIR
+
+DECLARING = [n for n in available_attentions() if get_attention_class(n).options]
+
+
+def help_text(data_dir) -> str:
+    parser = fairseq_options.get_training_parser()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        fairseq_options.parse_args_and_arch(parser, input_args=[str(data_dir), "--user-dir", PLUGIN_DIR,
+                                                                "--arch", "transformer_eatt", "--help"])
+    return " ".join(out.getvalue().split())
+
+
+def test_variants_with_options_are_found():
+    assert {"local", "strided", "block_sparse", "performer", "linformer", "adaptive_span", "eatt", "eatt_l1",
+            "synth_dense"} <= set(DECLARING)
+
+
+def test_every_declared_flag_is_in_the_help_once_with_its_default(dict_dir):
+    text = help_text(dict_dir)
+    for name in DECLARING:
+        for option in get_attention_class(name).options:
+            assert text.count(option.flag + " ") >= 1, (name, option.flag)
+            if option.default is not None and not option.action and type(option) is Option:
+                assert f"(default: {option.default})" in option.help_text()
+
+
+@pytest.mark.parametrize("name", DECLARING)
+def test_unset_flags_give_the_declared_defaults_and_the_constructor_agrees(name):
+    cls = get_attention_class(name)
+    args = argparse.Namespace(eatt_recipe="paper")
+    position = ENCODER_SELF if ENCODER_SELF in cls.capabilities.allowed_positions() else DECODER_CROSS
+    from_flags = cls.kwargs_from_args(args, position)
+    signature = {}
+    for owner in cls.__mro__:  # keyword defaults of every constructor along the way
+        if "__init__" in owner.__dict__:
+            for p in inspect.signature(owner.__init__).parameters.values():
+                if p.default is not inspect.Parameter.empty:
+                    signature.setdefault(p.name, p.default)
+    for option in cls.options:
+        if not option.constructor:
+            continue
+        assert from_flags[option.key] == option.default or option.key == "threshold", (name, option.key)
+        if option.key in signature:
+            assert signature[option.key] == option.default, (name, option.key)
+
+
+@pytest.mark.parametrize("name", DECLARING)
+def test_op_counts_default_to_the_declared_values(name):
+    cls = get_attention_class(name)
+    assert cls.declares_op_counts(), name
+    defaults = {o.key: o.default for o in cls.options if o.constructor and o.default is not None}
+    for convention in ("paper", "complete"):
+        assert cls.op_counts(12, 12, 32, 4, convention) == cls.op_counts(12, 12, 32, 4, convention, **defaults)
+
+
+@pytest.mark.parametrize("name,option_key,bad,message", [
+    ("local", "window", -1, "--attention-window must be an integer >= 0"),
+    ("strided", "stride", 0, "--attention-stride must be a positive integer"),
+    ("block_sparse", "neighbors", -2, "--block-sparse-neighbors must be an integer >= 0"),
+    ("performer", "features", 0, "--performer-features must be a positive integer"),
+    ("adaptive_span", "init_ratio", 1.5, "--adaptive-span-init must be in [0, 1]"),
+    ("adaptive_span", "penalty", float("nan"), "--adaptive-span-penalty must be >= 0"),
+    ("eatt", "init", "kaiming", "--eatt-init must be one of xavier, authors"),
+    ("eatt", "learn_threshold", "maybe", "--eatt-learn-threshold must be true or false"),
+])
+def test_constructors_validate_with_the_declared_check(name, option_key, bad, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        get_attention_class(name)(16, 2, self_attention=True, **{option_key: bad})
