@@ -83,3 +83,19 @@ def test_op_counts_default_to_the_declared_values(name):
 def test_constructors_validate_with_the_declared_check(name, option_key, bad, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         get_attention_class(name)(16, 2, self_attention=True, **{option_key: bad})
+
+
+@pytest.mark.parametrize("name,position", [("super", ENCODER_SELF), ("linformer", ENCODER_SELF),
+                                           ("linformer", DECODER_CROSS), ("synth_dense", ENCODER_SELF),
+                                           ("synth_random", DECODER_CROSS)])
+def test_variants_with_a_maximum_length_refuse_longer_batches_naming_the_flag(name, position):
+    import torch
+
+    from fairseq_eatt.attention import build_attention
+
+    module = build_attention(name, 16, 2, position, args=argparse.Namespace(attention_max_length=6)).eval()
+    x = torch.randn(8, 2, 16)
+    with pytest.raises(ValueError, match=rf"{name}: a batch has 8 (query|key) positions \(at most 6\).*"
+                                         r"--attention-max-length"):
+        module(x, x, x)
+    module(x[:6], x[:6], x[:6])  # within the limit

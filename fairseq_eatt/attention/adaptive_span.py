@@ -11,7 +11,7 @@ learned spans are logged.
 Distances are between positions of one sequence, so the variant serves encoder and decoder self-attention
 (causally, with incremental decoding), not cross-attention.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -66,14 +66,9 @@ class AdaptiveSpanAttention(VanillaAttention):
         """Per-token span penalty; the criterion ``label_smoothed_cross_entropy_with_aux`` adds it to the loss."""
         return self.penalty * self.spans().sum()
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
-        scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
-        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
+    def reweight(self, probs: Tensor, pos: Optional[Positions]) -> Tensor:
+        """The soft span mask m_z(distance), then renormalized."""
         distance = (pos.query.unsqueeze(-1) - pos.key.unsqueeze(-2)).abs().float().unsqueeze(1)  # (B|1, 1, T, S)
         span = self.span_ratio.clamp(0.0, 1.0) * self.max_span  # (H, 1, 1)
-        soft = ((self.ramp + span - distance) / self.ramp).clamp(0.0, 1.0)
-        probs = probs * soft
-        probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        attn = nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
-        return torch.matmul(attn.to(v.dtype), v), probs
+        probs = probs * ((self.ramp + span - distance) / self.ramp).clamp(0.0, 1.0)
+        return probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-12)

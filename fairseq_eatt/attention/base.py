@@ -137,6 +137,12 @@ class AttentionBase(nn.Module):
         """Hook before the projections (a module-owned input norm); keys and values are None when cached."""
         return query, key, value
 
+    def project(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
+        """(Q, K, V), each (B, H, T|S, d); K and V are None when cached. One step, so that a variant can share
+        work between the sides (E-ATT binarizes self-attention's one input once)."""
+        return (self.project_query(query), self.project_key(key) if key is not None else None,
+                self.project_value(value) if value is not None else None)
+
     def project_query(self, query: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -226,12 +232,6 @@ class AttentionBase(nn.Module):
         return (same(key, 1) and (value is None or value is key or same(value, 1))
                 and (key_padding_mask is None or key_padding_mask.dim() != 2 or same(key_padding_mask, 0)))
 
-    def static_cache(self) -> Optional[Dict]:
-        """Inside :meth:`attend` while decoding cross-attention: the incremental cache, where a variant may keep
-        what it derives from the (unchanging) keys and values, e.g. their projection along the length. Entries
-        must have the batch first: they are reordered with the beams. None otherwise."""
-        return getattr(self, "_static_cache", None)
-
     def _fold_beams(self, x: Tensor, sentences: int) -> Tensor:
         """(sentences * beam, H, T, d) -> (sentences, H, beam * T, d): a sentence's hypotheses as extra queries."""
         _, heads, length, dim = x.shape
@@ -277,10 +277,7 @@ class AttentionBase(nn.Module):
                 key_padding_mask.size(0) == bsz:
             key_padding_mask = key_padding_mask[::self.beam_size]
 
-        query, key, value = self.normalize_inputs(query, key, value)
-        q = self.project_query(query)
-        k = self.project_key(key) if key is not None else None
-        v = self.project_value(value) if value is not None else None
+        q, k, v = self.project(*self.normalize_inputs(query, key, value))
 
         # keys (and the padding mask) over everything cached so far
         prev_v = None
@@ -329,12 +326,9 @@ class AttentionBase(nn.Module):
         if before_softmax:
             scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
             return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
-        # while decoding, cross-attention's cache is open to attend (see static_cache)
-        self._static_cache = self._get_input_buffer(incremental_state) if (buffer is not None and static_kv) else None
-        try:
-            out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
-        finally:
-            self._static_cache = None
+        # while decoding, cross-attention's cache is open to attend (see attend)
+        cache = self._get_input_buffer(incremental_state) if (buffer is not None and static_kv) else None
+        out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights, cache)
         if sentences != bsz:
             out = self._unfold_beams(out, bsz, tgt_len)
             probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None
@@ -365,13 +359,27 @@ class AttentionBase(nn.Module):
         return scores
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """(output (B, H, T, dv), attention probabilities (B, H, T, S) or None). Variants whose memory must stay
-        linear in the length (local, linformer, performer) override this instead of building (T, S) scores."""
+        linear in the length (local, linformer, performer) override this instead of building (T, S) scores.
+        ``cache``, while decoding cross-attention: the incremental cache, where a variant may keep what it derives
+        from the (unchanging) keys and values, e.g. their projection along the length (entries batch first: they
+        are reordered with the beams); None otherwise."""
         scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
-        probs = self._masked_softmax(scores, masked=attn_mask is not None or key_padding_mask is not None)
-        attn_probs = F.dropout(probs, p=self.dropout_p, training=self.training)
-        return torch.matmul(attn_probs.to(v.dtype), v), probs
+        return self.weigh_values(scores, v, attn_mask is not None or key_padding_mask is not None, pos)
+
+    def weigh_values(self, scores: Tensor, v: Tensor, masked: bool,
+                     pos: Optional[Positions] = None) -> Tuple[Tensor, Tensor]:
+        """(weighted sum of ``v``, probabilities): softmax of ``scores`` over its last axis, :meth:`reweight`,
+        dropout, then ``probs @ v``. Any leading shape: (B, H, T, S) with v (B, H, S, d), or windows of keys."""
+        probs = self.reweight(self._masked_softmax(scores, masked), pos)
+        attn = F.dropout(probs, p=self.dropout_p, training=self.training)
+        return torch.matmul(attn.to(v.dtype), v), probs
+
+    def reweight(self, probs: Tensor, pos: Optional[Positions]) -> Tensor:
+        """Hook on the attention probabilities before dropout (adaptive span's soft mask)."""
+        return probs
 
     def _positions(self, key_padding_mask: Optional[Tensor], tgt_len: int, src_len: int, query_offset: int, device):
         if key_padding_mask is not None:

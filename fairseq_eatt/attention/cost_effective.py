@@ -100,6 +100,7 @@ class EfficientAttention(_EfficientBase):
 @register_attention("super")
 class SuperAttention(_EfficientBase, FixedLengthAttention):
     capabilities = Capabilities(causal=True, cross=True, incremental=True, fixed_max_length=True)
+    limited = ("key",)  # W_A mixes the values of at most max_key_length positions
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
@@ -114,13 +115,6 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         counts = EfficientAttention.op_counts(lq, lk, d, heads, convention)
         mixing = weighted_sum(lk, lk, d, convention)
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mixing}
-
-    def _check_lengths(self, pos: Positions):
-        if pos.key_len_bound > self.max_key_length:
-            raise ValueError(
-                f"super: a batch has {pos.key_len_bound} value positions but W_A was built for at most "
-                f"{self.max_key_length} (set by {self.max_length_flag}); raise it or filter long sentences"
-            )
 
     def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                         attn_mask: Optional[Tensor]) -> Tensor:

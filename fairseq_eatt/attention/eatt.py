@@ -325,7 +325,6 @@ class EattAttention(AttentionBase):
         # W_Q and W_K: rows are selected by the binarized input (Eqs. 6-9)
         self.q_select = nn.Linear(embed_dim, self.qk_dim, bias=bias)
         self.k_select = nn.Linear(self.kdim, self.qk_dim, bias=bias)
-        self._query_bits = None  # (input, bits) of the query side, reused by the key side in self-attention
         self.track_binarization = False  # set by analysis tools; then binarization_counts holds the last forward's
         self.binarization_counts = {}
         self.input_norm = input_norm
@@ -438,28 +437,30 @@ class EattAttention(AttentionBase):
         query, key, _ = self.normalize_inputs(query, key, None)
         return self._bits(query, self.q_norm, "query"), self._bits(key, self.k_norm, "key")
 
-    def binarize(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
-        shared = self._query_bits
-        if side == "key" and shared is not None and shared[0] is x and self.input_norm != "learnable":
-            bits = shared[1]  # self-attention: the key side binarizes the same input with the same norm
-        else:
+    def binarize(self, x: Tensor, norm: nn.Module, side: str, bits: Optional[Tensor] = None) -> Tensor:
+        """The binarized input of one side; ``bits``: already computed for this input (self-attention)."""
+        if bits is None:
             bits = self._bits(x, norm, side)
-        self._query_bits = (x, bits) if side == "query" else None
         if self.track_binarization:  # ones per token, (T, B); see fairseq_eatt.analysis.binarization
             self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
         return bits
+
+    def project(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
+        q_bits = self.binarize(query, self.q_norm, "query")
+        k = None
+        if key is not None:
+            # self-attention with one input: the key side binarizes it with the same norm, so once is enough
+            same = key is query and self.k_threshold is None and self.input_norm != "learnable"
+            k_bits = self.binarize(key, self.k_norm, "key", q_bits if same else None)
+            k = self._split_heads(self.k_select(k_bits))
+        return (self._split_heads(self.q_select(q_bits)), k,
+                self.project_value(value) if value is not None else None)
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_select(self.binarize(query, self.q_norm, "query")))
 
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(self.k_select(self.binarize(key, self.k_norm, "key")))
-
-    def forward(self, *args, **kwargs):
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            self._query_bits = None  # never hold the input past its forward
 
     def score_multiplier(self):
         """-1 / scale, times each head's learned temperature when there is one: a number or (H, 1, 1)."""

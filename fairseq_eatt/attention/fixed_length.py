@@ -51,11 +51,15 @@ class FixedLengthAttention(AttentionBase):
                         max_length_flag="--max-target-positions / --max-source-positions")
         return dict(max_query_length=src, max_key_length=src, max_length_flag="--max-source-positions")
 
+    limited = ("query", "key")  # the axes whose length the learned per-position weights fix
+
     def _check_lengths(self, pos: Positions):
-        if pos.query_len_bound > self.max_query_length or pos.key_len_bound > self.max_key_length:
+        over = [f"{got} {axis} positions (at most {most})" for axis, got, most in
+                (("query", pos.query_len_bound, self.max_query_length), ("key", pos.key_len_bound, self.max_key_length))
+                if axis in self.limited and got > most]
+        if over:
             raise ValueError(
-                f"{self.variant_name}: a batch has {pos.query_len_bound} query / {pos.key_len_bound} key positions "
-                f"but the variant was built for at most {self.max_query_length} / {self.max_key_length} "
-                f"(set by {self.max_length_flag}); raise it, or filter long sentences "
+                f"{self.variant_name}: a batch has {' and '.join(over)}, more than its learned per-position weights "
+                f"were built for (set by {self.max_length_flag}); raise it, or filter long sentences "
                 f"(--max-source-positions / --max-target-positions with --skip-invalid-size-inputs-valid-test)"
             )

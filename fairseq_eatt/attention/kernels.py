@@ -16,7 +16,7 @@ out = phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1): no (T x S) matrix, memory linea
 - ``need_weights`` (e.g. ``--print-alignment``) forms the (T x S) approximate weights explicitly, only then.
 """
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -106,9 +106,9 @@ class PerformerAttention(VanillaAttention):
         return num / den.clamp_min(1e-12).unsqueeze(-1)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
         tgt_len, src_len = q.size(2), k.size(2)
-        cache = self.static_cache()
         if cache is not None and cache.get("performer_phi_k") is not None and \
                 cache["performer_phi_k"].shape[:3] == k.shape[:3]:
             phi_k = cache["performer_phi_k"]  # cross-attention while decoding: the source's features, once
@@ -125,7 +125,7 @@ class PerformerAttention(VanillaAttention):
             z = phi_k.cumsum(dim=2)[:, :, src_len - tgt_len:]
             out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1))
         else:
-            kv, phi_k_sum = self._key_summary(phi_k, vf)
+            kv, phi_k_sum = self._key_summary(phi_k, vf, cache)
             den = torch.einsum("bhtm,bhm->bht", phi_q, phi_k_sum)
             out = self._normalize(torch.einsum("bhtm,bhmd->bhtd", phi_q, kv), den)
         weights = None
@@ -136,9 +136,8 @@ class PerformerAttention(VanillaAttention):
             weights = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
         return out.to(v.dtype), weights
 
-    def _key_summary(self, phi_k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    def _key_summary(self, phi_k: Tensor, v: Tensor, cache: Optional[Dict[str, Tensor]]) -> Tuple[Tensor, Tensor]:
         """(sum_s phi(k_s) v_s^T, sum_s phi(k_s)), kept in the decoding cache of cross-attention."""
-        cache = self.static_cache()
         if cache is not None and cache.get("performer_kv") is not None:
             return cache["performer_kv"], cache["performer_k_sum"]
         kv, k_sum = torch.einsum("bhsm,bhsd->bhmd", phi_k, v), phi_k.sum(dim=2)

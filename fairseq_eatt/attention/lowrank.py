@@ -11,7 +11,7 @@ enters the projection, whatever side it is on. With ``need_weights`` the returne
 effective weights on the original values, softmax(Q K'^T) F.
 """
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,7 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
                                 why_not=WHY_NOT_CAUSAL)
     weights_are_probabilities = False
     options = FixedLengthAttention.options + (PROJECTED_LENGTH, SHARE_PROJECTION)
+    limited = ("key",)  # E and F project at most max_key_length keys
 
     def __init__(self, embed_dim: int, num_heads: int, *, projected_length: int = PROJECTED_LENGTH.default,
                  share_projection: bool = SHARE_PROJECTION.default, **kwargs):
@@ -62,13 +63,6 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         values = projection(lk, d, d) + length.scaled(0.5) + weighted_sum(lq, k, d, convention)
         return {"alignment": alignment, "attention": alignment + values}
 
-    def _check_lengths(self, pos: Positions):
-        if pos.key_len_bound > self.max_key_length:
-            raise ValueError(
-                f"linformer: a batch has {pos.key_len_bound} key positions but E/F were built for at most "
-                f"{self.max_key_length} (set by {self.max_length_flag}); raise it or filter long sentences"
-            )
-
     def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor], bsz: int):
         cols = pos.key.expand(bsz, -1)  # (B, S)
         proj = table[:, cols].permute(1, 0, 2)  # (B, k, S)
@@ -77,12 +71,13 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         return proj
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
         if attn_mask is not None:
             raise ValueError(f"linformer cannot apply an attention mask: it {WHY_NOT_CAUSAL}")
         self._check_lengths(pos)
         bsz = q.size(0)
-        cache = self.static_cache()  # cross-attention while decoding: project the source once, not every step
+        # cross-attention while decoding (cache): project the source once, not every step
         if cache is not None and cache.get("linformer_k_low") is not None and cache["linformer_k_low"].size(0) == bsz:
             k_low, v_low, f = cache["linformer_k_low"], cache["linformer_v_low"], cache["linformer_f"]
         else:
@@ -93,8 +88,6 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
             v_low = torch.einsum("bks,bhsd->bhkd", f.to(v.dtype), v)
             if cache is not None:
                 cache.update(linformer_k_low=k_low, linformer_v_low=v_low, linformer_f=f)
-        probs = torch.softmax(torch.matmul(q, k_low.transpose(-1, -2)).float(), dim=-1)  # (B, H, T, k)
-        attn = nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
-        out = torch.matmul(attn.to(v_low.dtype), v_low)
+        out, probs = self.weigh_values(torch.matmul(q, k_low.transpose(-1, -2)), v_low, masked=False)  # (B,H,T,k)
         weights = torch.einsum("bhtk,bks->bhts", probs, f.float()) if need_weights else None
         return out, weights

@@ -16,7 +16,7 @@ In decoder self-attention the causal mask is applied on top, so each pattern wor
 incrementally. They are not offered for cross-attention: the patterns relate positions of one sequence, and a
 source and a target share no positions.
 """
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -132,9 +132,8 @@ class LocalAttention(_SparsePattern):
             scores = scores + attn_mask.float()[qc, kc]
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask.bool()[:, kc].unsqueeze(1), float("-inf"))
-        probs = self._masked_softmax(scores, masked=True)
-        attn = torch.nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
-        out = torch.matmul(attn.to(v.dtype), vw).reshape(bsz, heads, padded, dim)[:, :, :length]
+        out, probs = self.weigh_values(scores, vw, masked=True)
+        out = out.reshape(bsz, heads, padded, dim)[:, :, :length]
         weights = None
         if need_weights:  # dense (T, S) weights only when fairseq asks for them
             dense = probs.new_zeros(bsz, heads, padded, length + 3 * c)
@@ -163,7 +162,8 @@ class LocalAttention(_SparsePattern):
                 + OpCounts(mul=rows * keys * d, add=rows * (keys - 1) * d)}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
         # Real tokens are contiguous whatever the padding side, so a window of array indices around a query is
         # its window of positions; padding inside it is masked. Decoding steps (few queries): each query's
         # 2W+1 keys gathered, memory (B, H, T, 2W+1, d).
@@ -172,7 +172,7 @@ class LocalAttention(_SparsePattern):
         if src_len <= self.DENSE_UP_TO * (2 * self.window + 1):
             # short sequences (most MT sentences): the masked (T, S) product is the same attention and far
             # cheaper than gathering 2W+1 copies of every key and value; the band takes over where it pays
-            return super().attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+            return super().attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights, cache)
         if tgt_len == src_len:
             return self._attend_chunks(q, k, v, key_padding_mask, attn_mask, need_weights)
         offsets = torch.arange(-self.window, self.window + 1, device=q.device)
@@ -186,9 +186,8 @@ class LocalAttention(_SparsePattern):
             scores = scores + attn_mask.float().gather(1, index)
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask.bool()[:, index].unsqueeze(1), float("-inf"))
-        probs = self._masked_softmax(scores, masked=True)
-        attn = torch.nn.functional.dropout(probs, p=self.dropout_p, training=self.training)
-        out = torch.einsum("bhtn,bhtnd->bhtd", attn.to(v.dtype), v[:, :, index])
+        out, probs = self.weigh_values(scores.unsqueeze(-2), v[:, :, index], masked=True)  # (B, H, T, 1, .)
+        out, probs = out.squeeze(-2), probs.squeeze(-2)
         weights = None
         if need_weights:  # dense (T, S) weights only when fairseq asks for them
             weights = probs.new_zeros(bsz, heads, tgt_len, src_len)
