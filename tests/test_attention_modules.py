@@ -38,7 +38,7 @@ def test_output_shape_and_weights(name):
     out, w = m(x, x, x, need_weights=True)
     assert out.shape == x.shape
     assert w.shape == (3, 6, 6)
-    if m.weights_are_probabilities:
+    if m.capabilities.weights_are_probabilities:
         torch.testing.assert_close(w.sum(-1), torch.ones(3, 6))
     _, hw = m(x, x, x, need_head_weights=True)
     assert hw.shape == (H, 3, 6, 6)

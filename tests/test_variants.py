@@ -86,7 +86,8 @@ def test_cross_attention_columns_are_source_positions_on_either_padding_side(nam
 def test_batch_longer_than_max_length_gives_a_clear_error(name):
     m = build(name, attention_max_length=4)
     x = torch.randn(6, 2, E)
-    with pytest.raises(ValueError, match=r"at most 4 / 4 .*--attention-max-length"):
+    with pytest.raises(ValueError, match=r"6 query positions \(at most 4\) and 6 key positions \(at most 4\)"
+                                         r".*--attention-max-length"):
         m(x, x, x)
 
 

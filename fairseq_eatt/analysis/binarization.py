@@ -10,24 +10,34 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..attention import AttentionBase, Capabilities
+
 POSITIONS = ("encoder_self", "decoder_self", "cross_query", "cross_key")
 
 
-def _binarizing(module: nn.Module) -> bool:
-    return hasattr(module, "track_binarization")
+def attention_modules(model: nn.Module) -> Iterator[Tuple[str, int, nn.Module]]:
+    """(position: encoder_self, decoder_self or cross; layer from 1; module) of every attention module of an
+    encoder-decoder transformer."""
+    for i, layer in enumerate(getattr(model.encoder, "layers", [])):
+        yield "encoder_self", i + 1, layer.self_attn
+    for i, layer in enumerate(getattr(model.decoder, "layers", [])):
+        yield "decoder_self", i + 1, layer.self_attn
+        if getattr(layer, "encoder_attn", None) is not None:
+            yield "cross", i + 1, layer.encoder_attn
+
+
+def capabilities_of(module: nn.Module) -> Capabilities:
+    """A plugin module's declared capabilities; fairseq's own multi-head attention is plain vanilla attention."""
+    return module.capabilities if isinstance(module, AttentionBase) else Capabilities()
+
+
+def binarizes(module: nn.Module) -> bool:
+    return capabilities_of(module).binarizes
 
 
 def binarizing_modules(model: nn.Module) -> Iterator[Tuple[str, int, nn.Module]]:
     """(position, layer index from 1, module) for every attention module of ``model`` that binarizes its input."""
-    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
-    for i, layer in enumerate(getattr(encoder, "layers", [])):
-        if _binarizing(layer.self_attn):
-            yield "encoder_self", i + 1, layer.self_attn
-    for i, layer in enumerate(getattr(decoder, "layers", [])):
-        if _binarizing(layer.self_attn):
-            yield "decoder_self", i + 1, layer.self_attn
-        if getattr(layer, "encoder_attn", None) is not None and _binarizing(layer.encoder_attn):
-            yield "cross", i + 1, layer.encoder_attn
+    return ((p, i, m) for p, i, m in attention_modules(model) if binarizes(m))
 
 
 def set_tracking(model: nn.Module, on: bool):

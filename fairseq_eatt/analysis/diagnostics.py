@@ -20,22 +20,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .binarization import attention_modules, binarizes, capabilities_of
+
 POSITIONS = ("encoder_self", "decoder_self", "cross")
-
-
-def attention_modules(model: nn.Module) -> Iterator[Tuple[str, int, nn.Module]]:
-    """(position, layer from 1, module) of every attention module of an encoder-decoder transformer."""
-    for i, layer in enumerate(getattr(model.encoder, "layers", [])):
-        yield "encoder_self", i + 1, layer.self_attn
-    for i, layer in enumerate(getattr(model.decoder, "layers", [])):
-        yield "decoder_self", i + 1, layer.self_attn
-        if getattr(layer, "encoder_attn", None) is not None:
-            yield "cross", i + 1, layer.encoder_attn
-
-
-def _binarizes(module: nn.Module) -> bool:
-    capabilities = getattr(type(module), "capabilities", None)
-    return bool(getattr(capabilities, "binarizes", False))
 
 
 class _Side:
@@ -185,9 +172,9 @@ class Diagnostics:
         if position == "decoder_self":
             visible = visible & torch.ones(t, s, dtype=torch.bool, device=visible.device).tril()
         stats = self.stats[(position, layer)]
-        if weights is not None and getattr(module, "weights_are_probabilities", True):
+        if weights is not None and capabilities_of(module).weights_are_probabilities:
             stats.add_weights(weights, visible, real_q)
-        if _binarizes(module):
+        if binarizes(module):
             with torch.no_grad():
                 q_bits, k_bits = module.binary_codes(given["query"], given["key"])
             stats.query_side.add(q_bits, real_q)

@@ -1,8 +1,11 @@
 """Attention variants behind one interface (:class:`AttentionBase`) and a registry.
 
-One file per variant family; importing this package registers them all.
-E-ATT lives in :mod:`fairseq_eatt.attention.eatt`.
+One file per variant family; importing this package imports every module in it, which registers the variants
+(a new family needs no line here). E-ATT lives in :mod:`fairseq_eatt.attention.eatt`.
 """
+import importlib
+import pkgutil
+
 from .base import AttentionBase, Positions
 from .registry import (
     DECODER_CROSS,
@@ -17,7 +20,9 @@ from .registry import (
     get_attention_class,
     register_attention,
 )
-from . import adaptive_span, cost_effective, eatt, kernels, lowrank, sparse, synthesizer, vanilla  # noqa: F401,E402
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "AttentionBase",

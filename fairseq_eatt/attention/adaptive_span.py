@@ -11,7 +11,7 @@ learned spans are logged.
 Distances are between positions of one sequence, so the variant serves encoder and decoder self-attention
 (causally, with incremental decoding), not cross-attention.
 """
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ PENALTY = Option("penalty", "--adaptive-span-penalty", 2e-6, "adaptive_span: los
 
 @register_attention("adaptive_span")
 class AdaptiveSpanAttention(VanillaAttention):
-    capabilities = Capabilities(causal=True, cross=False, incremental=True,
+    capabilities = Capabilities(causal=True, cross=False, auxiliary_loss=True,
                                 why_not="masks by the distance between positions of one sequence")
     needs_positions = True
     options = (MAX_SPAN, RAMP, INIT_RATIO, PENALTY)
@@ -65,6 +65,9 @@ class AdaptiveSpanAttention(VanillaAttention):
     def auxiliary_loss(self) -> Tensor:
         """Per-token span penalty; the criterion ``label_smoothed_cross_entropy_with_aux`` adds it to the loss."""
         return self.penalty * self.spans().sum()
+
+    def auxiliary_metrics(self) -> Dict[str, Tensor]:
+        return {"attn_span": self.spans().mean()}
 
     def reweight(self, probs: Tensor, pos: Optional[Positions]) -> Tensor:
         """The soft span mask m_z(distance), then renormalized."""

@@ -45,7 +45,6 @@ class AttentionBase(nn.Module):
     variant_name = "base"  # set by @register_attention
     needs_positions = False  # True: compute_scores receives token positions (position-based variants)
     value_projection = True  # False: V is the input itself, split into heads (cost-effective attention)
-    weights_are_probabilities = True  # False: the returned weights are effective weights (linformer)
 
     def __init__(
         self,
@@ -112,6 +111,14 @@ class AttentionBase(nn.Module):
     def has_auxiliary_loss(cls, args) -> bool:
         """True if, with these flags, the module adds a term to the training loss (``auxiliary_loss()``)."""
         return False
+
+    def auxiliary_loss(self) -> Tensor:
+        """Per-token term of the training loss (variants declaring ``auxiliary_loss`` capabilities)."""
+        raise NotImplementedError(f"{self.variant_name} declares no auxiliary loss")
+
+    def auxiliary_metrics(self) -> Dict[str, Tensor]:
+        """Values the auxiliary-loss criterion logs as their mean over modules (e.g. adaptive span's spans)."""
+        return {}
 
     # ------------------------------------------------------------------ energy accounting
     @classmethod

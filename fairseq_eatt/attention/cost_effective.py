@@ -88,7 +88,7 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
 
 @register_attention("efficient")
 class EfficientAttention(_EfficientBase):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    capabilities = Capabilities(causal=True, cross=True)
 
     @classmethod
     def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
@@ -99,7 +99,7 @@ class EfficientAttention(_EfficientBase):
 
 @register_attention("super")
 class SuperAttention(_EfficientBase, FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
     limited = ("key",)  # W_A mixes the values of at most max_key_length positions
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):

@@ -295,7 +295,7 @@ def resolved_qk_dim(d: int, heads: int, options: dict) -> int:
 
 @register_attention("eatt")
 class EattAttention(AttentionBase):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True, binarizes=True)
+    capabilities = Capabilities(causal=True, cross=True, binarizes=True)
     added_options = LEGACY_VALUES
     options = OPTIONS
 

@@ -45,7 +45,7 @@ def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
 
 @register_attention("performer")
 class PerformerAttention(VanillaAttention):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    capabilities = Capabilities(causal=True, cross=True)
     CHUNK = 64  # positions per chunk of the causal full pass
 
     options = (FEATURES,)

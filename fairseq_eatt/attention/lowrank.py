@@ -33,9 +33,8 @@ WHY_NOT_CAUSAL = ("projects the keys and values of the whole sequence along its 
 
 @register_attention("linformer")
 class LinformerAttention(VanillaAttention, FixedLengthAttention):
-    capabilities = Capabilities(causal=False, cross=True, incremental=True, fixed_max_length=True,
+    capabilities = Capabilities(causal=False, cross=True, fixed_max_length=True, weights_are_probabilities=False,
                                 why_not=WHY_NOT_CAUSAL)
-    weights_are_probabilities = False
     options = FixedLengthAttention.options + (PROJECTED_LENGTH, SHARE_PROJECTION)
     limited = ("key",)  # E and F project at most max_key_length keys
 

@@ -24,16 +24,17 @@ POSITION_FLAGS = {
 class Capabilities:
     """What a variant supports; checked when a model is built, never at run time."""
 
-    causal: bool = True  # can hide the future (decoder self-attention)
+    causal: bool = True  # can hide the future and decode step by step (decoder self-attention, beam search)
     cross: bool = True  # queries and keys may come from different sequences (cross-attention)
-    incremental: bool = True  # can decode one step at a time with a cache (beam search)
-    fixed_max_length: bool = False  # needs a maximum sequence length at construction time
-    binarizes: bool = False  # Q/K come from binarized inputs; the module offers binary_codes(query, key)
+    fixed_max_length: bool = False  # built for at most max_query_length / max_key_length positions
+    binarizes: bool = False  # Q/K come from binarized inputs: binary_codes(query, key), track_binarization
+    auxiliary_loss: bool = False  # auxiliary_loss() adds to the training loss (with the _with_aux criterion)
+    weights_are_probabilities: bool = True  # False: the returned weights are effective weights (linformer)
     why_not: str = ""  # why a position is excluded, shown in the refusal message
 
     def allowed_positions(self) -> List[str]:
         positions = [ENCODER_SELF]
-        if self.causal and self.incremental:
+        if self.causal:
             positions.append(DECODER_SELF)
         if self.cross:
             positions.append(DECODER_CROSS)

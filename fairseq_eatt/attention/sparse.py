@@ -43,7 +43,7 @@ WINDOW = Option("window", "--attention-window", 8, "local attention: each query 
 
 
 class _SparsePattern(VanillaAttention):
-    capabilities = Capabilities(causal=True, cross=False, incremental=True, why_not=WHY_NOT_CROSS)
+    capabilities = Capabilities(causal=True, cross=False, why_not=WHY_NOT_CROSS)
     needs_positions = True
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):

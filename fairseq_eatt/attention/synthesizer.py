@@ -29,7 +29,7 @@ from .registry import Capabilities, register_attention
 
 
 class SynthesizerBase(FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
 
     # keys are not projected: the logits come from positions (and, for dense, the query input)
     def project_key(self, key: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from .registry import Capabilities, register_attention
 
 @register_attention("vanilla")
 class VanillaAttention(AttentionBase):
-    capabilities = Capabilities(causal=True, cross=True, incremental=True)
+    capabilities = Capabilities(causal=True, cross=True)
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)

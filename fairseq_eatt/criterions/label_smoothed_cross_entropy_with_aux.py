@@ -1,9 +1,11 @@
 """Label-smoothed cross-entropy plus the auxiliary losses of attention modules (adaptive span's span penalty).
 
-Any module with an ``auxiliary_loss()`` method contributes auxiliary_loss() x sample_size (a per-token penalty,
-like the summed cross-entropy) while training. Logged: ``aux_loss`` per token and, when there are adaptive-span
-heads, ``attn_span`` (their mean span).
+Every attention module whose capabilities declare ``auxiliary_loss`` contributes auxiliary_loss() x sample_size
+(a per-token penalty, like the summed cross-entropy) while training. Logged: ``aux_loss`` per token and each
+module's ``auxiliary_metrics()`` (adaptive span: ``attn_span``, the mean span), averaged over modules.
 """
+from typing import Dict, List
+
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
@@ -12,6 +14,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 
+from ..attention import AttentionBase
+
 NAME = "label_smoothed_cross_entropy_with_aux"
 
 
@@ -19,16 +23,20 @@ NAME = "label_smoothed_cross_entropy_with_aux"
 class LabelSmoothedCrossEntropyWithAuxCriterion(LabelSmoothedCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
-        modules = [m for m in model.modules() if hasattr(m, "auxiliary_loss")]
+        modules = [m for m in model.modules()
+                   if isinstance(m, AttentionBase) and m.capabilities.auxiliary_loss]
         if modules:
             aux = sum(m.auxiliary_loss() for m in modules) * sample_size
             if model.training:
                 loss = loss + aux
             logging_output["aux_loss"] = aux.detach()
-            spans = [m.spans() for m in modules if hasattr(m, "spans")]
-            if spans:
-                logging_output["attn_span"] = torch.cat(spans).mean().detach()
-                logging_output["attn_span_count"] = 1
+            values: Dict[str, List[torch.Tensor]] = {}
+            for m in modules:
+                for name, value in m.auxiliary_metrics().items():
+                    values.setdefault(name, []).append(value)
+            for name, found in values.items():  # a sum with a count, so that workers' outputs can be summed
+                logging_output[name] = torch.stack(found).mean().detach()
+                logging_output[name + "_count"] = 1
         return loss, sample_size, logging_output
 
     @classmethod
@@ -38,10 +46,13 @@ class LabelSmoothedCrossEntropyWithAuxCriterion(LabelSmoothedCrossEntropyCriteri
         if any("aux_loss" in log for log in logging_outputs) and sample_size > 0:
             aux = sum(float(log.get("aux_loss", 0)) for log in logging_outputs)
             metrics.log_scalar("aux_loss", aux / sample_size, sample_size, round=6)
-        count = sum(float(log.get("attn_span_count", 0)) for log in logging_outputs)
-        if count > 0:  # attn_span holds a sum of per-batch means, so that workers' outputs can be summed
-            metrics.log_scalar("attn_span", sum(float(log.get("attn_span", 0)) for log in logging_outputs) / count,
-                               count, round=2)
+        names = {key[:-len("_count")] for log in logging_outputs for key in log if key.endswith("_count")
+                 and key != "_count" and key[:-len("_count")] in log}
+        for name in sorted(names):  # each holds a sum of per-batch means with its count
+            count = sum(float(log.get(name + "_count", 0)) for log in logging_outputs)
+            if count > 0:
+                metrics.log_scalar(name, sum(float(log.get(name, 0)) for log in logging_outputs) / count, count,
+                                   round=2)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -31,7 +31,7 @@ from ..attention import (
     check_position,
     get_attention_class,
 )
-from ..analysis.binarization import BinarizationStats, binarizing_modules, set_tracking
+from ..analysis.binarization import BinarizationStats, attention_modules, binarizing_modules, set_tracking
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 
 logger = logging.getLogger(__name__)
@@ -261,13 +261,15 @@ class TransformerEattModel(TransformerModel):
         """fairseq's limits, tightened by attention variants that have a maximum length (the synthesizers), so
         that fairseq filters long training pairs and stops generation in time instead of failing mid-batch."""
         src, tgt = super().max_positions()
-        for layer in self.encoder.layers:
-            src = min(src, getattr(layer.self_attn, "max_key_length", src))
-        for layer in self.decoder.layers:
-            tgt = min(tgt, getattr(layer.self_attn, "max_key_length", tgt))
-            if getattr(layer, "encoder_attn", None) is not None:
-                src = min(src, getattr(layer.encoder_attn, "max_key_length", src))
-                tgt = min(tgt, getattr(layer.encoder_attn, "max_query_length", tgt))
+        for position, _, module in attention_modules(self):
+            if module.capabilities.fixed_max_length:
+                query, key = module.max_query_length, module.max_key_length
+                if position == "cross":
+                    src, tgt = min(src, key), min(tgt, query)
+                elif position == "encoder_self":
+                    src = min(src, key)
+                else:
+                    tgt = min(tgt, key)
         return src, tgt
 
     def max_decoder_positions(self):
