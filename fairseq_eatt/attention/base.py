@@ -264,15 +264,38 @@ class AttentionBase(nn.Module):
         before_softmax: bool = False,
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if need_head_weights:
-            need_weights = True
         tgt_len, bsz, _ = query.shape
         buffer = self._get_input_buffer(incremental_state) if incremental_state is not None else None
-        cached = buffer is not None and static_kv and buffer.get("prev_key") is not None
-        if cached:
+        key, value, key_padding_mask = self._source_once_per_sentence(buffer, key, value, key_padding_mask,
+                                                                      static_kv, bsz)
+        q, k, v = self.project(*self.normalize_inputs(query, key, value))
+        k, v, key_padding_mask, pos = self._keys_and_values(buffer, incremental_state, q, k, v, key_padding_mask,
+                                                            attn_mask, static_kv, bsz, tgt_len, value is not None)
+        sentences = k.size(0)
+        if sentences != bsz:  # keys per source sentence (cached by an earlier step): fold the hypotheses
+            if sentences * self.beam_size != bsz or not self.beamable or attn_mask is not None:
+                raise RuntimeError(f"{type(self).__name__}: cached keys for {sentences} sentences cannot serve "
+                                   f"{bsz} hypotheses (beam size {self.beam_size})")
+            q = self._fold_beams(q, sentences)
+        if before_softmax:
+            scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
+            return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
+        # while decoding, cross-attention's cache is open to attend (see attend)
+        cache = self._get_input_buffer(incremental_state) if (buffer is not None and static_kv) else None
+        out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights or need_head_weights, cache)
+        if sentences != bsz:
+            out = self._unfold_beams(out, bsz, tgt_len)
+            probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None
+        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3)))
+        return out, self._returned_weights(probs, need_weights or need_head_weights, need_head_weights)
+
+    def _source_once_per_sentence(self, buffer, key, value, key_padding_mask, static_kv: bool, bsz: int):
+        """Beam search: the hypotheses of a sentence share its source, so cross-attention projects and keeps it
+        once per sentence. Keys and values are None when an earlier step cached them."""
+        if buffer is not None and static_kv and buffer.get("prev_key") is not None:
             key = value = None  # cross-attention keys/values were computed at the first step
             per_sentence = bool(buffer.get("per_sentence"))
-        else:  # beam search: the hypotheses of a sentence share its source, so keep its keys once
+        else:
             per_sentence = (buffer is not None and static_kv and self.beam_size > 1 and self.beamable
                             and bsz % self.beam_size == 0 and key is not None and key.size(1) == bsz
                             and (value is None or value.size(1) == bsz)
@@ -283,10 +306,12 @@ class AttentionBase(nn.Module):
         if per_sentence and key_padding_mask is not None and key_padding_mask.dim() == 2 and \
                 key_padding_mask.size(0) == bsz:
             key_padding_mask = key_padding_mask[::self.beam_size]
+        return key, value, key_padding_mask
 
-        q, k, v = self.project(*self.normalize_inputs(query, key, value))
-
-        # keys (and the padding mask) over everything cached so far
+    def _keys_and_values(self, buffer, incremental_state, q: Tensor, k: Optional[Tensor], v: Optional[Tensor],
+                         key_padding_mask, attn_mask, static_kv: bool, bsz: int, tgt_len: int, fresh_values: bool):
+        """All keys and values so far (the cache's and this step's), their padding mask and the positions; the
+        cache is updated. ``fresh_values``: values were projected in this call (not a cached static copy)."""
         prev_v = None
         query_offset = 0  # decoding steps already taken (position of the first query)
         if buffer is not None:
@@ -302,13 +327,11 @@ class AttentionBase(nn.Module):
             steps = buffer.get("query_offset")
             query_offset = int(steps[0]) if steps is not None else 0
         assert k is not None and v is not None
-        src_len = k.size(2)
         if key_padding_mask is not None and key_padding_mask.dim() == 0:
             key_padding_mask = None
-        pos = None
-        if self.needs_positions:
-            pos = self._positions(key_padding_mask, tgt_len, src_len, query_offset, q.device)
-        if value is not None:  # freshly projected values (not a cached static copy)
+        pos = self._positions(key_padding_mask, tgt_len, k.size(2), query_offset, q.device) \
+            if self.needs_positions else None
+        if fresh_values:
             v = self.finalize_values(v, k, pos, key_padding_mask, attn_mask)
         if prev_v is not None:
             v = torch.cat([prev_v, v], dim=2)
@@ -319,35 +342,18 @@ class AttentionBase(nn.Module):
             if static_kv:
                 new_buffer["per_sentence"] = k.size(0) != bsz
             if self.needs_positions:
-                new_buffer["query_offset"] = torch.full(
-                    (bsz,), query_offset + tgt_len, dtype=torch.long, device=q.device
-                )
+                new_buffer["query_offset"] = torch.full((bsz,), query_offset + tgt_len, dtype=torch.long,
+                                                        device=q.device)
             self._set_input_buffer(incremental_state, new_buffer)
+        return k, v, key_padding_mask, pos
 
-        sentences = k.size(0)
-        if sentences != bsz:  # keys per source sentence (cached by an earlier step): fold the hypotheses
-            if sentences * self.beam_size != bsz or not self.beamable or attn_mask is not None:
-                raise RuntimeError(f"{type(self).__name__}: cached keys for {sentences} sentences cannot serve "
-                                   f"{bsz} hypotheses (beam size {self.beam_size})")
-            q = self._fold_beams(q, sentences)
-        if before_softmax:
-            scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
-            return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
-        # while decoding, cross-attention's cache is open to attend (see attend)
-        cache = self._get_input_buffer(incremental_state) if (buffer is not None and static_kv) else None
-        out, probs = self.attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights, cache)
-        if sentences != bsz:
-            out = self._unfold_beams(out, bsz, tgt_len)
-            probs = self._unfold_beams(probs, bsz, tgt_len) if probs is not None else None
-        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3))
-        out = self.out_proj(out)
-
-        weights: Optional[Tensor] = None
-        if need_weights and probs is not None:
-            weights = probs.transpose(0, 1)  # (H, B, T, S)
-            if not need_head_weights:
-                weights = weights.mean(dim=0)
-        return out, weights
+    @staticmethod
+    def _returned_weights(probs: Optional[Tensor], need_weights: bool, need_head_weights: bool) -> Optional[Tensor]:
+        """fairseq's convention: (H, B, T, S) per head, or averaged over heads (B, T, S)."""
+        if not need_weights or probs is None:
+            return None
+        weights = probs.transpose(0, 1)
+        return weights if need_head_weights else weights.mean(dim=0)
 
     def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                         attn_mask: Optional[Tensor]) -> Tensor:
