@@ -99,3 +99,48 @@ def test_variants_with_a_maximum_length_refuse_longer_batches_naming_the_flag(na
                                          r"--attention-max-length"):
         module(x, x, x)
     module(x[:6], x[:6], x[:6])  # within the limit
+
+
+def test_the_readmes_example_variant_works_end_to_end():
+    """The README's "Adding an attention variant" example, run as written: registered, flags in the parser,
+    built by the factory, padding-proof and incremental = full pass, declared = executed operations."""
+    import re
+
+    import torch
+
+    from fairseq_eatt.attention import Capabilities, register_attention, registry
+    from fairseq_eatt.attention.options import positive
+    from fairseq_eatt.attention.vanilla import VanillaAttention
+    from fairseq_eatt.energy.measure import measure
+    from fairseq_eatt.energy.ops import projection
+
+    from .helpers import REPO_ROOT
+
+    readme = open(f"{REPO_ROOT}/README.md", encoding="utf-8").read()
+    section = readme.split("### Adding an attention variant", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = dict(Option=Option, positive=positive, register_attention=register_attention,
+                     Capabilities=Capabilities, VanillaAttention=VanillaAttention)
+    exec(code, namespace)  # noqa: S102 (the README's own example)
+    try:
+        from fairseq_eatt.attention import build_attention
+
+        module = build_attention("band", 16, 2, "decoder_self", window=1).eval()
+        assert module.window == 1 and "band" in available_attentions()
+        x = torch.randn(6, 1, 16)
+        causal = torch.triu(torch.full((6, 6), float("-inf")), 1)
+        full, weights = module(x, x, x, attn_mask=causal)
+        assert float(weights.detach()[0, 5, :4].abs().sum()) == 0.0  # keys more than 1 position away get nothing
+        state, steps = {}, []
+        for t in range(6):
+            out, _ = module(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)
+            steps.append(out)
+        torch.testing.assert_close(torch.cat(steps), full, rtol=1e-5, atol=1e-6)
+        encoder = build_attention("band", 16, 2, "encoder_self").eval()
+        _, measured = measure(encoder, x, x, x, need_weights=False)
+        declared = encoder.op_counts(6, 6, 16, 2, "complete", self_attention=True)["attention"] + projection(6, 16, 16)
+        assert measured.mul == declared.mul and measured.add == pytest.approx(declared.add, rel=1e-9)
+        with pytest.raises(ValueError, match="--band-window must be a positive integer"):
+            build_attention("band", 16, 2, "encoder_self", window=0)
+    finally:
+        registry._REGISTRY.pop("band", None)
