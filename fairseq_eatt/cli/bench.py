@@ -317,7 +317,7 @@ def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Di
 
 
 def machine() -> Dict:
-    from ..experiments.runner import machine as describe
+    from ..fairseq_tools import machine as describe
 
     info = describe()
     info["threads"] = torch.get_num_threads()

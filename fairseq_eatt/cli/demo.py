@@ -12,16 +12,23 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import time
 from typing import Dict, List, Optional
 
+from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF
+from ..fairseq_tools import (
+    PLUGIN_DIR,
+    ToolFailed,
+    fairseq_command,
+    model_flags,
+    optimization_flags,
+    read_generate_output,
+    run_tool,
+)
 from ..data.text import apply_bpe_file, decompress, learn_bpe, read_lines, tokenize_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
-PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -68,17 +75,11 @@ def log(msg: str):
     print(f"[demo] {msg}", flush=True)
 
 
-def run(cmd: List[str], shown: Optional[str] = None, stdout=None):
-    log("$ " + (shown or " ".join(shlex.quote(c) for c in cmd)))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run(cmd, stdout=stdout, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"[demo] command failed with exit code {result.returncode}: {cmd[2] if len(cmd) > 2 else cmd}")
-
-
-def fairseq_cmd(tool: str, args: List[str]) -> List[str]:
-    """Run a fairseq console script through this interpreter (same environment), shown as ``fairseq-<tool>``."""
-    return [sys.executable, "-m", f"fairseq_cli.{tool}"] + args
+def run(cmd: List[str], stdout_path: Optional[str] = None):
+    try:
+        run_tool(cmd, stdout_path=stdout_path, prefix="[demo] ")
+    except ToolFailed as err:
+        raise SystemExit(f"[demo] {err}") from None
 
 
 def find_raw(raw_dir: str, split: str, lang: str) -> str:
@@ -142,26 +143,20 @@ def prepare_data(args) -> str:
             "--testpref", os.path.join(bpe, args.test_split), "--destdir", tmp, "--joined-dictionary",
             "--workers", str(min(2, os.cpu_count() or 1)),
         ]
-        run(fairseq_cmd("preprocess", pre), "fairseq-preprocess " + " ".join(pre))
+        run(fairseq_command("preprocess", pre))
         os.replace(tmp, data_bin)
     return data_bin
 
 
 def train(args, data_bin: str, save_dir: str):
-    cmd = [
-        data_bin, "--user-dir", PLUGIN_DIR, "--arch", args.arch, "--task", "translation",
-        "--encoder-self-attention", args.encoder_self_attention,
-        "--decoder-self-attention", args.decoder_self_attention,
-        "--decoder-cross-attention", args.decoder_cross_attention,
-        "--share-all-embeddings", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "1.0",
-        "--lr", str(args.lr), "--lr-scheduler", "eatt", "--warmup-updates", str(args.warmup_updates),
-        "--plateau-updates", str(args.plateau_updates),
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--weight-decay", "0.0001",
-        "--max-tokens", str(args.max_tokens), "--max-update", str(args.max_update), "--seed", str(args.seed),
-        "--save-dir", save_dir, "--no-epoch-checkpoints", "--keep-last-epochs", "1",
-        "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
-    ] + shlex.split(args.train_args)
-    run(fairseq_cmd("train", cmd), "fairseq-train " + " ".join(shlex.quote(c) for c in cmd))
+    attention = {ENCODER_SELF: args.encoder_self_attention, DECODER_SELF: args.decoder_self_attention,
+                 DECODER_CROSS: args.decoder_cross_attention}
+    cmd = ([data_bin] + model_flags(args.arch, attention)
+           + optimization_flags(lr=args.lr, warmup_updates=args.warmup_updates, plateau_updates=args.plateau_updates,
+                                max_tokens=args.max_tokens, max_update=args.max_update, seed=args.seed)
+           + ["--save-dir", save_dir, "--no-epoch-checkpoints", "--keep-last-epochs", "1"]
+           + shlex.split(args.train_args))
+    run(fairseq_command("train", cmd))
 
 
 def generate(args, data_bin: str, checkpoint: str, out_path: str) -> str:
@@ -174,9 +169,7 @@ def generate(args, data_bin: str, checkpoint: str, out_path: str) -> str:
     ]
     tmp = out_path + ".partial"
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as handle:
-        run(fairseq_cmd("generate", cmd), "fairseq-generate " + " ".join(shlex.quote(c) for c in cmd)
-            + f" > {out_path}", stdout=handle)
+    run(fairseq_command("generate", cmd), stdout_path=tmp)
     os.replace(tmp, out_path)
     return out_path
 
@@ -184,15 +177,9 @@ def generate(args, data_bin: str, checkpoint: str, out_path: str) -> str:
 def score(args, gen_out: str, hyp_path: str) -> dict:
     import sacrebleu
 
-    hyps: Dict[int, str] = {}
-    fairseq_bleu = None
-    with open(gen_out, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("D-"):
-                idx, _, text = line.rstrip("\n").split("\t", 2)
-                hyps[int(idx[2:])] = text
-            elif "BLEU" in line and line.startswith("Generate"):
-                fairseq_bleu = line.strip()
+    lines = list(read_lines(gen_out))
+    hyps = read_generate_output(lines)
+    fairseq_bleu = next((line.strip() for line in lines if line.startswith("Generate") and "BLEU" in line), None)
     refs = list(read_lines(find_raw(args.raw_dir, args.test_split, args.tgt)))
     if len(hyps) != len(refs):
         raise SystemExit(f"[demo] {gen_out}: {len(hyps)} hypotheses for {len(refs)} references")

@@ -17,14 +17,11 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..data.text import atomic_output
 from ..experiments.runner import training_finished
-
-PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ..fairseq_tools import PLUGIN_DIR, ToolFailed, fairseq_command, read_generate_output, run_tool
 
 
 def parse_args(argv=None):
@@ -75,32 +72,26 @@ def parse_args(argv=None):
     return args
 
 
-def fairseq(tool: str, cmd: List[str], stdout=None):
-    print(f"[distill] $ fairseq-{tool} " + " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
-    proc = subprocess.run([sys.executable, "-m", f"fairseq_cli.{tool}"] + [str(c) for c in cmd], stdout=stdout)
-    if proc.returncode != 0:
-        raise SystemExit(f"[distill] fairseq-{tool} failed with exit code {proc.returncode}")
+def fairseq(tool: str, cmd: List, stdout_path: Optional[str] = None):
+    try:
+        run_tool(fairseq_command(tool, cmd), stdout_path=stdout_path, prefix="[distill] ")
+    except ToolFailed as err:
+        raise SystemExit(f"[distill] {err}") from None
 
 
 def generate_to(out_path: str, cmd: List[str]):
     """fairseq-generate into ``out_path``, atomically (a failed run leaves nothing)."""
     if os.path.exists(out_path):
         return out_path
-    with atomic_output(out_path) as handle:
-        handle.flush()
-        fairseq("generate", cmd, stdout=handle)
+    partial = out_path + ".partial"
+    fairseq("generate", cmd, stdout_path=partial)  # removed on failure
+    os.replace(partial, out_path)
     return out_path
 
 
 def read_generate(path: str, kind: str) -> Dict[int, str]:
-    lines = {}
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith(kind + "-"):
-                head, rest = line.rstrip("\n").split("\t", 1)
-                text = rest.split("\t", 1)[1] if kind in ("H", "D") else rest
-                lines[int(head[len(kind) + 1:])] = text
-    return lines
+        return read_generate_output(handle, kind)
 
 
 def distillation_record(args) -> dict:

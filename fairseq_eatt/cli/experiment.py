@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
@@ -42,6 +43,7 @@ from ..attention.eatt import DEFAULT_RECIPE, RECIPES as EATT_RECIPES
 from ..data.text import atomic_output
 from ..experiments import recipes as R
 from ..experiments import runner
+from ..fairseq_tools import git_commit, machine, optimization_flags
 from ..experiments.settings import SCALES, setting
 
 RECIPES = R.TRAINING_RECIPES + ("figure1", "figure2", "figure3", "energy", "study-diagnose")
@@ -270,13 +272,12 @@ def figure1(args):
     data = prepare(args, teacher_run.task)
     base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}",
                         "figure1" if args.eatt_recipe == "paper" else f"figure1@{args.eatt_recipe}")
-    train_args = (f"--optimizer adam --adam-betas (0.9,0.98) --clip-norm 1.0 --weight-decay 0.0001 --lr {s.lr} "
-                  f"--lr-scheduler eatt --warmup-updates {s.warmup_updates} --plateau-updates {s.plateau_updates} "
-                  f"--criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens {s.max_tokens} "
-                  f"--update-freq {s.update_freq} --max-update {s.max_update} --dropout {s.dropout} "
-                  f"--seed {teacher_run.seed} --num-workers 0 --log-interval 50 --eatt-recipe {args.eatt_recipe} "
-                  + ("--share-all-embeddings" if s.embeddings == "all" else "--share-decoder-input-output-embed")
-                  + (" " + args.train_args if args.train_args else ""))
+    flags = optimization_flags(lr=s.lr, warmup_updates=s.warmup_updates, plateau_updates=s.plateau_updates,
+                               max_tokens=s.max_tokens, max_update=s.max_update, seed=teacher_run.seed,
+                               update_freq=s.update_freq)
+    flags += ["--dropout", str(s.dropout), "--eatt-recipe", args.eatt_recipe,
+              "--share-all-embeddings" if s.embeddings == "all" else "--share-decoder-input-output-embed"]
+    train_args = shlex.join(flags) + (" " + args.train_args if args.train_args else "")
     teacher_ckpt = checkpoint_of(args, teacher_run, teacher)
     asic = BUILTIN["paper-asic"]
     l_mean = round(teacher["lengths"]["test"]["src"])
@@ -306,8 +307,8 @@ def figure1(args):
                        energy_note=f"ASIC (paper's Table 1), paper convention, l = {l_mean} (mean test source "
                                    f"length), relative to the vanilla model of the teacher's size",
                        bleu_note="fairseq-generate's sacreBLEU on test (BPE removed, tokenized text)",
-                       train_args=train_args, date=teacher["date"], machine=runner.machine(),
-                       git_commit=runner.git_commit())
+                       train_args=train_args, date=teacher["date"], machine=machine(),
+                       git_commit=git_commit())
         with atomic_output(out) as handle:
             json.dump(summary, handle, indent=2)
         log(f"wrote {out}")

@@ -14,21 +14,29 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import shlex
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ..attention import get_attention_class
 from ..data.text import atomic_output, read_lines
+from ..fairseq_tools import (
+    PLUGIN_DIR,
+    REPO_ROOT,
+    ToolFailed,
+    fairseq_command,
+    git_commit,
+    load_checkpoint,
+    machine,
+    model_flags,
+    optimization_flags,
+    read_generate_output,
+    run_tool,
+)
 from .recipes import RunSpec
 from .settings import TaskSetting
 
-PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO_ROOT = os.path.dirname(PLUGIN_DIR)
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 SCHEMA = 1
 AUX_CRITERION = "label_smoothed_cross_entropy_with_aux"
@@ -63,21 +71,13 @@ def criterion_for(run: RunSpec) -> str:
 
 
 def train_flags(run: RunSpec, setting: TaskSetting, extra: List[str]) -> List[str]:
-    flags = [
-        "--user-dir", PLUGIN_DIR, "--task", "translation", "--arch", setting.arch,
-        "--encoder-self-attention", run.encoder_self, "--decoder-self-attention", run.decoder_self,
-        "--decoder-cross-attention", run.decoder_cross,
-        "--share-all-embeddings" if setting.embeddings == "all" else "--share-decoder-input-output-embed",
-        "--dropout", str(setting.dropout),
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "1.0", "--weight-decay", "0.0001",
-        "--lr", str(setting.lr), "--lr-scheduler", "eatt", "--warmup-updates", str(setting.warmup_updates),
-        "--plateau-updates", str(setting.plateau_updates),
-        "--criterion", criterion_for(run), "--label-smoothing", "0.1",
-        "--max-tokens", str(setting.max_tokens), "--update-freq", str(setting.update_freq),
-        "--max-update", str(setting.max_update), "--seed", str(run.seed),
-        "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
-        "--eatt-recipe", run.recipe,  # explicit, so a later change of the default recipe cannot change the run
-    ]
+    flags = (model_flags(setting.arch, run.attention, setting.embeddings, setting.dropout)
+             + optimization_flags(lr=setting.lr, warmup_updates=setting.warmup_updates,
+                                  plateau_updates=setting.plateau_updates, max_tokens=setting.max_tokens,
+                                  max_update=setting.max_update, seed=run.seed, update_freq=setting.update_freq,
+                                  criterion=criterion_for(run))
+             + ["--no-epoch-checkpoints",
+                "--eatt-recipe", run.recipe])  # explicit, so a later change of the default recipe cannot change it
     return flags + list(run.options) + list(setting.extra_train_args) + extra
 
 
@@ -94,37 +94,6 @@ def config_hash(run: RunSpec, setting: TaskSetting, extra_train: List[str]) -> s
 def curve_flags(every: Optional[int]) -> List[str]:
     """fairseq-train flags that keep a checkpoint every ``every`` updates, for a dev BLEU curve."""
     return ["--save-interval-updates", str(every)] if every else []
-
-
-def machine() -> Dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    try:
-        from importlib.metadata import version
-
-        fairseq_version = version("fairseq-fixed")
-    except Exception:  # noqa: BLE001 (an unusual install: report what fairseq says)
-        import fairseq
-
-        fairseq_version = getattr(fairseq, "__version__", "unknown")
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "fairseq": fairseq_version,
-            "python": platform.python_version()}
-
-
-def git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def updates_done(save_dir: str) -> int:
@@ -167,42 +136,16 @@ def run_lock(run_dir: str):
         handle.close()
 
 
-class RunFailed(RuntimeError):
-    pass
+class RunFailed(ToolFailed):
+    """A run that cannot finish: a fairseq tool failed, or its outputs are incomplete or of other settings."""
 
 
 def call(cmd: List[str], log_path: str, echo: bool, threads: Optional[int], stdout_path: Optional[str] = None):
-    """Run ``cmd``; its stderr (and stdout unless ``stdout_path``) is appended to ``log_path`` and echoed if asked."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-        env["MKL_NUM_THREADS"] = str(threads)
-    shown = "$ " + " ".join(shlex.quote(c) for c in cmd)
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(shown + "\n")
-        log.flush()
-        if echo:
-            print(shown, flush=True)
-        out = open(stdout_path, "w", encoding="utf-8") if stdout_path else subprocess.PIPE
-        try:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out is subprocess.PIPE else
-                                    subprocess.PIPE, env=env, text=True)
-            stream = proc.stdout if out is subprocess.PIPE else proc.stderr
-            for line in stream:
-                log.write(line)
-                log.flush()  # follow a run with tail -f
-                if echo:
-                    sys.stdout.write(line)
-            code = proc.wait()
-        finally:
-            if stdout_path:
-                out.close()
-    if code != 0:
-        raise RunFailed(f"{cmd[2] if len(cmd) > 2 else cmd[0]} exited with code {code}; see {log_path}")
-
-
-def fairseq_cmd(tool: str, args: List[str]) -> List[str]:
-    return [sys.executable, "-m", f"fairseq_cli.{tool}"] + args
+    """:func:`run_tool` with the run's log; a failure is a :class:`RunFailed`."""
+    try:
+        run_tool(cmd, log_path, echo, threads, stdout_path)
+    except ToolFailed as err:
+        raise RunFailed(str(err)) from None
 
 
 def valid_log(log_path: str) -> Dict:
@@ -245,13 +188,9 @@ def decode(run_dir: str, data: PreparedData, setting: TaskSetting, split: str, l
         if setting.bleu == "detok":
             cmd += ["--tokenizer", "moses"]
         partial = out_path + ".partial"
-        call(fairseq_cmd("generate", cmd), log_path, echo, threads, stdout_path=partial)
+        call(fairseq_command("generate", cmd), log_path, echo, threads, stdout_path=partial)
         os.replace(partial, out_path)
-    hyps: Dict[int, str] = {}
-    for line in read_lines(out_path):
-        if line.startswith("D-"):
-            head, _score, text = (line.split("\t", 2) + ["", ""])[:3]
-            hyps[int(head[2:])] = text
+    hyps = read_generate_output(read_lines(out_path))
     refs = list(read_lines(data.references[split]))
     if sorted(hyps) != list(range(len(refs))):
         os.replace(out_path, out_path + ".incomplete")
@@ -280,7 +219,6 @@ def mean_lengths(data: PreparedData, split: str) -> Dict[str, float]:
 
 def model_info(checkpoint: str, data_bin: str) -> Dict:
     """Parameter count and the dimensions the energy accounting needs, read from the trained model."""
-    from ..cli.common import load_checkpoint
 
     from ..models.transformer_eatt import attention_settings
 
@@ -380,7 +318,7 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
     flags = train_flags(run, setting, extra_train) + ["--save-dir", run_dir]
     started = time.time()
     if not training_finished(run_dir, flags):  # e.g. a run stopped while decoding
-        call(fairseq_cmd("train", [data.data_bin] + flags), log_path, echo, threads)
+        call(fairseq_command("train", [data.data_bin] + flags), log_path, echo, threads)
     trained = time.time()
     if not os.path.exists(os.path.join(run_dir, "checkpoint_best.pt")):
         raise RunFailed(f"{run_dir}: training ended without checkpoint_best.pt; see {log_path}")

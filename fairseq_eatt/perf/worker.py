@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import torch
 
-PLUGIN_DIR = __file__.rsplit("/perf/", 1)[0]
+from ..fairseq_tools import PLUGIN_DIR
 
 
 def rss_mib() -> float:
