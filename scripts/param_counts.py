@@ -12,7 +12,7 @@ from fairseq import options, tasks
 import fairseq_eatt  # noqa: F401
 from fairseq_eatt.attention import POSITION_FLAGS, available_attentions, get_attention_class
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(fairseq_eatt.__file__))
+from fairseq_eatt.fairseq_tools import PLUGIN_DIR  # noqa: E402
 
 
 def count(data_dir, arch, flags):

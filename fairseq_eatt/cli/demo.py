@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF
 from ..fairseq_tools import (
     PLUGIN_DIR,
+    REPO_ROOT,
     ToolFailed,
     fairseq_command,
     model_flags,
@@ -27,7 +28,6 @@ from ..fairseq_tools import (
 )
 from ..data.text import apply_bpe_file, decompress, learn_bpe, read_lines, tokenize_file
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 
 
