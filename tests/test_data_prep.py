@@ -113,3 +113,28 @@ def test_multi30k_from_the_shipped_copy_with_checksums(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| train | 29,000 |" in text and "| valid | 1,014 |" in text and "| test | 1,000 |" in text
     assert (tmp_path / "data-bin-bpe500" / "dict.de.txt").exists()
+
+
+@pytest.mark.parametrize("script,corpus", [("prepare-iwslt15-en-vi.sh", "iwslt15-en-vi"),
+                                           ("prepare-wmt14-en-de.sh", "wmt14-en-de"),
+                                           ("prepare-wmt17-zh-en.sh", "wmt17-zh-en"),
+                                           ("prepare-multi30k.sh", "multi30k-en-de")])
+def test_data_prep_has_one_script_per_corpus(script, corpus, tmp_path):
+    """Each script runs fairseq_eatt.data.prepare on its corpus, into OUT (default data/CORPUS), options passed."""
+    import subprocess
+
+    from fairseq_eatt.data.corpora import CORPORA
+
+    path = os.path.join(REPO_ROOT, "data_prep", script)
+    assert corpus in CORPORA and os.access(path, os.X_OK)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text("#!/bin/sh\necho \"$@\"\n")
+    (shim / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", PYTHON=str(shim / "python"))
+    script_text = open(path).read().replace('source "$(dirname "$0")/common.sh"',
+                                            f'source {REPO_ROOT}/data_prep/common.sh; PY={shim}/python')
+    runs = [subprocess.run(["bash", "-c", script_text, "x", *args], capture_output=True, text=True, env=env,
+                           check=True).stdout.strip() for args in ([], ["out/dir", "--bpe-merges", "500"])]
+    assert runs[0] == f"-m fairseq_eatt.data.prepare {corpus} --out data/{corpus}"
+    assert runs[1] == f"-m fairseq_eatt.data.prepare {corpus} --out out/dir --bpe-merges 500"
