@@ -282,13 +282,39 @@ def test_bad_stored_json_is_named(tmp_path):
         Collection([run, dup])
 
 
-def test_committed_results_aggregate(tmp_path):
-    """The JSON results committed under results/runs load and aggregate (a malformed file fails here)."""
-    results = os.path.join(REPO_ROOT, "results", "runs")
-    if not os.path.isdir(results):
-        pytest.skip("no committed results yet")
-    report = aggregate(results, str(tmp_path), None)
-    assert report and all(status for parts in report.values() for status in parts.values())
+def test_committed_tables_regenerate_byte_for_byte_from_the_committed_json(tmp_path, monkeypatch):
+    """Every committed table, figure report and plot made by fairseq-eatt-aggregate is what aggregating the
+    committed JSON gives now, for each E-ATT recipe with committed tables, and the study's report too."""
+    import filecmp
+    import shutil
+
+    from fairseq_eatt.attention.eatt import RECIPES
+    from fairseq_eatt.experiments.study import study_report
+
+    monkeypatch.chdir(REPO_ROOT)  # the reports name their inputs as the aggregation command is run: from the root
+    results = "results"
+    compared = 0
+    for recipe in RECIPES:
+        committed = results if recipe == "paper" else os.path.join(results, recipe)
+        scales = [s for s in ("small", "paper") if os.path.isdir(os.path.join(committed, s))]
+        if not scales:
+            continue
+        out = tmp_path / recipe
+        for scale in scales:  # the figures' own files (heat maps, per-seed ratios) are inputs of the reports
+            shutil.copytree(os.path.join(committed, scale), out / scale,
+                            ignore=shutil.ignore_patterns("*.md", "figure1.png", "variants.png"))
+        aggregate(os.path.join(results, "runs"), str(out), scales, recipe)
+        if recipe == "paper":
+            study_report(os.path.join(results, "runs"), os.path.join(results, "study", "long"), str(out / "study"))
+            scales.append("study")
+        for scale in scales:
+            made = sorted(f for f in os.listdir(out / scale) if f.endswith((".md", ".png")))
+            for name in made:
+                path = os.path.join(committed, scale, name)
+                assert os.path.exists(path), f"{path} is not committed (aggregate writes it)"
+                assert filecmp.cmp(path, out / scale / name, shallow=False), f"{path} differs from a regeneration"
+                compared += 1
+    assert compared >= 10
 
 
 def test_tokenized_bleu_scoring_for_iwslt(tmp_path):
