@@ -89,10 +89,9 @@ def test_interactive_translates(trained, demo_run):
     assert len(re.findall(r"^D-\d+\t", out, re.M)) == 2
 
 
+@pytest.mark.parametrize("trained", ["eatt"], indirect=True)  # resume is checked once, on E-ATT
 def test_training_resumes_from_checkpoint_last(trained, demo_run):
     name, save_dir, _ = trained
-    if name != "eatt":
-        pytest.skip("resume is checked once, on E-ATT")
     log = fairseq(
         "train", demo_run["data_bin"], "--user-dir", PLUGIN_DIR, *CONFIGS[name], "--share-all-embeddings",
         "--optimizer", "adam", "--lr", "0.003", "--lr-scheduler", "eatt", "--warmup-updates", "1",

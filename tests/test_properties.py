@@ -138,13 +138,11 @@ def test_incremental_cross_attention_equals_the_full_pass(name, src_len, tgt_len
         torch.testing.assert_close(step[0], full[i], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-@pytest.mark.parametrize("position", [ENCODER_SELF, DECODER_CROSS])
+@pytest.mark.parametrize("name,position", [(n, p) for n in VARIANTS for p in (ENCODER_SELF, DECODER_CROSS)
+                                           if p in allowed(n)])
 def test_the_state_dict_holds_all_state(name, position):
     """A module built with another seed (other weights, other random features) computes the same thing once it
     has loaded the state dict: nothing a worker or a resumed run needs lives outside it."""
-    if position not in allowed(name):
-        pytest.skip(f"{name} does not serve {position}")
     a, b = build(name, position, seed=0), build(name, position, seed=1)
     b.load_state_dict(a.state_dict())
     src, tgt = randn(5, 6, 2, E), randn(6, 4, 2, E)
