@@ -93,6 +93,28 @@ def test_source_padding_never_changes_cross_attention(name, src_len, tgt_len, pa
 
 @pytest.mark.parametrize("name", CAUSAL)
 @EXAMPLES
+@given(length=st.integers(1, 9), pad=st.integers(1, 5), left=st.booleans(), seed=st.integers(0, 10**6))
+def test_padding_with_a_causal_mask_never_changes_real_positions(name, length, pad, left, seed):
+    """Decoder self-attention with padding (right, as fairseq pads targets, or left) and the causal mask over
+    the padded length: every real position computes what it computes without padding."""
+    m = build(name, DECODER_SELF)
+    x = randn(seed, length, 2, E)
+    ref, _ = m(x, x, x, attn_mask=causal_mask(length))
+    filler = randn(seed + 1, pad, 2, E, scale=30.0)
+    padded = torch.cat([filler, x]) if left else torch.cat([x, filler])
+    mask = torch.zeros(2, length + pad, dtype=torch.bool)
+    if left:
+        mask[:, :pad] = True
+    else:
+        mask[:, length:] = True
+    out, _ = m(padded, padded, padded, key_padding_mask=mask, attn_mask=causal_mask(length + pad))
+    real = out[pad:] if left else out[:length]
+    assert torch.isfinite(real).all()
+    torch.testing.assert_close(real, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+@EXAMPLES
 @given(length=st.integers(2, 10), data=st.data(), seed=st.integers(0, 10**6))
 def test_changing_a_future_token_never_changes_the_past(name, length, data, seed):
     m = build(name, DECODER_SELF)
