@@ -225,3 +225,15 @@ def test_empty_batches_give_empty_outputs(name):
         c = build(name, DECODER_CROSS)
         out, _ = c(torch.zeros(2, 0, E), torch.zeros(4, 0, E), torch.zeros(4, 0, E), static_kv=True)
         assert out.shape == (2, 0, E)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_nan_coming_in_is_propagated_not_hidden(name):
+    """A NaN in a real input token reaches the output (fairseq then stops on the non-finite loss); no variant
+    silently turns it into a number, binarization included."""
+    m = build(name)
+    x = randn(5, 6, 2, E)
+    x[3, 1, 0] = float("nan")
+    out, _ = m(x, x, x)
+    assert torch.isnan(out[:, 1]).any()
+    assert torch.isfinite(out[:, 0]).all()  # the other sentence is untouched
