@@ -138,3 +138,14 @@ def test_data_prep_has_one_script_per_corpus(script, corpus, tmp_path):
                            check=True).stdout.strip() for args in ([], ["out/dir", "--bpe-merges", "500"])]
     assert runs[0] == f"-m fairseq_eatt.data.prepare {corpus} --out data/{corpus}"
     assert runs[1] == f"-m fairseq_eatt.data.prepare {corpus} --out out/dir --bpe-merges 500"
+
+
+def test_a_file_neither_local_nor_reachable_names_the_url_and_the_local_dir(tmp_path):
+    """Offline (or a moved file): the error names the file, its URL and --local-dir, and leaves nothing."""
+    local = tmp_path / "local"
+    local.mkdir()
+    spec = RemoteFile("corpus.en", (tmp_path / "nowhere" / "corpus.en").as_uri(), md5(b"x"))
+    with pytest.raises(SystemExit, match=r"corpus\.en: download of file:.*failed .*--local-dir .*local has no "
+                                         r"corpus\.en"):
+        prep.fetch(spec, str(tmp_path / "raw"), str(local), str(tmp_path / "dl"), True)
+    assert not (tmp_path / "raw" / "corpus.en").exists() and not list((tmp_path / "dl").glob("*"))

@@ -118,3 +118,19 @@ def test_from_pretrained_loads_without_any_setting(trained, demo_run):
     out = hub.translate("A little girl is climbing.", beam=2, max_len_b=20)
     assert isinstance(out, str)
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ  # the workaround is scoped to fairseq's loader
+
+
+def test_the_demo_refuses_a_bad_raw_dir_before_doing_anything(tmp_path, capsys):
+    from fairseq_eatt.cli import demo
+
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit) as stop:
+        demo.main(["--raw-dir", str(tmp_path / "nowhere"), "--workdir", str(work)])
+    assert stop.value.code == 2 and "--raw-dir" in capsys.readouterr().err and not work.exists()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train.en", "train.de.gz", "val.en", "val.de", "test_2016_flickr.en"):
+        (raw / name).write_text("x\n")
+    with pytest.raises(SystemExit):
+        demo.main(["--raw-dir", str(raw), "--workdir", str(work)])
+    assert "missing test_2016_flickr.de (or .gz)" in capsys.readouterr().err and not work.exists()

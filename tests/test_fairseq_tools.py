@@ -50,3 +50,4 @@ def test_commands_and_flags():
         model_flags("transformer_eatt", shared_embeddings="none")
     opt = optimization_flags(lr=0.1, warmup_updates=2, plateau_updates=4, max_tokens=100, max_update=8, seed=3)
     assert opt[opt.index("--lr-scheduler") + 1] == "eatt" and opt[opt.index("--seed") + 1] == "3"
+

@@ -68,6 +68,14 @@ def parse_args(argv=None):
     for flag in ("max_update", "max_tokens", "bpe_merges", "beam"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if not os.path.isdir(args.raw_dir):
+        p.error(f"--raw-dir {args.raw_dir}: no such folder (it must hold SPLIT.LANG or SPLIT.LANG.gz files)")
+    missing = [f"{split}.{lang}" for split in (args.train_split, args.valid_split, args.test_split)
+               for lang in (args.src, args.tgt)
+               if not any(os.path.exists(os.path.join(args.raw_dir, f"{split}.{lang}{gz}")) for gz in ("", ".gz"))]
+    if missing:
+        p.error(f"--raw-dir {args.raw_dir}: missing {', '.join(missing)} (or .gz); check --raw-dir, --src/--tgt and "
+                f"--train-split/--valid-split/--test-split")
     return args
 
 

@@ -74,7 +74,13 @@ def fetch(spec: RemoteFile, raw_dir: str, local_dir: str, downloads: str, verify
         cached = source = os.path.join(downloads, os.path.basename(spec.url))
         if not os.path.exists(cached):
             os.makedirs(downloads, exist_ok=True)
-            download(spec.url, cached)
+            try:
+                download(spec.url, cached)
+            except OSError as err:  # urllib's URLError / HTTPError, timeouts: offline or the file moved
+                where = f"--local-dir {local_dir} has no {spec.name} (or .gz)" if local_dir else "no --local-dir given"
+                raise SystemExit(f"{spec.name}: download of {spec.url} failed ({err}); {where}: put the file "
+                                 f"there under that name, or retry where {spec.url} can be reached (a partial "
+                                 f"download resumes)") from None
     with atomic_output(dest, "wb") as out:
         if spec.member and source == cached:
             with tarfile.open(source) as tar:
