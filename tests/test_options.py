@@ -144,3 +144,25 @@ def test_the_readmes_example_variant_works_end_to_end():
             build_attention("band", 16, 2, "encoder_self", window=0)
     finally:
         registry._REGISTRY.pop("band", None)
+
+
+def _bad_value(option: Option) -> str:
+    from fairseq_eatt.attention import options as O
+
+    return {O.positive: "0", O.non_negative: "-1", O.fraction: "1.5", O.non_negative_float: "-2",
+            O.parse_bool: "maybe"}.get(option.check, "not-a-value")
+
+
+CHECKED = sorted({(o.flag, _bad_value(o)) for n in DECLARING for o in get_attention_class(n).options
+                  if (o.check or o.choices) and not o.action})
+
+
+@pytest.mark.parametrize("flag,bad", CHECKED)
+def test_every_declared_option_refuses_a_bad_value_on_the_command_line(dict_dir, flag, bad):
+    from .helpers import parse_train_args
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        parse_train_args(dict_dir, "--arch", "transformer_eatt_tiny", flag, bad)
+    text = err.getvalue()
+    assert f"argument {flag}" in text and ("must be" in text or "invalid choice" in text), text[-300:]

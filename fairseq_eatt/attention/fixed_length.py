@@ -8,14 +8,14 @@ result. A longer batch raises a clear error naming the flag; the model also repo
 (``max_positions``), which then filters long training pairs and stops generation in time.
 """
 from .base import AttentionBase, Positions
-from .options import Option
+from .options import Option, positive
 from .registry import DECODER_CROSS, DECODER_SELF, Capabilities, arg_or_default
 
 MAX_LENGTH = Option("max_length", "--attention-max-length", None,
                     "maximum sequence length of variants that learn per-position weights (synthesizers, super, "
                     "linformer); default: --max-source-positions for encoder self-attention and the key side of "
                     "cross-attention, --max-target-positions for the decoder side", type=int, metavar="N",
-                    aliases=("--synth-max-length",), constructor=False)
+                    aliases=("--synth-max-length",), constructor=False, check=positive)
 
 
 class FixedLengthAttention(AttentionBase):

@@ -88,13 +88,26 @@ class Option:
         default = "" if self.default is None or self.action else f" (default: {self.default})"
         return f"{self.help}{default}{choices}"
 
+    def parse(self, text: str) -> Any:
+        """The flag's argparse type: converted and validated, so a bad value is a command-line error saying what
+        would be valid (argparse names the flag)."""
+        try:
+            value = self.type(text) if self.type else text
+        except ValueError:
+            kind = {int: "an integer", float: "a number"}.get(self.type, "a valid value")
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return self.validate(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).replace(f"{self.flag} ", "", 1)) from None
+
     def add_to(self, parser):
         if self.action:  # default None: "not given", so that from_args falls back to the declared default
             parser.add_argument(self.flag, *self.aliases, dest=self.attr, action=self.action, default=None,
                                 help=self.help_text())
         else:
-            parser.add_argument(self.flag, *self.aliases, dest=self.attr, type=self.type, choices=self.choices,
-                                metavar=self.metavar, help=self.help_text())
+            parser.add_argument(self.flag, *self.aliases, dest=self.attr, type=self.parse if self.check else self.type,
+                                choices=self.choices, metavar=self.metavar, help=self.help_text())
 
 
 def argparse_type(check: Callable[[Any, str], Any], flag: str, name: str) -> Callable[[str], Any]:
