@@ -61,12 +61,9 @@ def render(ratios, out_prefix: str, title: str):
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
 
-    import matplotlib
+    from ..experiments.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     for p in present:
         xs = [layer for layer in layers if (p, layer) in ratios]
         ax.plot(xs, [ratios[(p, x)] for x in xs], marker="o", label=p.replace("_", " "))
@@ -76,8 +73,7 @@ def render(ratios, out_prefix: str, title: str):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_atomically(out_prefix + ".png", lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
-    plt.close(fig)
+    save(fig, out_prefix + ".png")
     return table
 
 

@@ -73,16 +73,13 @@ def table(rows: List[Dict]) -> str:
 
 
 def plot(results: List[Tuple[str, List[Dict]]], out_png: str, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..experiments.plots import pyplot, save
 
     panels = [("relative_entropy", None, "attention entropy / log(keys)"),
               ("nonzero_ratio", "key_codes", "nonzero ratio (key side)"),
               ("mean_hamming_fraction", "key_codes", "Hamming distance between a sentence's key codes"),
               ("attention_vs_key_ones_r", None, "r(attention received, key ones)")]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    fig, axes = pyplot().subplots(2, 2, figsize=(10, 6.5))
     for ax, (key, side, name) in zip(axes.flat, panels):
         for index, (label, rows) in enumerate(results):  # one colour per checkpoint in every panel
             xs, ys = [], []
@@ -101,8 +98,7 @@ def plot(results: List[Tuple[str, List[Dict]]], out_png: str, title: str):
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
-    write_atomically(out_png, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
-    plt.close(fig)
+    save(fig, out_png, dpi=110)
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from ..data.text import tokenize_lines
-from .common import load_checkpoint, write_atomically
+from .common import load_checkpoint
 
 
 def parse_args(argv=None):
@@ -91,14 +91,11 @@ def main(argv=None):
             raise SystemExit(f"--layer {index}: the decoder has layers 1..{len(layers)}")
         panels = [(f"layer {index}", layers[index - 1])]
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..experiments.plots import pyplot, save
 
     size = 0.32
     width = max(4.0, size * len(src_labels) + 1.5) * len(panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, max(3.0, size * len(tgt_labels) + 1.5)), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(width, max(3.0, size * len(tgt_labels) + 1.5)), squeeze=False)
     for ax, (title, weights) in zip(axes[0], panels):
         ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(src_labels)))
@@ -109,8 +106,7 @@ def main(argv=None):
         ax.set_xlabel(f"source ({src_lang})", fontsize=8)
         ax.set_ylabel(f"target ({tgt_lang})", fontsize=8)
     fig.tight_layout()
-    write_atomically(args.out, lambda f: fig.savefig(f, format="png", dpi=130), binary=True)
-    plt.close(fig)
+    save(fig, args.out, dpi=130)
     print(f"wrote {args.out} ({len(tgt_labels)} target x {len(src_labels)} source tokens, {len(panels)} panel(s))")
 
 

@@ -9,7 +9,8 @@ import statistics
 from typing import Dict, List, Optional, Tuple
 
 from . import recipes as R
-from .aggregate import ResultError, attention_energy, describe_setting, load_runs, mean_std
+from .plots import pyplot, save
+from .results import ResultError, attention_energy, describe_setting, load_runs, mean_std
 
 BASELINE_OF_BLOCK = {False: "vanilla", True: "vanilla+prenorm"}  # a pre-norm E-ATT is compared with a pre-norm vanilla
 
@@ -134,14 +135,7 @@ def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str
 
 
 def _plot_curves(runs: Dict[str, List[Dict]], png: str, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..data.text import atomic_output
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
     for name, group in runs.items():
         points = sorted({p["num_updates"] for r in group for p in r["curve"]})
         means = [statistics.mean([p["valid_bleu"] for r in group for p in r["curve"] if p["num_updates"] == n])
@@ -153,9 +147,7 @@ def _plot_curves(runs: Dict[str, List[Dict]], png: str, title: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_output(png, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
+    save(fig, png)
 
 
 def study_report(short_results: str, long_results: str, out_dir: str, task: str = R.SMALL_TASK,
