@@ -46,14 +46,6 @@ def count_lines(path: str) -> int:
         return sum(1 for _ in handle)
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_lines(path: str) -> Iterator[str]:
     """Lines without surrounding whitespace (raw corpora carry stray tabs and trailing spaces)."""
     with open_text(path) as handle:
