@@ -102,3 +102,13 @@ def test_eatt_options_declare_what_they_execute(variant, position, flags):
     # a token with no selected feature still adds its bias, qk_dim additions (documented in selection_ops)
     empty = int((counts["query"] == 0).sum()) + int((counts["key"] == 0).sum())
     assert measured.add == pytest.approx(declared.add + empty * module.qk_dim, rel=1e-9)
+
+
+def test_the_counter_refuses_arithmetic_it_does_not_know():
+    """An operation neither charged nor declared free stops the measurement instead of counting zero."""
+    from fairseq_eatt.energy.measure import UncountedOperation
+
+    with pytest.raises(UncountedOperation, match="aten.sin"):
+        measure(torch.sin, torch.randn(3))
+    _, counts = measure(torch.relu, torch.randn(3))  # declared free: an activation
+    assert counts.add == counts.mul == 0

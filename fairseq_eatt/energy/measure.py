@@ -14,8 +14,10 @@ charged as follows, and nothing else is:
   additions are aten operations; the compiled kernel does the same arithmetic out of the dispatcher's sight).
 - layer norms (``native_layer_norm``): by :func:`fairseq_eatt.energy.ops.layer_norm_ops` for their shape and
   affinity, the arithmetic of a layer norm (the paper counts none; only the complete convention declares them).
-- not charged, as in the paper's Appendix A: activations (softmax, exp, relu, abs), and data movement (views,
-  copies, gathers, masking with ``masked_fill``).
+- not charged, as in the paper's Appendix A (the ``FREE`` set): activations (softmax, exp, relu, abs, with the
+  max and clamps that keep them finite), and data movement (views, copies, gathers, masking with
+  ``masked_fill``). Any other floating-point operation stops the measurement (:class:`UncountedOperation`), so
+  nothing is charged zero silently.
 """
 import math
 
@@ -30,6 +32,23 @@ _ADD = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.sub_.Tensor, at
         aten.add.Scalar, aten.sub.Scalar}
 _MUL = {aten.mul.Tensor, aten.mul_.Tensor, aten.div.Tensor, aten.div_.Tensor, aten.mul.Scalar, aten.div.Scalar}
 _CMP = {aten.gt.Scalar, aten.gt.Tensor, aten.lt.Scalar, aten.lt.Tensor, aten.ge.Scalar, aten.le.Scalar}
+
+
+# not charged, as in the paper's Appendix A; any other floating-point operation stops the measurement
+FREE = {
+    # activations and their numerical safeguards (softmax's max, performer's normalization, clamps)
+    aten._softmax, aten.exp, aten.relu, aten.abs, aten.abs_, aten.amax, aten.clamp, aten.clamp_min,
+    # data movement: views, copies, padding, gathers, new buffers
+    aten.view, aten._unsafe_view, aten.expand, aten.permute, aten.transpose, aten.t, aten.select, aten.slice,
+    aten.unsqueeze, aten.unfold, aten.clone, aten.detach, aten._to_copy, aten.constant_pad_nd, aten.gather,
+    aten.index, aten.empty_like, aten.new_zeros, aten.zeros,
+    # masking: a selection, not arithmetic
+    aten.masked_fill,
+}
+
+
+class UncountedOperation(RuntimeError):
+    """A forward pass ran arithmetic the op counter does not know: its counts would be silently low."""
 
 
 def _is_binary(t: torch.Tensor) -> bool:
@@ -51,6 +70,7 @@ class OpCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.counts = OpCounts()
+        self.unknown = set()  # floating-point operations neither charged nor declared free (see measure)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -80,6 +100,8 @@ class OpCounter(TorchDispatchMode):
         elif packet is aten.cumsum:
             dim = args[1] % out.dim()
             self.counts = self.counts + OpCounts(add=out.numel() - out.numel() // out.shape[dim])
+        elif packet not in FREE:
+            self.unknown.add(str(packet))
         return out
 
 
@@ -89,4 +111,9 @@ def measure(fn, *args, **kwargs):
 
     with torch.no_grad(), reference_l1(), OpCounter() as counter:
         result = fn(*args, **kwargs)
+    if counter.unknown:
+        raise UncountedOperation(
+            f"the op counter met floating-point operations it neither charges nor declares free: "
+            f"{', '.join(sorted(counter.unknown))}; add each to the charged operations or to FREE with its reason "
+            f"(fairseq_eatt/energy/measure.py)")
     return result, counter.counts
