@@ -15,7 +15,7 @@ key sides:
 Decoder inputs are teacher-forced (the reference prefix), as in validation. Padding is left out everywhere.
 """
 from collections import defaultdict
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn

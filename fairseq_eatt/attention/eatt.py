@@ -24,7 +24,7 @@ with one recipe are compared in the same blocks.
 import argparse
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
