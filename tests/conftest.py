@@ -19,7 +19,7 @@ def demo_run(tmp_path_factory):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"workdir": workdir, "stdout": proc.stdout, "data_bin": workdir / "data-bin-bpe300", "raw": raw,
-            "codes": workdir / "bpe300" / "codes"}
+            "codes": workdir / "bpe300" / "codes.en-de"}
 
 
 

@@ -26,7 +26,8 @@ from ..fairseq_tools import (
     read_generate_output,
     run_tool,
 )
-from ..data.text import apply_bpe_file, decompress, learn_bpe, read_lines, tokenize_file
+from ..data.prepare import bpe_and_binarize
+from ..data.text import decompress, read_lines, tokenize_file
 
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 
@@ -129,30 +130,9 @@ def prepare_data(args) -> str:
             tok_path = os.path.join(tok, name)
             if not os.path.exists(tok_path):
                 tokenize_file(raw_path, tok_path, lang, desc=f"sacremoses {name}")
-    codes = os.path.join(bpe, "codes")
-    if not os.path.exists(codes):
-        log(f"learning {args.bpe_merges} joint BPE merges with subword-nmt")
-        learn_bpe([os.path.join(tok, f"{args.train_split}.{lang}") for lang in langs], codes, args.bpe_merges)
-    for split in splits:
-        for lang in langs:
-            out = os.path.join(bpe, f"{split}.{lang}")
-            if not os.path.exists(out):
-                apply_bpe_file(codes, os.path.join(tok, f"{split}.{lang}"), out, desc=f"subword-nmt {split}.{lang}")
-    data_bin = os.path.join(args.workdir, f"data-bin-bpe{args.bpe_merges}")
-    if not os.path.exists(os.path.join(data_bin, "dict." + args.src + ".txt")):
-        tmp = data_bin + ".partial"
-        if os.path.exists(tmp):
-            import shutil
-
-            shutil.rmtree(tmp)
-        pre = [
-            "--source-lang", args.src, "--target-lang", args.tgt,
-            "--trainpref", os.path.join(bpe, args.train_split), "--validpref", os.path.join(bpe, args.valid_split),
-            "--testpref", os.path.join(bpe, args.test_split), "--destdir", tmp, "--joined-dictionary",
-            "--workers", str(min(2, os.cpu_count() or 1)),
-        ]
-        run(fairseq_command("preprocess", pre))
-        os.replace(tmp, data_bin)
+    stems = {"train": args.train_split, "valid": args.valid_split, "test": args.test_split}
+    data_bin = bpe_and_binarize(tok, bpe, os.path.join(args.workdir, f"data-bin-bpe{args.bpe_merges}"), args.src,
+                                args.tgt, stems, args.bpe_merges, joint=True, workers=min(2, os.cpu_count() or 1))
     return data_bin
 
 

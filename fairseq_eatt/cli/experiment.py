@@ -316,6 +316,7 @@ def figure1(args):
 
 def figure2(args):
     from ..data.corpora import CORPORA
+    from ..data.prepare import bpe_codes_path
     from . import heatmap
 
     runs = [seed1_run(args, v) for v in ("vanilla", "eatt")]
@@ -333,7 +334,7 @@ def figure2(args):
     tgt = open(os.path.join(prep, tok_or_raw, f"test.{corpus.tgt}{suffix}"), encoding="utf-8").read().splitlines()
     if not 0 <= args.sentence < len(src):
         raise SystemExit(f"--sentence {args.sentence}: the test set has {len(src)} sentences (0..{len(src) - 1})")
-    codes = os.path.join(prep, f"bpe{s.bpe_merges}", f"codes.{corpus.src}-{corpus.tgt}")
+    codes = bpe_codes_path(os.path.join(prep, f"bpe{s.bpe_merges}"), (corpus.src, corpus.tgt))
     if not corpus.joint_bpe:
         raise SystemExit(f"figure2: {task} has separate BPE models per language; the heat map command takes one")
     for run in runs:

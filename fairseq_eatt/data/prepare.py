@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Dict, List
 
 from tqdm import tqdm
 
+from ..fairseq_tools import ToolFailed, fairseq_command, run_tool
 from .corpora import CORPORA, Corpus, RemoteFile
 from .text import apply_bpe_file, atomic_output, count_lines, learn_bpe, tokenize_file
 
@@ -121,6 +121,42 @@ def concatenate(paths: List[str], dst: str):
                 shutil.copyfileobj(inp, out)
 
 
+def bpe_codes_path(bpe: str, langs) -> str:
+    """The subword-nmt codes learned on ``langs`` (both languages for joint BPE)."""
+    return os.path.join(bpe, "codes." + "-".join(langs))
+
+
+def bpe_and_binarize(tok: str, bpe: str, data_bin: str, src: str, tgt: str, stems: Dict[str, str], merges: int,
+                     joint: bool, workers: int = 1) -> str:
+    """Learn BPE on the tokenized training text in ``tok`` (jointly or per language), apply it to every split and
+    binarize with fairseq-preprocess (a joined dictionary with joint BPE). ``stems``: the file stem of fairseq's
+    train, valid and test splits (``tok/<stem>.<lang>``). Each step is skipped when its output exists."""
+    langs = (src, tgt)
+    for group in ([langs] if joint else [(lang,) for lang in langs]):
+        codes = bpe_codes_path(bpe, group)
+        if not os.path.exists(codes):
+            print(f"[prepare] learning {merges} BPE merges on {'+'.join(group)}", flush=True)
+            learn_bpe([os.path.join(tok, f"{stems['train']}.{lang}") for lang in group], codes, merges)
+        for lang in group:
+            for stem in dict.fromkeys(stems.values()):
+                out = os.path.join(bpe, f"{stem}.{lang}")
+                if not os.path.exists(out):
+                    apply_bpe_file(codes, os.path.join(tok, f"{stem}.{lang}"), out, desc=f"subword-nmt {stem}.{lang}")
+    if not os.path.exists(os.path.join(data_bin, f"dict.{tgt}.txt")):
+        partial = data_bin + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        args = ["--source-lang", src, "--target-lang", tgt, "--trainpref", os.path.join(bpe, stems["train"]),
+                "--validpref", os.path.join(bpe, stems["valid"]), "--testpref", os.path.join(bpe, stems["test"]),
+                "--destdir", partial, "--workers", str(workers)] + (["--joined-dictionary"] if joint else [])
+        try:
+            run_tool(fairseq_command("preprocess", args), prefix="[prepare] ")
+        except ToolFailed as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise SystemExit(f"[prepare] {err}") from None
+        os.replace(partial, data_bin)
+    return data_bin
+
+
 def prepare(corpus: Corpus, out_dir: str, local_dir: str = None, merges: int = None, verify: bool = True,
             workers: int = 1) -> Dict:
     merges = merges or corpus.bpe_merges
@@ -143,30 +179,9 @@ def prepare(corpus: Corpus, out_dir: str, local_dir: str = None, merges: int = N
                 concatenate([joined], target)
             else:
                 tokenize_file(joined, target, lang, desc=f"sacremoses {split}.{lang}")
-    groups = [langs] if corpus.joint_bpe else [(lang,) for lang in langs]
-    for group in groups:
-        codes = os.path.join(bpe, "codes." + "-".join(group))
-        if not os.path.exists(codes):
-            print(f"[prepare] learning {merges} BPE merges on {'+'.join(group)}", flush=True)
-            learn_bpe([os.path.join(tok, f"train.{lang}") for lang in group], codes, merges)
-        for lang in group:
-            for split in corpus.splits:
-                out = os.path.join(bpe, f"{split}.{lang}")
-                if not os.path.exists(out):
-                    apply_bpe_file(codes, os.path.join(tok, f"{split}.{lang}"), out, desc=f"subword-nmt {split}.{lang}")
-    data_bin = os.path.join(out_dir, f"data-bin-bpe{merges}")
-    if not os.path.exists(os.path.join(data_bin, f"dict.{corpus.tgt}.txt")):
-        partial = data_bin + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", corpus.src, "--target-lang",
-               corpus.tgt, "--trainpref", os.path.join(bpe, "train"), "--validpref", os.path.join(bpe, "valid"),
-               "--testpref", os.path.join(bpe, "test"), "--destdir", partial, "--workers", str(workers)]
-        if corpus.joint_bpe:
-            cmd.append("--joined-dictionary")
-        print("[prepare] $ fairseq-preprocess " + " ".join(cmd[3:]), flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            raise SystemExit("[prepare] fairseq-preprocess failed")
-        os.replace(partial, data_bin)
+    data_bin = bpe_and_binarize(tok, bpe, os.path.join(out_dir, f"data-bin-bpe{merges}"), corpus.src, corpus.tgt,
+                                {"train": "train", "valid": "valid", "test": "test"}, merges, corpus.joint_bpe,
+                                workers)
     stats = {split: count_lines(os.path.join(tok, f"{split}.{corpus.src}")) for split in corpus.splits}
     return {"corpus": corpus.name, "data_bin": data_bin, "examples": stats, "paper": corpus.paper_counts}
 
