@@ -11,7 +11,7 @@
 import argparse
 
 from ..energy.ops import CONVENTIONS
-from ..energy.report import paper_report
+from ..energy.report import paper_tables
 from ..energy.tables import BUILTIN, load_table
 
 
@@ -52,7 +52,7 @@ def checkpoint_report(args, conventions):
     import json
 
     from ..energy.checkpoint import dataset_energy, markdown
-    from .binarization_stats import collect
+    from ..analysis.binarization import collect
     from .common import load_checkpoint, write_atomically
 
     model, task = load_checkpoint(args.path, args.data)
@@ -72,9 +72,7 @@ def main(argv=None):
     conventions = CONVENTIONS if args.convention == "both" else (args.convention,)
     if args.path:
         return checkpoint_report(args, conventions)
-    for convention in conventions:
-        print(f"## {convention} convention\n")
-        print(paper_report(args.l, args.d, args.heads, convention, args.extra))
+    print(paper_tables(args.l, args.d, args.heads, conventions, args.extra), end="")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,7 @@ def figure2(args):
 
 
 def figure3(args):
-    from . import binarization_stats
+    from ..analysis.binarization import write_report
 
     runs = [dataclasses.replace(R.uniform(args.task_list[0], args.scale, "eatt", seed), recipe=args.eatt_recipe)
             for seed in args.seed_list]
@@ -357,13 +357,13 @@ def figure3(args):
     data = prepare(args, runs[0].task)
     for run in runs:
         out = os.path.join(args.figures, f"figure3_{run.task}-{args.scale}_seed{run.seed}")
-        binarization_stats.main([data.data_bin, "--path", checkpoint_of(args, run, done[run]),
-                                 "--subset", "valid", "--out", out])
+        write_report(data.data_bin, checkpoint_of(args, run, done[run]), out, "valid")
+        log(f"wrote {out}.md, .json, .png")
 
 
 def study_diagnose(args):
     """fairseq-eatt-diagnose over the study's runs, one report per budget, from the checkpoints on this machine."""
-    from . import diagnose
+    from ..analysis.diagnostics import write_report
 
     task = args.task_list[0]
     data = None
@@ -386,28 +386,27 @@ def study_diagnose(args):
             continue
         data = data or prepare(args, task)
         out = os.path.join(study_dir, f"diagnostics_{budget}")
-        diagnose.main([data.data_bin, "--subset", "valid", "--out", out]
-                      + [flag for config, best in found for flag in ("--path", f"{config}={best}")])
+        flags = [data.data_bin, "--subset", "valid", "--out", out] + [
+            flag for config, best in found for flag in ("--path", f"{config}={best}")]
+        write_report(data.data_bin, found, out, "valid", command="fairseq-eatt-diagnose " + shlex.join(flags))
         log(f"wrote {out}.md, .json, .png")
 
 
 def energy(args):
     """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions, as ``fairseq-eatt-energy`` prints."""
-    import contextlib
     import datetime
-    import io
 
-    from . import energy as energy_cli
+    from ..energy.ops import CONVENTIONS
+    from ..energy.report import paper_tables
+    from ..energy.tables import BUILTIN
 
-    flags = ["--convention", "both", "--table", "horowitz-45nm-fp32", "--table", "horowitz-45nm-int8"]
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        energy_cli.main(flags)
+    extra = ("horowitz-45nm-fp32", "horowitz-45nm-int8")
+    text = paper_tables(22, 512, 8, CONVENTIONS, [BUILTIN[name] for name in extra])
     out = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "energy.md")
     with atomic_output(out) as handle:
-        handle.write(f"# Energy tables\n\nCommand: `fairseq-eatt-energy {' '.join(flags)}`; date "
-                     f"{datetime.date.today().isoformat()}; computed from the declared operation counts (no "
-                     f"training).\n\n" + buffer.getvalue())
+        handle.write(f"# Energy tables\n\nCommand: `fairseq-eatt-energy --convention both "
+                     f"{' '.join('--table ' + name for name in extra)}`; date {datetime.date.today().isoformat()}; "
+                     f"computed from the declared operation counts (no training).\n\n" + text)
     log(f"wrote {out}")
 
 

@@ -144,3 +144,8 @@ def paper_report(l: int = 22, d: int = 512, heads: int = 8, convention: str = "p
             hybrids(l, d, heads, convention, [asic, fpga]),
     }
     return "\n".join(f"### {title}\n\n{body}" for title, body in parts.items()) + "\n" + CONVENTION_NOTE + "\n"
+
+
+def paper_tables(l: int, d: int, heads: int, conventions, extra_tables: Optional[List[EnergyTable]] = None) -> str:
+    """The paper's Tables 1, 2 and 7 (and every variant and hybrid) for each convention, as markdown."""
+    return "".join(f"## {c} convention\n\n{paper_report(l, d, heads, c, extra_tables)}\n" for c in conventions)
