@@ -317,7 +317,7 @@ def figure1(args):
 def figure2(args):
     from ..data.corpora import CORPORA
     from ..data.prepare import bpe_codes_path
-    from . import heatmap
+    from ..analysis.heatmap import draw
 
     runs = [seed1_run(args, v) for v in ("vanilla", "eatt")]
     done = train_all(args, runs)
@@ -339,10 +339,8 @@ def figure2(args):
         raise SystemExit(f"figure2: {task} has separate BPE models per language; the heat map command takes one")
     for run in runs:
         out = os.path.join(args.figures, f"figure2_{task}-{args.scale}_{run.encoder_self}.png")
-        heatmap.main([data.data_bin, "--path", checkpoint_of(args, run, done[run]),
-                      "--source", src[args.sentence], "--target", tgt[args.sentence],
-                      "--tokenize", "none" if corpus.tokenized else "moses", "--bpe-codes", codes,
-                      "--layer", "all", "--out", out])
+        draw(data.data_bin, checkpoint_of(args, run, done[run]), src[args.sentence], tgt[args.sentence], out,
+             layer="all", tokenize="none" if corpus.tokenized else "moses", bpe_codes=codes)
         log(f"wrote {out}")
 
 
