@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention, get_attention_class
+from fairseq_eatt.attention import (DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention,
+                                    get_attention_class)
 from fairseq_eatt.attention.registry import AttentionSpecError
 
 from .helpers import LargestTensor

@@ -1,4 +1,5 @@
-"""E-ATT's recipes (--eatt-recipe paper|paper-prenorm|authors) and its levers, each as a flag of its own: what each computes.
+"""E-ATT's recipes (--eatt-recipe paper|paper-prenorm|authors) and its levers, each as a flag of its own: what each
+computes.
 
 Decoding equivalence, padding and the other properties of every option are in test_properties.py (its CONFIGS);
 declared = executed operation counts in test_energy_measured.py.

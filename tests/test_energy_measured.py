@@ -4,7 +4,8 @@ import argparse
 import pytest
 import torch
 
-from fairseq_eatt.attention import DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention, get_attention_class
+from fairseq_eatt.attention import (DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention,
+                                    get_attention_class)
 from fairseq_eatt.energy.measure import measure
 from fairseq_eatt.energy.ops import OpCounts, projection
 

@@ -73,7 +73,8 @@ def draw(data: str, checkpoint: str, source: str, target: str, out: str, layer: 
 
     size = 0.32
     width = max(4.0, size * len(src_labels) + 1.5) * len(panels)
-    fig, axes = pyplot().subplots(1, len(panels), figsize=(width, max(3.0, size * len(tgt_labels) + 1.5)), squeeze=False)
+    height = max(3.0, size * len(tgt_labels) + 1.5)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(width, height), squeeze=False)
     for ax, (title, weights) in zip(axes[0], panels):
         ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(src_labels)))

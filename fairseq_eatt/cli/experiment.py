@@ -257,7 +257,7 @@ def figure1(args):
     from ..energy.report import model_counts
     from ..energy.tables import BUILTIN
     from ..experiments.aggregate import figure1_name
-    from . import distill
+    from ..experiments import distill
 
     teacher_run = seed1_run(args, "vanilla")
     done = train_all(args, [teacher_run])
@@ -289,12 +289,10 @@ def figure1(args):
             log(f"{out}: done")
             continue
         workdir = os.path.join(base, attention)
-        distill.main([data.data_bin, "--teacher", teacher_ckpt, "--workdir", workdir, "--distilled-dir", base,
-                      "--source-lang", data.src, "--target-lang", data.tgt, "--student-dims", dims,
-                      "--student-layers", str(layers), "--attention", attention, "--teacher-beam", str(s.beam),
-                      "--beam", str(s.beam), "--lenpen", str(s.lenpen), "--train-args", train_args])
-        with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as handle:
-            summary = json.load(handle)
+        summary = distill.run(distill.DistillConfig(
+            data.data_bin, teacher_ckpt, workdir, data.src, data.tgt, student_dims=dims, student_layers=layers,
+            attention=attention, teacher_beam=s.beam, beam=s.beam, lenpen=s.lenpen, train_args=train_args,
+            distilled_dir=base))
         for student in summary["students"]:
             heads = max(1, min(8, student["dim"] // 8))
             while student["dim"] % heads:

@@ -1,0 +1,222 @@
+"""Sequence-level knowledge distillation with halved model dimensions (the paper's Figure 1); the stages are
+described in fairseq-eatt-distill's help (fairseq_eatt/cli/distill.py)."""
+import json
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from ..data.text import atomic_output
+from ..fairseq_tools import PLUGIN_DIR, ToolFailed, fairseq_command, read_generate_output, run_tool
+from .runner import training_finished
+
+
+@dataclass
+class DistillConfig:
+    """What a distillation needs; the defaults are fairseq-eatt-distill's."""
+
+    data: str  # the teacher's binarized data directory
+    teacher: str  # teacher checkpoint
+    workdir: str
+    source_lang: str
+    target_lang: str
+    student_dims: str = "512,256,128,64"
+    student_layers: int = 6
+    max_heads: int = 8
+    attention: str = "eatt"
+    teacher_beam: int = 4
+    beam: int = 4
+    lenpen: float = 1.0
+    teacher_max_len_a: float = 1.5
+    teacher_max_len_b: int = 10
+    batch_size: int = 128
+    train_args: str = ("--optimizer adam --adam-betas (0.9,0.98) --lr 0.001 --lr-scheduler eatt --criterion "
+                       "label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 4096 --max-update 50000 "
+                       "--share-all-embeddings --dropout 0.3")
+    post_process: str = "subword_nmt"
+    distilled_dir: Optional[str] = None
+
+    @property
+    def dims(self) -> List[int]:
+        return [int(d) for d in self.student_dims.split(",") if d.strip()]
+
+
+def fairseq(tool: str, cmd: List, stdout_path: Optional[str] = None):
+    try:
+        run_tool(fairseq_command(tool, cmd), stdout_path=stdout_path, prefix="[distill] ")
+    except ToolFailed as err:
+        raise SystemExit(f"[distill] {err}") from None
+
+
+def generate_to(out_path: str, cmd: List[str]):
+    """fairseq-generate into ``out_path``, atomically (a failed run leaves nothing)."""
+    if os.path.exists(out_path):
+        return out_path
+    partial = out_path + ".partial"
+    fairseq("generate", cmd, stdout_path=partial)  # removed on failure
+    os.replace(partial, out_path)
+    return out_path
+
+
+def read_generate(path: str, kind: str) -> Dict[int, str]:
+    with open(path, encoding="utf-8") as handle:
+        return read_generate_output(handle, kind)
+
+
+def distillation_record(args) -> dict:
+    """What the distilled data depends on; students and reruns check it before reusing anything."""
+    return {"teacher": os.path.abspath(args.teacher), "teacher_beam": args.teacher_beam,
+            "max_len_a": args.teacher_max_len_a, "max_len_b": args.teacher_max_len_b}
+
+
+def check_record(path: str, expected: dict, what: str):
+    with open(path, encoding="utf-8") as handle:
+        found = json.load(handle)
+    differs = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+    if differs:
+        detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(differs.items()))
+        raise SystemExit(f"[distill] {what} was made with other distillation settings ({detail}); delete it or "
+                         f"choose another --workdir / --distilled-dir")
+
+
+def choose_targets(sources: Dict[int, str], hyps: Dict[int, str], refs: Dict[int, str], a: float, b: int):
+    """Teacher translations, except degenerate ones (more than a * n + b tokens), which keep the reference."""
+    targets, fallbacks = {}, 0
+    for i, src in sources.items():
+        if len(hyps[i].split()) > a * len(src.split()) + b:
+            targets[i], fallbacks = refs[i], fallbacks + 1
+        else:
+            targets[i] = hyps[i]
+    return targets, fallbacks
+
+
+def distilled_data(args) -> str:
+    src, tgt = args.source_lang, args.target_lang
+    folder = args.distilled_dir or args.workdir
+    out_bin = os.path.join(folder, "distilled-bin")
+    record = distillation_record(args)
+    record_path = os.path.join(out_bin, "distillation.json")
+    if os.path.exists(os.path.join(out_bin, "dict." + src + ".txt")):
+        if not os.path.exists(record_path):
+            raise SystemExit(f"[distill] {out_bin} has no distillation.json (made by an older version that kept "
+                             f"degenerate teacher translations); delete it to rebuild")
+        check_record(record_path, record, out_bin)
+        return out_bin
+    teacher_out = os.path.join(folder, "teacher-train.out")
+    if os.path.exists(teacher_out) and not os.path.exists(teacher_out + ".json"):
+        os.remove(teacher_out)  # an older version's output, decoded without the length bound
+    if os.path.exists(teacher_out):
+        check_record(teacher_out + ".json", record, teacher_out)
+    else:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_output(teacher_out + ".json") as handle:
+            json.dump(record, handle, indent=2)
+    # fairseq bounds by the padded batch width (>= n + 1); b + 2 keeps every cut-off output above a * n + b
+    generate_to(teacher_out, [
+        args.data, "--user-dir", PLUGIN_DIR, "--path", args.teacher, "--gen-subset", "train",
+        "--source-lang", src, "--target-lang", tgt, "--beam", args.teacher_beam, "--batch-size", args.batch_size,
+        "--required-batch-size-multiple", 1,  # fairseq 0.12 drops the last n % 8 sentences otherwise
+        "--max-len-a", args.teacher_max_len_a, "--max-len-b", args.teacher_max_len_b + 2,
+    ])
+    sources, hyps, refs = (read_generate(teacher_out, kind) for kind in ("S", "H", "T"))
+    if not hyps or sorted(hyps) != sorted(sources) or sorted(refs) != sorted(sources):
+        raise SystemExit(f"[distill] {teacher_out}: incomplete teacher output ({len(hyps)} hypotheses)")
+    targets, fallbacks = choose_targets(sources, hyps, refs, args.teacher_max_len_a, args.teacher_max_len_b)
+    text_prefix = os.path.join(folder, "distilled-text", "train")
+    for lang, table in ((src, sources), (tgt, targets)):
+        with atomic_output(f"{text_prefix}.{lang}") as handle:
+            for i in sorted(table):
+                handle.write(table[i] + "\n")
+    partial = out_bin + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    fairseq("preprocess", [
+        "--source-lang", src, "--target-lang", tgt, "--trainpref", text_prefix, "--destdir", partial,
+        "--srcdict", os.path.join(args.data, f"dict.{src}.txt"),
+        "--tgtdict", os.path.join(args.data, f"dict.{tgt}.txt"), "--workers", "1",
+    ])
+    for split in ("valid", "test"):  # students are selected and scored against the real references
+        for lang in (src, tgt):
+            for ext in ("bin", "idx"):
+                name = f"{split}.{src}-{tgt}.{lang}.{ext}"
+                shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
+    with open(os.path.join(partial, "distillation.json"), "w", encoding="utf-8") as handle:
+        json.dump(dict(record, sentences=len(hyps), reference_fallbacks=fallbacks), handle, indent=2)
+    os.replace(partial, out_bin)
+    print(f"[distill] distilled training set: {len(hyps)} teacher translations in {out_bin}; {fallbacks} degenerate "
+          f"ones (over {args.teacher_max_len_a} * n + {args.teacher_max_len_b} tokens) keep the reference",
+          flush=True)
+    return out_bin
+
+
+def student_flags(args, dim: int) -> List[str]:
+    heads = max(1, min(args.max_heads, dim // 8))
+    while dim % heads:
+        heads -= 1
+    flags = ["--arch", "transformer_eatt"]
+    for side in ("encoder", "decoder"):
+        flags += [f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", 4 * dim,
+                  f"--{side}-attention-heads", heads, f"--{side}-layers", args.student_layers]
+    for flag in ("--encoder-self-attention", "--decoder-self-attention", "--decoder-cross-attention"):
+        flags += [flag, args.attention]
+    return flags
+
+
+def run(args) -> Dict:
+    """Distil ``args.teacher`` into students of ``args.dims`` (``args``: a :class:`DistillConfig` or the CLI's
+    parsed flags, which have the same fields); writes WORKDIR/summary.json and returns it."""
+    os.makedirs(args.workdir, exist_ok=True)
+    data = distilled_data(args)
+    with open(os.path.join(data, "distillation.json"), encoding="utf-8") as handle:
+        distillation = json.load(handle)
+    record = distillation_record(args)
+    results = []
+    for dim in args.dims:
+        save_dir = os.path.join(args.workdir, f"student-d{dim}")
+        train_flags = [*student_flags(args, dim), "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format",
+                       "simple", *shlex.split(args.train_args)]
+        stamp = os.path.join(save_dir, "distillation.json")
+        if os.path.exists(save_dir) and os.listdir(save_dir):
+            if not os.path.exists(stamp):
+                raise SystemExit(f"[distill] {save_dir}: a student trained on other (older) distilled data; delete it")
+            check_record(stamp, record, save_dir)
+        else:
+            os.makedirs(save_dir, exist_ok=True)
+            with open(stamp, "w", encoding="utf-8") as handle:
+                json.dump(record, handle, indent=2)
+        if not training_finished(save_dir, train_flags):  # never one update past --max-update on a rerun
+            fairseq("train", [data, "--user-dir", PLUGIN_DIR, *train_flags])
+        checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
+        results.append(dict(dim=dim, **score_on_test(args, data, checkpoint, os.path.join(save_dir, "test.out"))))
+        print(f"[distill] student d={dim}: BLEU {results[-1]['bleu']}", flush=True)
+    # the teacher scored exactly like its students (same data, decoding and metric), once per distilled folder
+    teacher = score_on_test(args, data, args.teacher,
+                            os.path.join(args.distilled_dir or args.workdir, "teacher-test.out"))
+    print(f"[distill] teacher: BLEU {teacher['bleu']}", flush=True)
+    summary = {"teacher": args.teacher, "attention": args.attention, "students": results,
+               "teacher_test": teacher, "distillation": distillation}
+    with atomic_output(os.path.join(args.workdir, "summary.json")) as handle:
+        json.dump(summary, handle, indent=2)
+    print(f"[distill] wrote {os.path.join(args.workdir, 'summary.json')}")
+    return summary
+
+
+def score_on_test(args, data: str, checkpoint: str, out_path: str) -> dict:
+    out = generate_to(out_path, [
+        data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
+        "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
+        "--required-batch-size-multiple", 1, "--scoring", "sacrebleu",
+    ])
+    text = open(out, encoding="utf-8").read()
+    bleu = re.search(r"BLEU = ([0-9.]+)", text)
+    ratio = re.search(r"ratio = ([0-9.]+)", text)  # hypothesis / reference length: shows degenerate outputs
+    return {"checkpoint": checkpoint, "test_output": out, "bleu": float(bleu.group(1)) if bleu else None,
+            "length_ratio": float(ratio.group(1)) if ratio else None, "params": count_parameters(checkpoint, data)}
+
+
+def count_parameters(checkpoint: str, data: str) -> int:
+    from ..fairseq_tools import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, data)
+    return sum(p.numel() for p in model.parameters())
