@@ -113,3 +113,116 @@ def test_the_counter_refuses_arithmetic_it_does_not_know():
         measure(torch.sin, torch.randn(3))
     _, counts = measure(torch.relu, torch.randn(3))  # declared free: an activation
     assert counts.add == counts.mul == 0
+
+
+# ---- every position: causal decoder self-attention with its mask, cross-attention with padding --------------------
+
+def _ratios(module, *args, **kwargs):
+    """E-ATT's nonzero ratios (query, key side) for this call, from the module itself; None for other variants."""
+    if not module.capabilities.binarizes:
+        return None
+    module.track_binarization = True
+    with torch.no_grad():
+        module(*args, **kwargs)
+    module.track_binarization = False
+    counts = module.binarization_counts
+    d = module.embed_dim
+    q = float(counts["query"].sum()) / (counts["query"].numel() * d)
+    k = float(counts["key"].sum()) / (counts["key"].numel() * d) if "key" in counts else q
+    return q if module.self_attention else (q, k)
+
+
+def _empty_token_additions(module) -> int:
+    """A binarized token with no feature on still adds its selection bias: qk_dim additions the declaration
+    leaves out (see selection_ops); 0 for other variants."""
+    if not module.capabilities.binarizes:
+        return 0
+    counts = module.binarization_counts
+    return sum(int((c == 0).sum()) for c in counts.values()) * module.qk_dim
+
+
+CAUSAL_CASES = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]
+CROSS_CASES = [n for n in available_attentions() if get_attention_class(n).capabilities.cross]
+
+
+@pytest.mark.parametrize("name", CAUSAL_CASES)
+@pytest.mark.parametrize("length", [7, 40, 130])  # 130: performer chunks, local bands
+def test_causal_decoder_self_attention_declares_its_mask(name, length):
+    d, h = 16, 4
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=256), "decoder_self")
+    module = build_attention(name, d, h, "decoder_self", **options).eval()
+    x = torch.randn(length, 1, d) * 1.5
+    mask = torch.triu(torch.full((length, length), float("-inf")), 1)
+    ratio = _ratios(module, x, x, x, attn_mask=mask)
+    _, measured = measure(module, x, x, x, attn_mask=mask, need_weights=False)
+    declared = cls.op_counts(length, length, d, h, "complete", ratio, **options, self_attention=True,
+                             causal=True)["attention"] + projection(length, d, d)
+    assert measured.mul == declared.mul and measured.cmp == declared.cmp
+    assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", CROSS_CASES)
+def test_cross_attention_with_padding_declares_what_it_executes(name):
+    """Two sentences, the first with left padding (fairseq's sources): the padded length is computed, masked."""
+    d, h, lq, lk = 16, 4, 5, 9
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=64), DECODER_CROSS)
+    module = build_attention(name, d, h, DECODER_CROSS, **options).eval()
+    src, tgt = torch.randn(lk, 2, d) * 1.5, torch.randn(lq, 2, d) * 1.5
+    padding = torch.zeros(2, lk, dtype=torch.bool)
+    padding[0, :3] = True
+    ratio = _ratios(module, tgt, src, src, key_padding_mask=padding, static_kv=True)
+    _, measured = measure(module, tgt, src, src, key_padding_mask=padding, static_kv=True, need_weights=False)
+    declared = (cls.op_counts(lq, lk, d, h, "complete", ratio, **options, self_attention=False)["attention"]
+                + projection(lq, d, d)).scaled(2)
+    assert measured.mul == declared.mul and measured.cmp == declared.cmp
+    assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
+
+
+# ---- one incremental (beam-search) step: keys and values come from the cache ----------------------------------------
+
+@pytest.mark.parametrize("name", CAUSAL_CASES)
+def test_a_decoder_self_attention_step_declares_what_it_executes(name):
+    """Step t of decoding: one query, t keys of which only the new one is projected."""
+    d, h, length = 16, 4, 9
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=64), "decoder_self")
+    module = build_attention(name, d, h, "decoder_self", **options).eval()
+    x = torch.randn(length, 1, d) * 1.5
+    state = {}
+    with torch.no_grad():
+        for t in range(length - 1):
+            module(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)
+    step = x[-1:]
+    ratio = _ratios(module, step, step, step, incremental_state={k: dict(v) for k, v in state.items()})
+    _, measured = measure(module, step, step, step, incremental_state=state, need_weights=False)
+    declared = cls.op_counts(1, length, d, h, "complete", ratio, **options, self_attention=True,
+                             new_keys=1)["attention"] + projection(1, d, d)
+    assert measured.mul == declared.mul and measured.cmp == declared.cmp
+    assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", CROSS_CASES)
+def test_a_cross_attention_step_declares_what_it_executes(name):
+    """After the first step, cross-attention's keys and values (and what a variant derives from them) are
+    cached: a step projects its one query only."""
+    d, h, lk = 16, 4, 9
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=64), DECODER_CROSS)
+    module = build_attention(name, d, h, DECODER_CROSS, **options).eval()
+    src, tgt = torch.randn(lk, 1, d) * 1.5, torch.randn(2, 1, d) * 1.5
+    state = {}
+    with torch.no_grad():
+        module(tgt[:1], src, src, static_kv=True, incremental_state=state)
+    ratio = _ratios(module, tgt[1:], src, src, static_kv=True,
+                    incremental_state={k: dict(v) for k, v in state.items()})
+    _, measured = measure(module, tgt[1:], src, src, static_kv=True, incremental_state=state, need_weights=False)
+    declared = cls.op_counts(1, lk, d, h, "complete", ratio, **options, self_attention=False,
+                             new_keys=0)["attention"] + projection(1, d, d)
+    assert measured.mul == declared.mul and measured.cmp == declared.cmp
+    assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)

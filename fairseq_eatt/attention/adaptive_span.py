@@ -52,9 +52,9 @@ class AdaptiveSpanAttention(VanillaAttention):
         return PENALTY.validate(PENALTY.from_args(args)) > 0
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Vanilla attention; the complete convention adds the soft span mask and the renormalization."""
-        counts = VanillaAttention.op_counts(lq, lk, d, heads, convention)
+        counts = VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
         pairs = heads * lq * lk
         mask = only_complete(convention, OpCounts(mul=heads + 3 * pairs, add=heads + pairs + heads * lq * (lk - 1)))
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mask}

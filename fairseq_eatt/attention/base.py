@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts
+from ..energy.ops import OpCounts, projection
 from .options import Option, add_options, option_values
 from .registry import Capabilities
 
@@ -123,20 +123,56 @@ class AttentionBase(nn.Module):
     # ------------------------------------------------------------------ energy accounting
     @classmethod
     def op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
-                  nonzero_ratio: Optional[float] = None, **options) -> Dict[str, "OpCounts"]:
+                  nonzero_ratio: Optional[float] = None, causal: bool = False, new_keys: Optional[int] = None,
+                  **options) -> Dict[str, "OpCounts"]:
         """Operations of this variant for ``lq`` queries and ``lk`` keys at model dimension ``d``:
         ``{"alignment": scores, "attention": scores + values + weighted sum}`` (the output projection belongs to
         the block, as in the E-ATT paper's Appendix A). ``options`` are the variant's constructor options (window,
-        features, ...). See :mod:`fairseq_eatt.energy.ops` for the conventions; the ``complete`` convention is
-        what the code executes, checked against :mod:`fairseq_eatt.energy.measure` by the tests."""
+        features, ...); ``causal``: with decoder self-attention's future mask; ``new_keys``: an incremental step,
+        in which only that many of the ``lk`` keys are new (the others come from the cache). See
+        :mod:`fairseq_eatt.energy.ops`
+        for the conventions; the ``complete`` convention is what the code executes, checked against
+        :mod:`fairseq_eatt.energy.measure` by the tests. Variants declare :meth:`core_op_counts` (and
+        :meth:`mask_op_counts` where their mask costs something else)."""
+        if causal:
+            counts = cls.causal_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        else:
+            counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        if new_keys is not None and new_keys < lk:
+            cached = cls.cached_key_op_counts(lq, lk - new_keys, lk, d, heads, convention, nonzero_ratio, **options)
+            counts = {part: ops - cached[part] for part, ops in counts.items()}
+        return counts
+
+    @classmethod
+    def cached_key_op_counts(cls, lq: int, cached: int, lk: int, d: int, heads: int, convention: str = "paper",
+                             nonzero_ratio: Optional[float] = None, **options) -> Dict[str, "OpCounts"]:
+        """What an incremental step of ``lq`` queries does not redo for ``cached`` of its ``lk`` keys: by default
+        their key and value projections. Variants that cache more (or project less) override it."""
+        keys = projection(cached, d, d)
+        return {"alignment": keys, "attention": keys + (projection(cached, d, d) if cls.value_projection
+                                                        else OpCounts())}
+
+    @classmethod
+    def core_op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
+                       nonzero_ratio: Optional[float] = None, **options) -> Dict[str, "OpCounts"]:
+        """:meth:`op_counts` without a future mask."""
         raise NotImplementedError(f"{cls.variant_name} does not declare its operation counts yet")
 
     @classmethod
+    def causal_op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
+                         nonzero_ratio: Optional[float] = None, **options) -> Dict[str, "OpCounts"]:
+        """:meth:`op_counts` with the future mask: by default the dense form plus the additive mask on every
+        head's (lq x lk) scores (the paper counts no mask). Variants with another causal form override it."""
+        counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        mask = OpCounts(add=lq * lk * heads) if convention == "complete" else OpCounts()
+        return {part: ops + mask for part, ops in counts.items()}
+
+    @classmethod
     def declares_op_counts(cls) -> bool:
-        """True if ``op_counts`` was written for this variant: by the class itself or a private family base
+        """True if ``core_op_counts`` was written for this variant: by the class itself or a private family base
         (``_Name``). A public variant's counts are not inherited by variants derived from it, which compute
         something else (eatt_select is not eatt)."""
-        owner = next(c for c in cls.__mro__ if "op_counts" in c.__dict__)
+        owner = next(c for c in cls.__mro__ if "core_op_counts" in c.__dict__)
         return owner is cls or (owner is not AttentionBase and owner.__name__.startswith("_"))
 
     # ------------------------------------------------------------------ hooks for variants

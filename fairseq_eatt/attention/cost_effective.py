@@ -57,7 +57,7 @@ class OptimizedAttention(VanillaAttention):
     value_projection = False
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
         alignment = projection(lq, d, d) + projection(lk, d, d) + _scores(lq, lk, d, heads, convention)
         return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
@@ -85,13 +85,18 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(key)
 
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Keys and values are the input itself: cached keys save nothing."""
+        return {"alignment": OpCounts(), "attention": OpCounts()}
+
 
 @register_attention("efficient")
 class EfficientAttention(_EfficientBase):
     capabilities = Capabilities(causal=True, cross=True)
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
         alignment = projection(lq, d, d) + _scores(lq, lk, d, heads, convention)
         return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
@@ -109,12 +114,17 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         self.mixing = nn.Parameter(init)  # W_A, shared by the heads
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Efficient attention plus the mixing W_A X: lk values, each mixing lk inputs of d features."""
         check_convention(convention)
-        counts = EfficientAttention.op_counts(lq, lk, d, heads, convention)
+        counts = EfficientAttention.core_op_counts(lq, lk, d, heads, convention)
         mixing = weighted_sum(lk, lk, d, convention)
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mixing}
+
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cached values were mixed when they were new (W_A X mixes only the new values)."""
+        return {"alignment": OpCounts(), "attention": weighted_sum(cached, lk, d, convention)}
 
     def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                         attn_mask: Optional[Tensor]) -> Tensor:

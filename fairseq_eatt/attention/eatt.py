@@ -364,7 +364,7 @@ class EattAttention(AttentionBase):
         fill_recipe_args(args)
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Paper: l*qk additions per selection (Eq. 8) and one addition per L1 term (Eq. 10), as in Appendix A.
         Complete: each selected row of W_Q / W_K is added (nonzero ratio x d x qk per token, 0.5 when no ratio
         is measured), binarization is one comparison per input, each L1 term is a subtraction plus an
@@ -377,6 +377,23 @@ class EattAttention(AttentionBase):
                      + only_complete(convention, norm_ops(lq, lk, d, {**options, "heads": heads})))
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
+
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cached keys save their selections (and binarizations and input norms, unless self-attention shares the
+        query's bits) and their value projections."""
+        qk = resolved_qk_dim(d, heads, options)
+        if convention == "paper":
+            keys = OpCounts(add=cached * qk)
+        else:
+            ratio = 0.5 if nonzero_ratio is None else nonzero_ratio
+            k_ratio = ratio[1] if isinstance(ratio, (tuple, list)) else ratio
+            shared = shares_bits(options)
+            keys = OpCounts(add=d * qk * float(k_ratio) * cached, cmp=0 if shared else d * cached)
+            input_norm = options.get("input_norm", INPUT_NORM.default)
+            if input_norm != "none" and not shared:
+                keys = keys + layer_norm_ops(cached, d, input_norm == "learnable")
+        return {"alignment": keys, "attention": keys + projection(cached, d, d)}
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -487,7 +504,7 @@ class EattSelectAttention(EattAttention):
         return torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.size(-1) ** -0.5)
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
         qk = resolved_qk_dim(d, heads, options)
         extra = {k: v for k, v in options.items() if k != "learn_temperature"}  # dot products use no temperature
@@ -517,7 +534,7 @@ class EattL1Attention(VanillaAttention):
         return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
         alignment = projection(lq, d, d) + projection(lk, d, d) + l1_scores(lq, lk, d, heads, convention)
         return {"alignment": alignment,

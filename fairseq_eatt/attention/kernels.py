@@ -57,7 +57,7 @@ class PerformerAttention(VanillaAttention):
         self.input_scale = self.head_dim**-0.25
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Non-causal form (encoder self- and cross-attention); the causal prefix sums differ. Paper: the feature
         maps' products, phi(K)^T V, phi(Q) (phi(K)^T V) and the normalizer. Complete: also the input scaling,
         the |x|^2 / 2 terms, the query stabilizer, the 1/sqrt(m) factor, the key sum and the final division."""
@@ -69,18 +69,64 @@ class PerformerAttention(VanillaAttention):
             out = OpCounts(mul=lq * m * d + lq * heads * m, add=lq * m * d + lq * heads * m)
             alignment = projection(lq, d, d) + projection(lk, d, d) + feats
             return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
-        dk = d // heads
-
-        def features(n: int, stabilized: bool) -> OpCounts:
-            logits = n * heads * m * (2 if stabilized else 1)  # minus |x|^2/2 (and the query stabilizer)
-            return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
-                            add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
-
+        features = cls._feature_ops
         alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=(lq + lk) * d)
-                     + features(lq, True) + features(lk, False))
+                     + features(lq, d, heads, m, True) + features(lk, d, heads, m, False))
         kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
         out = OpCounts(mul=lq * m * d + lq * heads * m + lq * d, add=lq * (m - 1) * d + lq * heads * (m - 1))
         return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
+
+    @staticmethod
+    def _feature_ops(n: int, d: int, heads: int, m: int, stabilized: bool) -> OpCounts:
+        """phi of n scaled inputs: the random projections, |x|^2 / 2 (and the query stabilizer), exp not counted,
+        and the 1/sqrt(m) factor."""
+        dk = d // heads
+        logits = n * heads * m * (2 if stabilized else 1)
+        return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
+                        add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
+
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Complete convention. Cross-attention caches the source's features and phi(K)^T V and the key sums: a
+        step computes its query's features and the output only. Decoder self-attention keeps running sums
+        instead of keys: a step adds its one key's phi(k) v^T and phi(k) to them (see forward)."""
+        if convention == "paper":
+            return super().cached_key_op_counts(lq, cached, lk, d, heads, convention, nonzero_ratio, **options)
+        m = int(cls.option_values(options)["features"])
+        if cached == lk:  # cross-attention from the cache
+            keys = projection(lk, d, d) + OpCounts(mul=lk * d) + cls._feature_ops(lk, d, heads, m, False)
+            kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
+            return {"alignment": keys, "attention": keys + projection(lk, d, d) + kv}
+        core = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        new = lk - cached
+        alignment = (projection(lq, d, d) + projection(new, d, d) + OpCounts(mul=(lq + new) * d)
+                     + cls._feature_ops(lq, d, heads, m, True) + cls._feature_ops(new, d, heads, m, False))
+        running = OpCounts(mul=new * m * d, add=lq * (m * d + heads * m))  # phi(k) v^T, added to the state
+        out = OpCounts(mul=lq * (m * d + heads * m + d), add=lq * ((m - 1) * d + heads * (m - 1)))
+        step = {"alignment": alignment, "attention": alignment + projection(new, d, d) + running + out}
+        return {part: core[part] - step[part] for part in core}
+
+    @classmethod
+    def causal_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """The causal full pass runs in chunks of CHUNK positions (see _causal_chunked): per chunk phi(K)^T V and
+        the key sums, their running sums over the chunks before, the masked (C x C) products within the chunk,
+        and the final division; positions padded to whole chunks are computed too. Paper: as non-causal."""
+        counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        if convention == "paper":
+            return counts
+        m = int(cls.option_values(options)["features"])
+        chunk = min(cls.CHUNK, lk)
+        n = -(-lk // chunk)
+        padded = n * chunk
+        kv = OpCounts(mul=padded * m * d, add=n * (chunk - 1) * m * d)  # per chunk phi(K)^T V
+        running = OpCounts(add=(2 * n - 1) * m * d + heads * (n * (chunk - 1) * m + (2 * n - 1) * m))
+        within = OpCounts(mul=heads * n * chunk * chunk * m, add=heads * n * chunk * chunk * (m - 1))  # phi(Q) phi(K)^T
+        num = OpCounts(mul=padded * chunk * d + padded * m * d,
+                       add=padded * (chunk - 1) * d + padded * (m - 1) * d + padded * d)
+        den = OpCounts(mul=heads * padded * m, add=heads * (padded * (chunk - 1) + padded * (m - 1) + padded))
+        values = kv + running + within + num + den + OpCounts(mul=padded * d)  # and the division
+        alignment = counts["alignment"]
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + values}
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query) * self.input_scale)

@@ -51,7 +51,7 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         )
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Q/K/V projections, E K and F V (k x lk times lk x d each), then attention over k projected keys.
         ``need_weights`` (effective T x S weights for fairseq) costs extra and is not counted."""
         check_convention(convention)
@@ -61,6 +61,15 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         alignment = projection(lq, d, d) + projection(lk, d, d) + length.scaled(0.5) + scores
         values = projection(lk, d, d) + length.scaled(0.5) + weighted_sum(lq, k, d, convention)
         return {"alignment": alignment, "attention": alignment + values}
+
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cross-attention caches the projected keys and values and E K, F V: a step redoes none of them."""
+        if cached != lk:
+            raise ValueError("linformer caches cross-attention's whole source or nothing (it cannot be causal)")
+        k = int(cls.option_values(options)["projected_length"])
+        length = OpCounts(mul=k * lk * d, add=k * (lk if convention == "paper" else lk - 1) * d)
+        return {"alignment": projection(lk, d, d) + length, "attention": projection(lk, d, d).scaled(2) + length.scaled(2)}
 
     def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor], bsz: int):
         cols = pos.key.expand(bsz, -1)  # (B, S)

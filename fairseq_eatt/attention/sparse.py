@@ -61,12 +61,12 @@ class _SparsePattern(VanillaAttention):
         raise NotImplementedError
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Complete: as executed, dense scores then the pattern mask (= vanilla). Paper: only the allowed
         (query, key) pairs, what a sparse kernel computes (pairs of a non-causal sequence of length lk)."""
         check_convention(convention)
         if convention == "complete":
-            return VanillaAttention.op_counts(lq, lk, d, heads, convention)
+            return VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
         pos = torch.arange(lk)
         pairs = int(cls.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **cls.option_values(options)).sum())
         alignment = projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)
@@ -142,24 +142,41 @@ class LocalAttention(_SparsePattern):
         return out, weights
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Complete, as executed (see attend): up to DENSE_UP_TO windows of keys, the dense masked product (=
         vanilla); longer full passes, chunks of W queries against 3W keys (the last chunk padded); decoding
         steps, the 2W+1 keys of the band. Positions outside the window are computed, then masked. Paper: only
         the pairs inside the window."""
         if convention == "paper":
-            return super().op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+            return super().core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
         check_convention(convention)
-        window = int(cls.option_values(options)["window"])
-        band = 2 * window + 1
-        if lk <= cls.DENSE_UP_TO * band:
-            return VanillaAttention.op_counts(lq, lk, d, heads, convention)
-        chunk = max(1, window)
-        rows, keys = (-(-lq // chunk) * chunk, 3 * chunk) if lq == lk else (lq, band)
+        if lk <= cls.DENSE_UP_TO * (2 * int(cls.option_values(options)["window"]) + 1):
+            return VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
+        rows, keys = cls._scored_pairs(lq, lk, options)
         alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=lq * d)
                      + OpCounts(mul=rows * keys * d, add=rows * keys * (d - heads)))
         return {"alignment": alignment, "attention": alignment + projection(lk, d, d)
                 + OpCounts(mul=rows * keys * d, add=rows * (keys - 1) * d)}
+
+    @classmethod
+    def _scored_pairs(cls, lq: int, lk: int, options) -> Tuple[int, int]:
+        """(query rows, keys per row) scored by the windowed forms: chunks of W queries against 3W keys in a full
+        pass (the last chunk padded), the 2W+1 keys of the band for decoding steps."""
+        window = int(cls.option_values(options)["window"])
+        chunk = max(1, window)
+        return (-(-lq // chunk) * chunk, 3 * chunk) if lq == lk else (lq, 2 * window + 1)
+
+    @classmethod
+    def causal_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """The future mask is added to the scores actually computed: every (query, key) pair in the dense form,
+        the windowed pairs otherwise."""
+        counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        if convention == "paper":
+            return counts
+        dense = lk <= cls.DENSE_UP_TO * (2 * int(cls.option_values(options)["window"]) + 1)
+        rows, keys = (lq, lk) if dense else cls._scored_pairs(lq, lk, options)
+        mask = OpCounts(add=rows * keys * heads)
+        return {part: ops + mask for part, ops in counts.items()}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,

@@ -35,6 +35,11 @@ class SynthesizerBase(FixedLengthAttention):
     def project_key(self, key: Tensor) -> Tensor:
         return key.new_zeros(key.size(1), self.num_heads, key.size(0), 0)
 
+    @classmethod
+    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cached keys save their value projections only: synthesizers project no keys."""
+        return {"alignment": OpCounts(), "attention": projection(cached, d, d)}
+
 
 @register_attention("synth_dense")
 class DenseSynthesizerAttention(SynthesizerBase):
@@ -48,7 +53,7 @@ class DenseSynthesizerAttention(SynthesizerBase):
         self.reset_parameters()
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """W_1 (d x d) and W_2 (one row of lk logits per token, d inputs) instead of Q/K projections and scores."""
         check_convention(convention)
         alignment = projection(lq, d, d) + projection(lq, d, lk)
@@ -81,7 +86,7 @@ class _RandomSynthesizer(SynthesizerBase):
     trainable = True
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """No alignment arithmetic at all: the logits are looked up."""
         check_convention(convention)
         return {"alignment": OpCounts(),

@@ -40,7 +40,7 @@ class VanillaAttention(AttentionBase):
         return torch.matmul(q, k.transpose(-1, -2)).float()
 
     @classmethod
-    def op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
         scores = dot_scores(lq, lk, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
         alignment = projection(lq, d, d) + projection(lk, d, d) + scores

@@ -27,7 +27,8 @@ def _attention(args, position: str, lq: int, lk: int, d: int, heads: int, conven
     name = _variant(args, position)
     options = get_attention_class(name).kwargs_from_args(args, position)
     return (attention_counts(name, lq, lk, d, heads, convention, ratio, options,
-                             self_attention=position != DECODER_CROSS)["attention"] + projection(lq, d, d))
+                             self_attention=position != DECODER_CROSS, causal=position == DECODER_SELF)["attention"]
+            + projection(lq, d, d))
 
 
 def sentence_counts(args, src_len: int, tgt_len: int, ratios: Dict, convention: str) -> Dict[str, OpCounts]:

@@ -39,11 +39,11 @@ FREE = {
     # activations and their numerical safeguards (softmax's max, performer's normalization, clamps)
     aten._softmax, aten.exp, aten.relu, aten.abs, aten.abs_, aten.amax, aten.clamp, aten.clamp_min,
     # data movement: views, copies, padding, gathers, new buffers
-    aten.view, aten._unsafe_view, aten.expand, aten.permute, aten.transpose, aten.t, aten.select, aten.slice,
+    aten.view, aten._unsafe_view, aten.alias, aten.squeeze, aten.expand, aten.permute, aten.transpose, aten.t, aten.select, aten.slice,
     aten.unsqueeze, aten.unfold, aten.clone, aten.detach, aten._to_copy, aten.constant_pad_nd, aten.gather,
-    aten.index, aten.empty_like, aten.new_zeros, aten.zeros,
+    aten.index, aten.empty_like, aten.new_zeros, aten.zeros, aten.cat,
     # masking: a selection, not arithmetic
-    aten.masked_fill,
+    aten.masked_fill, aten.tril_,
 }
 
 

@@ -24,6 +24,9 @@ class OpCounts:
     def __add__(self, other: "OpCounts") -> "OpCounts":
         return OpCounts(self.mul + other.mul, self.add + other.add, self.cmp + other.cmp)
 
+    def __sub__(self, other: "OpCounts") -> "OpCounts":
+        return OpCounts(self.mul - other.mul, self.add - other.add, self.cmp - other.cmp)
+
     def scaled(self, factor: float) -> "OpCounts":
         return OpCounts(self.mul * factor, self.add * factor, self.cmp * factor)
 

@@ -10,12 +10,15 @@ PAPER_ROWS = (("vanilla", "Vanilla ATT"), ("synth_dense", "Dense"), ("synth_rand
 
 
 def attention_counts(variant: str, lq: int, lk: int, d: int, heads: int, convention: str, ratio=None,
-                     options: Optional[dict] = None, self_attention: bool = True) -> Dict[str, OpCounts]:
-    """``self_attention``: queries and keys come from one input (False for cross-attention)."""
+                     options: Optional[dict] = None, self_attention: bool = True,
+                     causal: bool = False) -> Dict[str, OpCounts]:
+    """``self_attention``: queries and keys come from one input (False for cross-attention); ``causal``: with
+    decoder self-attention's future mask."""
     cls = get_attention_class(variant)
     if not cls.declares_op_counts():
         raise NotImplementedError(f"{variant} does not declare its operation counts yet")
-    return cls.op_counts(lq, lk, d, heads, convention, ratio, **{**(options or {}), "self_attention": self_attention})
+    return cls.op_counts(lq, lk, d, heads, convention, ratio, causal=causal,
+                         **{**(options or {}), "self_attention": self_attention})
 
 
 def feed_forward(tokens: int, d: int, ffn: int) -> OpCounts:
