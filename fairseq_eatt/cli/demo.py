@@ -8,10 +8,12 @@ Every step is resumable: finished outputs are reused, an interrupted training ru
 (``--raw-dir`` with ``{split}.{lang}[.gz]`` files).
 """
 import argparse
+import datetime
 import json
 import os
 import re
 import shlex
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -21,13 +23,15 @@ from ..fairseq_tools import (
     REPO_ROOT,
     ToolFailed,
     fairseq_command,
+    git_commit,
+    machine,
     model_flags,
     optimization_flags,
     read_generate_output,
     run_tool,
 )
 from ..data.prepare import bpe_and_binarize
-from ..data.text import decompress, read_lines, tokenize_file
+from ..data.text import atomic_output, decompress, read_lines, tokenize_file
 
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 
@@ -65,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--lenpen", type=float, default=1.0)
     p.add_argument("--train-args", default="", help="extra fairseq-train arguments, as one quoted string")
     p.add_argument("--run-name", default=None, help="checkpoint folder name (default: from arch and variants)")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="also write the result (BLEU, signature, command, machine, date, commit) as DIR/RUN.json, "
+                        "e.g. results/demo to commit it")
     args = p.parse_args(argv)
     for flag in ("max_update", "max_tokens", "bpe_merges", "beam"):
         if getattr(args, flag) <= 0:
@@ -181,6 +188,19 @@ def score(args, gen_out: str, hyp_path: str) -> dict:
             "fairseq_generate_line": fairseq_bleu}
 
 
+def trained_recipe(checkpoint: str) -> str:
+    """The E-ATT recipe the checkpoint was trained with (its saved arguments)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = state.get("cfg") or {}
+    model = cfg.get("model") if isinstance(cfg, dict) else getattr(cfg, "model", None)
+    recipe = getattr(model, "eatt_recipe", None) if model is not None else None
+    if recipe is None and isinstance(model, dict):
+        recipe = model.get("eatt_recipe")
+    return recipe or "paper"
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -205,9 +225,17 @@ def main(argv=None):
         run=run_name, checkpoint=checkpoint, generate_output=gen_out, hypotheses=hyp_path,
         test_split=args.test_split, seconds_total=round(end - start, 1), seconds_data=round(t_data - start, 1),
         seconds_train=round(t_train - t_data, 1), seconds_generate_and_score=round(end - t_train, 1),
+        command="fairseq-eatt-demo " + shlex.join(sys.argv[1:] if argv is None else argv),
+        eatt_recipe=trained_recipe(checkpoint), date=datetime.date.today().isoformat(), machine=machine(),
+        git_commit=git_commit(),
     )
-    with open(os.path.join(args.workdir, "generate", run_name, "result.json"), "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
+    outputs = [os.path.join(args.workdir, "generate", run_name, "result.json")]
+    if args.results:
+        outputs.append(os.path.join(args.results, run_name + ".json"))
+    for path in outputs:
+        with atomic_output(path) as handle:
+            json.dump(result, handle, indent=2)
+            handle.write("\n")
     log("=" * 70)
     log(f"sacreBLEU on {args.test_split} ({args.src}->{args.tgt}, detokenized vs raw references): {result['bleu']}")
     log(f"  {result['bleu_str']}")
