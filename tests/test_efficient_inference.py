@@ -88,3 +88,26 @@ def test_adaptive_span_without_the_aux_criterion_is_refused(demo_run, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "needs --criterion label_smoothed_cross_entropy_with_aux" in proc.stdout + proc.stderr
+
+
+def test_int8_and_bf16_translations_stay_close_to_float32(demo_run):
+    """Each reduced precision decodes the test slice; its translations scored against float32's (as the
+    reference) keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the translations."""
+    import sacrebleu
+
+    from fairseq_eatt.fairseq_tools import read_generate_output
+
+    outputs = {}
+    for mode, flags in (("float32", ()), ("int8", ("--quantize", "int8")), ("bfloat16", ("--inference-dtype",
+                                                                                          "bfloat16"))):
+        rc, out = eatt_generate(demo_run, *flags)
+        assert rc == 0, out[-2000:]
+        hyps = read_generate_output(out.splitlines())
+        outputs[mode] = [hyps[i] for i in range(TEST_SENTENCES)]
+    for mode, floor in AGREEMENT.items():
+        agreement = sacrebleu.corpus_bleu(outputs[mode], [outputs["float32"]]).score
+        print(f"[precision] {mode}: sacreBLEU against float32 {agreement:.1f}")
+        assert agreement >= floor, (mode, agreement)
+
+
+AGREEMENT = {"int8": 80.0, "bfloat16": 80.0}  # measured 100 on the tiny slice model
