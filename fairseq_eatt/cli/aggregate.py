@@ -3,7 +3,8 @@
     fairseq-eatt-aggregate [--results results/runs] [--eatt-recipe paper] [--out results] [--scale small]
 
 Tables report the runs of one E-ATT recipe (``fairseq-eatt-experiment --eatt-recipe``): the paper's recipe goes
-to results/<scale>/, another recipe R to results/R/<scale>/. Writes OUT/<scale>/table4.md, table5.md, table6.md, variants.md, figure1.md, figure2.md, figure3.md (and their
+to results/<scale>/, another recipe R to results/R/<scale>/. Writes OUT/<scale>/table4.md, table5.md, table6.md,
+variants.md, figure1.md, figure2.md, figure3.md (and their
 PNGs), each with its status (complete / partial with the missing runs / not run) and provenance, and the E-ATT
 study's OUT/study/levers.md and curve.md (+ curve.png), and prints the status of each.
 """
