@@ -44,8 +44,16 @@ def modules(model):
 
 # ---- recipes -----------------------------------------------------------------------------------------------------
 
-def test_paper_recipe_is_the_papers_text(data_dir):
+def test_the_default_is_the_papers_attention_in_pre_norm_blocks(data_dir):
+    """The E-ATT study (results/study) measured the paper's attention best in pre-norm blocks: users get it."""
     model, args = build_model(data_dir)
+    assert args.eatt_recipe == "paper-prenorm"
+    assert model.encoder.layers[0].normalize_before and model.decoder.layers[0].normalize_before
+    assert all(m.threshold == 1.0 and m.module_norm_kind == "none" for m in modules(model))
+
+
+def test_paper_recipe_is_the_papers_text(data_dir):
+    model, args = build_model(data_dir, "--eatt-recipe", "paper")
     enc, dec, cross = modules(model)
     assert args.eatt_recipe == "paper"
     assert not args.encoder_normalize_before and not args.decoder_normalize_before
