@@ -77,7 +77,7 @@ def test_nonzero_ratio_and_entropy_leave_padding_out(dict_dir):
 
 
 def test_the_nonzero_ratio_is_that_of_the_modules_own_codes(dict_dir):
-    model, task = tiny_model(dict_dir, "--eatt-threshold", "0.3")
+    model, task = tiny_model(dict_dir, "--eatt-threshold", "0.3", "--eatt-recipe", "paper")  # post-norm blocks
     src, lengths, tgt = batch(task, pad_first_sentence=0)
     rows = run(model, task, src, lengths, tgt)
     with torch.no_grad():

@@ -45,8 +45,33 @@ def modules(model):
 
 # ---- recipes -----------------------------------------------------------------------------------------------------
 
-def test_paper_recipe_is_the_papers_text(data_dir):
+def test_the_default_is_the_papers_attention_in_pre_norm_blocks(data_dir):
+    """The E-ATT study (results/study) measured the paper's attention best in pre-norm blocks: users get it."""
     model, args = build_model(data_dir)
+    assert args.eatt_recipe == "paper-prenorm"
+    assert model.encoder.layers[0].normalize_before and model.decoder.layers[0].normalize_before
+    assert all(m.threshold == 1.0 and m.module_norm_kind == "none" for m in modules(model))
+
+
+@pytest.mark.parametrize("recipe,same", [("paper-prenorm", True), ("paper", True), ("authors", False)])
+def test_the_energy_tables_count_the_attention_of_the_default_recipe(data_dir, recipe, same):
+    """The energy tables (fairseq-eatt-experiment energy) count E-ATT with the paper's options; the default recipe
+    changes the blocks only, so they hold for it; the authors' options count otherwise."""
+    from fairseq_eatt.energy.report import attention_counts
+
+    args = parse(data_dir, "--eatt-recipe", recipe)
+    EattAttention.prepare_args(args)
+    for position in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS):
+        kwargs = EattAttention.kwargs_from_args(args, position)
+        self_attention = position != DECODER_CROSS
+        for convention in ("paper", "complete"):
+            built = EattAttention.op_counts(22, 22, 512, 8, convention, None, **kwargs, self_attention=self_attention)
+            table = attention_counts("eatt", 22, 22, 512, 8, convention, self_attention=self_attention)
+            assert (built == table) is same, (recipe, position, convention)
+
+
+def test_paper_recipe_is_the_papers_text(data_dir):
+    model, args = build_model(data_dir, "--eatt-recipe", "paper")
     enc, dec, cross = modules(model)
     assert args.eatt_recipe == "paper"
     assert not args.encoder_normalize_before and not args.decoder_normalize_before

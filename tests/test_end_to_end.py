@@ -33,6 +33,17 @@ def test_demo_pipeline_prints_bleu_and_writes_outputs(demo_run):
     for stage in ("tok", "bpe300"):  # raw text that is not compressed is read in place
         assert (demo_run["workdir"] / stage / "train.en").exists()
     assert not list(demo_run["workdir"].glob("**/*.partial"))
+    # the demo trains the default recipe, named as experiment runs are: a folder of another recipe is never resumed
+    (run_dir,) = (demo_run["workdir"] / "checkpoints").iterdir()
+    assert run_dir.name == "transformer_eatt_tiny.eatt-eatt-eatt@paper-prenorm.seed1"
+
+
+def test_demo_run_names_carry_the_recipe_other_than_the_papers():
+    from fairseq_eatt.cli.demo import recipe_suffix
+
+    assert recipe_suffix("") == "@paper-prenorm"
+    assert recipe_suffix("--eatt-recipe paper --dropout 0.1") == ""
+    assert recipe_suffix("--eatt-recipe=authors") == "@authors"
 
 
 def train_losses(log):

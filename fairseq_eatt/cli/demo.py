@@ -201,6 +201,21 @@ def trained_recipe(checkpoint: str) -> str:
     return recipe or "paper"
 
 
+def recipe_suffix(train_args: str) -> str:
+    """``@R`` for E-ATT recipe R other than the paper's, as experiment runs are named: a checkpoint folder of one
+    recipe is never resumed by a model of another (their blocks differ)."""
+    from ..attention.eatt import DEFAULT_RECIPE
+
+    words = shlex.split(train_args)
+    recipe = DEFAULT_RECIPE
+    for i, word in enumerate(words):
+        if word == "--eatt-recipe" and i + 1 < len(words):
+            recipe = words[i + 1]
+        elif word.startswith("--eatt-recipe="):
+            recipe = word.split("=", 1)[1]
+    return "" if recipe == "paper" else f"@{recipe}"
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -209,9 +224,9 @@ def main(argv=None):
     data_bin = prepare_data(args)
     t_data = time.time()
     run_name = args.run_name or re.sub(
-        r"[^A-Za-z0-9_.-]", "_",
+        r"[^A-Za-z0-9_.@-]", "_",
         f"{args.arch}.{args.encoder_self_attention}-{args.decoder_self_attention}-{args.decoder_cross_attention}"
-        f".seed{args.seed}",
+        f"{recipe_suffix(args.train_args)}.seed{args.seed}",
     )
     save_dir = os.path.join(args.workdir, "checkpoints", run_name)
     train(args, data_bin, save_dir)

@@ -34,6 +34,7 @@ def spread(values: List[float]) -> Dict:
 
 def model_args(name: str, preset: Dict) -> List[str]:
     """fairseq arguments of one benchmarked model; all share the preset's dimensions."""
+    from ..attention.eatt import BLOCK_DEFAULTS, DEFAULT_RECIPE
     from ..experiments.recipes import everywhere_allowed
 
     dims = []
@@ -41,8 +42,9 @@ def model_args(name: str, preset: Dict) -> List[str]:
         dims += [f"--{side}-embed-dim", str(preset["dim"]), f"--{side}-ffn-embed-dim", str(preset["ffn"]),
                  f"--{side}-attention-heads", str(preset["heads"]), f"--{side}-layers", str(preset["layers"])]
     common = dims + ["--share-all-embeddings", "--dropout", "0.1"]
-    if name == "transformer":
-        return ["--arch", "transformer"] + common
+    if name == "transformer":  # in the blocks the plugin's default recipe gives every other model
+        blocks = [f"--{attr.replace('_', '-')}" for attr, on in BLOCK_DEFAULTS[DEFAULT_RECIPE].items() if on]
+        return ["--arch", "transformer"] + common + blocks
     positions = everywhere_allowed(name)
     flags = ["--encoder-self-attention", positions["encoder_self"], "--decoder-self-attention",
              positions["decoder_self"], "--decoder-cross-attention", positions["decoder_cross"]]
