@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from fairseq_eatt.analysis.binarization import POSITIONS
-from fairseq_eatt.cli import binarization_stats
+from fairseq_eatt.analysis import binarization
 from fairseq_eatt.cli.common import load_checkpoint
 
 from .helpers import PLUGIN_DIR, REPO_ROOT, fairseq
@@ -46,7 +46,7 @@ def test_binarization_ratio_follows_the_threshold(demo_run, checkpoint, threshol
     for module in model.modules():
         if hasattr(module, "track_binarization"):
             module.threshold = threshold
-    ratios = binarization_stats.collect(model, task, "valid", 2048).ratios()
+    ratios = binarization.collect(model, task, "valid", 2048).ratios()
     assert ratios and all(r == expected for r in ratios.values())
 
 
@@ -125,7 +125,7 @@ def test_distillation_workflow(demo_run, checkpoint, tmp_path):
 
 
 def test_degenerate_teacher_translations_keep_their_reference():
-    from fairseq_eatt.cli.distill import choose_targets
+    from fairseq_eatt.experiments.distill import choose_targets
 
     sources = {0: "a b", 1: "a b c d", 2: "x"}
     hyps = {0: "p q", 1: "r " * 17, 2: "s " * 12}
