@@ -14,6 +14,7 @@ import sys
 
 from ..attention.eatt import DEFAULT_RECIPE, RECIPES
 from ..experiments.aggregate import ResultError, aggregate
+from ..experiments.recipes import recipe_folder
 from ..experiments.settings import SCALES
 from ..experiments.study import study_report
 
@@ -39,7 +40,7 @@ def main(argv=None):
                 f"--eatt-recipe paper, not {args.eatt_recipe}")
     args.study_long = args.study_long or os.path.join("results", "study", "long")
     if args.out is None:
-        args.out = "results" if args.eatt_recipe == "paper" else os.path.join("results", args.eatt_recipe)
+        args.out = recipe_folder("results", args.eatt_recipe)
     try:
         report = aggregate(args.results, args.out, args.scale, args.eatt_recipe)
         if "small" in report and args.eatt_recipe == "paper":  # the study's configurations build on the paper's

@@ -31,6 +31,7 @@ from ..fairseq_tools import (
     run_tool,
 )
 from ..data.prepare import bpe_and_binarize
+from ..experiments.recipes import recipe_label
 from ..data.text import atomic_output, decompress, read_lines, tokenize_file
 
 SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
@@ -213,7 +214,7 @@ def recipe_suffix(train_args: str) -> str:
             recipe = words[i + 1]
         elif word.startswith("--eatt-recipe="):
             recipe = word.split("=", 1)[1]
-    return "" if recipe == "paper" else f"@{recipe}"
+    return recipe_label(recipe)
 
 
 def main(argv=None):

@@ -110,8 +110,7 @@ def parse_args(argv=None):
         p.error("--train-args: give the E-ATT recipe with --eatt-recipe, which names the runs and their results")
     args.eatt_recipe = args.eatt_recipe or ("paper" if study else DEFAULT_RECIPE)
     if args.figures is None:
-        args.figures = os.path.join("results", args.scale) if args.eatt_recipe == "paper" else \
-            os.path.join("results", args.eatt_recipe, args.scale)
+        args.figures = os.path.join(R.recipe_folder("results", args.eatt_recipe), args.scale)
     args.recipes = args.recipe.split(",")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown or (len(args.recipes) > 1 and any(r not in R.TRAINING_RECIPES for r in args.recipes)):
@@ -270,8 +269,7 @@ def figure1(args):
     halvings = [tm["embed_dim"] >> i for i in range(8) if (tm["embed_dim"] >> i) >= 64] or [tm["embed_dim"]]
     dims = args.student_dims or ",".join(str(d) for d in halvings)
     data = prepare(args, teacher_run.task)
-    base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}",
-                        "figure1" if args.eatt_recipe == "paper" else f"figure1@{args.eatt_recipe}")
+    base = os.path.join(args.workdir, f"{teacher_run.task}-{args.scale}", "figure1" + R.recipe_label(args.eatt_recipe))
     flags = optimization_flags(lr=s.lr, warmup_updates=s.warmup_updates, plateau_updates=s.plateau_updates,
                                max_tokens=s.max_tokens, max_update=s.max_update, seed=teacher_run.seed,
                                update_freq=s.update_freq)

@@ -3,6 +3,7 @@
 A run is identified by its task, scale, attention variant per position and seed, not by the table asking for it:
 the vanilla and E-ATT runs of Table 4 are also the diagonal of Table 6 and rows of Table 5, and are trained once.
 """
+import os
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,6 +15,17 @@ TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete se
                ("eatt_l1", "Replace with L1 distance"), ("eatt", "E-ATT"))
 TABLE6_AXIS = (("vanilla", "Vanilla"), ("synth_dense", "Dense"), ("synth_random", "RandInit"), ("eatt", "E-ATT"))
 TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long")
+
+
+# ---- where the runs of an E-ATT recipe go: the paper's keep the names and folders they had before recipes existed
+def recipe_label(recipe: str) -> str:
+    """Suffix of run, checkpoint and summary names trained with E-ATT recipe ``recipe``: "" or "@<recipe>"."""
+    return "" if recipe == "paper" else f"@{recipe}"
+
+
+def recipe_folder(root: str, recipe: str) -> str:
+    """Output folder of ``recipe``'s tables and figures under ``root``: ``root`` or ``root/<recipe>``."""
+    return root if recipe == "paper" else os.path.join(root, recipe)
 
 # The E-ATT study (issue 15): levers of the authors' released code and of the paper's text, each alone, and
 # combinations. tag -> (variant, what it changes, model flags). A lever's run is named <variant>+<tag>.
@@ -63,7 +75,7 @@ class RunSpec:
     @property
     def name(self) -> str:
         label = f"+{self.tag.split('+', 1)[1]}" if "+" in self.tag else ""
-        label += "" if self.recipe == "paper" else f"@{self.recipe}"  # the paper's runs keep their names
+        label += recipe_label(self.recipe)
         return f"{self.encoder_self}-{self.decoder_self}-{self.decoder_cross}{label}.seed{self.seed}"
 
     @property

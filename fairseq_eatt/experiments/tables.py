@@ -177,7 +177,7 @@ def distillation_note(record: Optional[dict]) -> str:
 
 def figure1_name(attention: str, recipe: str) -> str:
     """The file name of Figure 1's summary for students with ``attention``, distilled under ``recipe``."""
-    return f"figure1.{attention}{'' if recipe == 'paper' else '@' + recipe}.json"
+    return f"figure1.{attention}{R.recipe_label(recipe)}.json"
 
 
 def figure1(results: str, scale: str, figure_dir: Optional[str], recipe: str = "paper") -> Tuple[str, str]:
