@@ -1,13 +1,18 @@
-"""Energy accounting (work in progress for issue 5): the paper's Tables 1, 2 and 7 from declared op counts."""
+"""Energy accounting: the paper's Tables 1, 2 and 7 from declared op counts, the checkpoint report, and the
+committed energy files against a regeneration."""
 import json
+import os
 import re
 
 import pytest
 
 from fairseq_eatt.cli import energy as energy_cli
+from fairseq_eatt.energy import files
 from fairseq_eatt.energy.ops import OpCounts
 from fairseq_eatt.energy.report import counts, paper_report, percent
 from fairseq_eatt.energy.tables import BUILTIN, load_table
+
+from .helpers import REPO_ROOT
 
 
 def row(text, label):
@@ -82,7 +87,9 @@ def test_checkpoint_energy_per_sentence(demo_run, tmp_path):
     out = tmp_path / "energy"
     energy_cli.main(["--path", str(checkpoint), "--data", str(demo_run["data_bin"]), "--subset", "test",
                      "--convention", "both", "--out", str(out)])
-    results = json.loads((tmp_path / "energy.json").read_text())
+    record = json.loads((tmp_path / "energy.json").read_text())
+    assert record["command"].startswith("fairseq-eatt-energy --path ") and record["date"] and record["machine"]
+    results = record["results"]
     assert [r["convention"] for r in results] == ["paper", "complete"]
     for r in results:
         sentences = r["by_sentence"]
@@ -95,20 +102,23 @@ def test_checkpoint_energy_per_sentence(demo_run, tmp_path):
         shortest = min(sentences, key=lambda s: (s["src_len"], s["tgt_len"]))
         assert longest["energy_pj"]["total"] > shortest["energy_pj"]["total"]
     assert "| total |" in (tmp_path / "energy.md").read_text()
+    assert files.regenerate(str(tmp_path / "energy.json")) == (tmp_path / "energy.md").read_text()
 
 
-def test_measured_ratios_change_the_complete_count_only():
-    from types import SimpleNamespace
+def test_tables_written_with_out_regenerate_from_their_record(tmp_path, capsys):
+    user = tmp_path / "chip.json"
+    user.write_text(json.dumps({"name": "my-chip", "add": 0.5, "mul": 2.0, "cmp": 0.1}))
+    energy_cli.main(["--convention", "complete", "--l", "10", "--energy-table", str(user), "--out", str(tmp_path / "e")])
+    text = (tmp_path / "e.md").read_text()
+    assert "my-chip" in text and "l = 10" in text and "--energy-table" in text
+    assert files.regenerate(str(tmp_path / "e.json")) == text
+    energy_cli.main(["--convention", "complete", "--l", "10", "--energy-table", str(user)])
+    assert capsys.readouterr().out.split("## complete convention", 1)[1] == text.split("## complete convention", 1)[1]
 
-    from fairseq_eatt.energy.checkpoint import sentence_counts
 
-    args = SimpleNamespace(encoder_embed_dim=16, encoder_attention_heads=2, encoder_layers=1,
-                           encoder_ffn_embed_dim=32, decoder_embed_dim=16, decoder_attention_heads=2,
-                           decoder_layers=1, decoder_ffn_embed_dim=32, encoder_self_attention="eatt",
-                           decoder_self_attention="eatt", decoder_cross_attention="eatt")
-    low = {("encoder_self", 1): 0.1, ("decoder_self", 1): 0.1, ("cross_query", 1): 0.1, ("cross_key", 1): 0.1}
-    high = {k: 0.9 for k in low}
-    for convention, differs in (("paper", False), ("complete", True)):
-        a = sentence_counts(args, 9, 7, low, convention)["encoder_self"]
-        b = sentence_counts(args, 9, 7, high, convention)["encoder_self"]
-        assert (a != b) == differs
+@pytest.mark.parametrize("name", ["energy", "energy_demo_checkpoint"])
+def test_committed_energy_files_regenerate_byte_for_byte(name):
+    """results/NAME.md is what its committed record renders to today (so a change of the tables shows)."""
+    path = os.path.join(REPO_ROOT, "results", name)
+    with open(path + ".md", encoding="utf-8") as handle:
+        assert files.regenerate(path + ".json") == handle.read()

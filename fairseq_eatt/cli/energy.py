@@ -9,7 +9,10 @@
         measured nonzero ratios of its binarized inputs (writes OUT.md and OUT.json)
 """
 import argparse
+import shlex
+import sys
 
+from ..energy import files
 from ..energy.ops import CONVENTIONS
 from ..energy.report import paper_tables
 from ..energy.tables import BUILTIN, load_table
@@ -32,7 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--max-sentences", type=int, default=None, help="only the first N sentences of the split")
     p.add_argument("--cost", default="paper-asic", choices=sorted(BUILTIN),
                    help="energy table for --path (or --energy-table, whose first file then wins)")
-    p.add_argument("--out", help="with --path: write OUT.md and OUT.json")
+    p.add_argument("--out", help="write OUT.md and OUT.json (the record OUT.md is rendered from, with command, "
+                                 "date, machine and commit)")
     args = p.parse_args(argv)
     if args.path and not args.data:
         p.error("--path needs --data (the binarized data directory the checkpoint was trained on)")
@@ -48,30 +52,36 @@ def parse_args(argv=None):
     return args
 
 
-def checkpoint_report(args, conventions):
-    import json
+def command_line(argv) -> str:
+    return shlex.join(["fairseq-eatt-energy"] + list(sys.argv[1:] if argv is None else argv))
 
-    from ..energy.checkpoint import dataset_energy, markdown
+
+def checkpoint_report(args, conventions, argv=None):
     from ..analysis.binarization import collect
-    from .common import load_checkpoint, write_atomically
+    from ..energy.checkpoint import dataset_energy, markdown
+    from ..fairseq_tools import load_checkpoint
 
     model, task = load_checkpoint(args.path, args.data)
     ratios = collect(model, task, args.subset, 4096, args.max_sentences).ratios()
     table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN[args.cost]
     results = [dataset_energy(model, task, args.subset, table, c, ratios, args.max_sentences) for c in conventions]
-    text = "\n".join(markdown(r) for r in results)
-    print(text)
     if args.out:
-        write_atomically(args.out + ".md", lambda f: f.write(text))
-        write_atomically(args.out + ".json", lambda f: json.dump(results, f, indent=1))
+        print(files.write(args.out, files.checkpoint_record(command_line(argv), results)), end="")
         print(f"wrote {args.out}.md and {args.out}.json")
+    else:
+        print("\n".join(markdown(r) for r in results))
 
 
 def main(argv=None):
     args = parse_args(argv)
     conventions = CONVENTIONS if args.convention == "both" else (args.convention,)
     if args.path:
-        return checkpoint_report(args, conventions)
+        return checkpoint_report(args, conventions, argv)
+    if args.out:
+        record = files.tables_record(command_line(argv), conventions, args.extra, args.l, args.d, args.heads)
+        files.write(args.out, record)
+        print(f"wrote {args.out}.md and {args.out}.json")
+        return
     print(paper_tables(args.l, args.d, args.heads, conventions, args.extra), end="")
 
 

@@ -387,21 +387,18 @@ def study_diagnose(args):
 
 
 def energy(args):
-    """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions, as ``fairseq-eatt-energy`` prints."""
-    import datetime
-
+    """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions: what ``fairseq-eatt-energy
+    --convention both --table horowitz-45nm-fp32 --table horowitz-45nm-int8 --out results/energy`` writes."""
+    from ..energy import files
     from ..energy.ops import CONVENTIONS
-    from ..energy.report import paper_tables
     from ..energy.tables import BUILTIN
 
     extra = ("horowitz-45nm-fp32", "horowitz-45nm-int8")
-    text = paper_tables(22, 512, 8, CONVENTIONS, [BUILTIN[name] for name in extra])
-    out = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "energy.md")
-    with atomic_output(out) as handle:
-        handle.write(f"# Energy tables\n\nCommand: `fairseq-eatt-energy --convention both "
-                     f"{' '.join('--table ' + name for name in extra)}`; date {datetime.date.today().isoformat()}; "
-                     f"computed from the declared operation counts (no training).\n\n" + text)
-    log(f"wrote {out}")
+    out = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "energy")
+    command = shlex.join(["fairseq-eatt-energy", "--convention", "both"]
+                         + [w for name in extra for w in ("--table", name)] + ["--out", out])
+    files.write(out, files.tables_record(command, CONVENTIONS, [BUILTIN[name] for name in extra]))
+    log(f"wrote {out}.md and {out}.json")
 
 
 def main(argv=None):
