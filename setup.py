@@ -60,6 +60,7 @@ setup(
             "fairseq-eatt-heatmap = fairseq_eatt.cli.heatmap:main",
             "fairseq-eatt-distill = fairseq_eatt.cli.distill:main",
             "fairseq-eatt-generate = fairseq_eatt.cli.generate:main",
+            "fairseq-eatt-precision = fairseq_eatt.cli.precision:main",
             "fairseq-eatt-energy = fairseq_eatt.cli.energy:main",
             "fairseq-eatt-bench = fairseq_eatt.cli.bench:main",
             "fairseq-eatt-experiment = fairseq_eatt.cli.experiment:main",

@@ -90,24 +90,38 @@ def test_adaptive_span_without_the_aux_criterion_is_refused(demo_run, tmp_path):
     assert "needs --criterion label_smoothed_cross_entropy_with_aux" in proc.stdout + proc.stderr
 
 
-def test_int8_and_bf16_translations_stay_close_to_float32(demo_run):
-    """Each reduced precision decodes the test slice; its translations scored against float32's (as the
-    reference) keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the translations."""
-    import sacrebleu
+def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, tmp_path):
+    """fairseq-eatt-precision decodes the test slice in each precision; each one's translations scored against
+    float32's (as the reference) keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the
+    translations. Its report renders from its JSON record alone."""
+    import json
 
-    from fairseq_eatt.fairseq_tools import read_generate_output
+    from fairseq_eatt import reports
+    from fairseq_eatt.cli import precision
 
-    outputs = {}
-    for mode, flags in (("float32", ()), ("int8", ("--quantize", "int8")), ("bfloat16", ("--inference-dtype",
-                                                                                          "bfloat16"))):
-        rc, out = eatt_generate(demo_run, *flags)
-        assert rc == 0, out[-2000:]
-        hyps = read_generate_output(out.splitlines())
-        outputs[mode] = [hyps[i] for i in range(TEST_SENTENCES)]
+    (checkpoint,) = demo_run["workdir"].glob("checkpoints/*/checkpoint_best.pt")
+    out = tmp_path / "precision"
+    precision.main([str(demo_run["data_bin"]), "--path", str(checkpoint), "--out", str(out), "--gen-subset", "test",
+                    "--source-lang", "en", "--target-lang", "de", "--beam", "2", "--batch-size", "8",
+                    "--max-len-b", "20"])
+    rec = json.loads((tmp_path / "precision.json").read_text())
+    assert rec["sentences"] == TEST_SENTENCES and rec["command"].startswith("fairseq-eatt-precision ")
+    assert rec["machine"]["cores"] >= 1 and rec["date"]
+    modes = rec["modes"]
+    assert modes["float32"]["bleu_vs_float32"] == pytest.approx(100.0)
     for mode, floor in AGREEMENT.items():
-        agreement = sacrebleu.corpus_bleu(outputs[mode], [outputs["float32"]]).score
-        print(f"[precision] {mode}: sacreBLEU against float32 {agreement:.1f}")
-        assert agreement >= floor, (mode, agreement)
+        assert modes[mode]["bleu_vs_float32"] >= floor, (mode, modes[mode])
+        assert modes[mode]["model_mib"] < 0.75 * modes["float32"]["model_mib"]
+    assert reports.regenerate(str(tmp_path / "precision.json")) == (tmp_path / "precision.md").read_text()
+
+
+def test_precision_tool_refuses_a_precision_flag(demo_run, capsys):
+    from fairseq_eatt.cli import precision
+
+    (checkpoint,) = demo_run["workdir"].glob("checkpoints/*/checkpoint_best.pt")
+    with pytest.raises(SystemExit):
+        precision.main([str(demo_run["data_bin"]), "--path", str(checkpoint), "--quantize", "int8"])
+    assert "decodes with every precision" in capsys.readouterr().err
 
 
 AGREEMENT = {"int8": 80.0, "bfloat16": 80.0}  # measured 100 on the tiny slice model

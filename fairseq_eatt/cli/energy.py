@@ -12,6 +12,7 @@ import argparse
 import shlex
 import sys
 
+from .. import reports
 from ..energy import files
 from ..energy.ops import CONVENTIONS
 from ..energy.report import paper_tables
@@ -66,7 +67,7 @@ def checkpoint_report(args, conventions, argv=None):
     table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN[args.cost]
     results = [dataset_energy(model, task, args.subset, table, c, ratios, args.max_sentences) for c in conventions]
     if args.out:
-        print(files.write(args.out, files.checkpoint_record(command_line(argv), results)), end="")
+        print(reports.write(args.out, files.checkpoint_record(command_line(argv), results)), end="")
         print(f"wrote {args.out}.md and {args.out}.json")
     else:
         print("\n".join(markdown(r) for r in results))
@@ -79,7 +80,7 @@ def main(argv=None):
         return checkpoint_report(args, conventions, argv)
     if args.out:
         record = files.tables_record(command_line(argv), conventions, args.extra, args.l, args.d, args.heads)
-        files.write(args.out, record)
+        reports.write(args.out, record)
         print(f"wrote {args.out}.md and {args.out}.json")
         return
     print(paper_tables(args.l, args.d, args.heads, conventions, args.extra), end="")

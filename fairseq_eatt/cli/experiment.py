@@ -389,6 +389,7 @@ def study_diagnose(args):
 def energy(args):
     """Tables 1, 2 and 7 (paper setting l = 22, d = 512) for both conventions: what ``fairseq-eatt-energy
     --convention both --table horowitz-45nm-fp32 --table horowitz-45nm-int8 --out results/energy`` writes."""
+    from .. import reports
     from ..energy import files
     from ..energy.ops import CONVENTIONS
     from ..energy.tables import BUILTIN
@@ -397,7 +398,7 @@ def energy(args):
     out = os.path.join(os.path.dirname(os.path.normpath(args.results)) or ".", "energy")
     command = shlex.join(["fairseq-eatt-energy", "--convention", "both"]
                          + [w for name in extra for w in ("--table", name)] + ["--out", out])
-    files.write(out, files.tables_record(command, CONVENTIONS, [BUILTIN[name] for name in extra]))
+    reports.write(out, files.tables_record(command, CONVENTIONS, [BUILTIN[name] for name in extra]))
     log(f"wrote {out}.md and {out}.json")
 
 

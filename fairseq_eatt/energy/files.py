@@ -1,20 +1,11 @@
-"""The energy reports under results/: markdown made from a JSON record, so that the markdown regenerates byte for
-byte from what is committed (the provenance lives in the JSON: command, date, machine, commit)."""
+"""The energy reports under results/ (written by ``reports.write``): their records and their markdown."""
 import dataclasses
-import datetime
-import json
 from typing import Dict, List, Optional, Sequence
 
-from ..data.text import atomic_output
+from ..reports import provenance
 from .checkpoint import markdown as checkpoint_section
 from .report import paper_tables
 from .tables import EnergyTable
-
-def provenance(command: str) -> Dict:
-    from ..fairseq_tools import git_commit, machine
-
-    return {"command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
-            "git_commit": git_commit()}
 
 
 def tables_markdown(record: Dict) -> str:
@@ -34,20 +25,6 @@ def checkpoint_markdown(record: Dict) -> str:
     return head + "\n".join(checkpoint_section(r) for r in record["results"])
 
 
-RENDERERS = {"tables": tables_markdown, "checkpoint": checkpoint_markdown}
-
-
-def write(out_prefix: str, record: Dict) -> str:
-    """Write OUT.json (the record) and OUT.md (rendered from it); returns the markdown."""
-    text = RENDERERS[record["kind"]](record)
-    with atomic_output(out_prefix + ".json") as handle:
-        json.dump(record, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    with atomic_output(out_prefix + ".md") as handle:
-        handle.write(text)
-    return text
-
-
 def tables_record(command: str, conventions: Sequence[str], tables: Sequence[EnergyTable], l: int = 22,
                   d: int = 512, heads: int = 8) -> Dict:
     """``tables``: the energy tables beside the paper's two (built-in or a user's), stored whole."""
@@ -57,10 +34,3 @@ def tables_record(command: str, conventions: Sequence[str], tables: Sequence[Ene
 
 def checkpoint_record(command: str, results: List[Dict], note: Optional[str] = None) -> Dict:
     return {"kind": "checkpoint", "results": results, "note": note, **provenance(command)}
-
-
-def regenerate(json_path: str) -> str:
-    """The markdown that ``json_path``'s record renders to (what its .md file must hold)."""
-    with open(json_path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    return RENDERERS[record["kind"]](record)

@@ -1,0 +1,103 @@
+"""float32, int8 and bfloat16 inference of one checkpoint, compared: model size, BLEU against the references,
+BLEU against float32's own translations (how much the reduced precision changes them) and decoding time.
+
+The record (JSON) holds every measurement with its provenance; the markdown is rendered from it alone."""
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from ..fairseq_tools import read_generate_output
+
+MODES = {"float32": [], "int8": ["--quantize", "int8"], "bfloat16": ["--inference-dtype", "bfloat16"]}
+SIZE = re.compile(r"model size ([0-9.]+) MiB \(float32\) -> ([0-9.]+) MiB")
+TIMING = re.compile(r"Translated ([0-9,]+) sentences \(([0-9,]+) tokens\) in ([0-9.]+)s")
+BLEU = re.compile(r"BLEU = ([0-9.]+)")
+
+
+class PrecisionError(RuntimeError):
+    pass
+
+
+def generate_command(data: str, checkpoint: str, flags: Sequence[str], mode: str) -> List[str]:
+    return [sys.executable, "-m", "fairseq_eatt.cli.generate", data, "--path", checkpoint, *flags, *MODES[mode]]
+
+
+def run_mode(data: str, checkpoint: str, flags: Sequence[str], mode: str) -> Dict:
+    cmd = generate_command(data, checkpoint, flags, mode)
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise PrecisionError(f"fairseq-eatt-generate ({mode}) exited with code {proc.returncode}:\n{out[-2000:]}")
+    hyps = read_generate_output(proc.stdout.splitlines())
+    refs = read_generate_output(proc.stdout.splitlines(), "T")
+    if not hyps or sorted(hyps) != sorted(refs):
+        raise PrecisionError(f"fairseq-eatt-generate ({mode}) printed {len(hyps)} translations for {len(refs)} "
+                             f"references")
+    ids = sorted(hyps)
+    timing, bleu, size = TIMING.search(out), BLEU.search(out), SIZE.search(out)
+    return {"hypotheses": [hyps[i] for i in ids], "references": [refs[i] for i in ids],
+            "fairseq_bleu": float(bleu.group(1)) if bleu else None,
+            "model_mib": float(size.group(2)) if size else None,
+            "float32_model_mib": float(size.group(1)) if size else None,
+            "decode_seconds": float(timing.group(3)) if timing else None, "wall_seconds": round(wall, 1)}
+
+
+def compare(data: str, checkpoint: str, flags: Sequence[str], modes: Sequence[str] = tuple(MODES)) -> Dict:
+    """Decode with each mode; sacreBLEU of each against the references and against float32's translations."""
+    import sacrebleu
+
+    if "float32" not in modes:
+        raise ValueError("the comparison needs float32, the reference of the other modes")
+    runs = {mode: run_mode(data, checkpoint, flags, mode) for mode in modes}
+    base = runs["float32"]
+    rows = {}
+    for mode, r in runs.items():
+        vs_refs = sacrebleu.corpus_bleu(r["hypotheses"], [r["references"]])
+        vs_float32 = sacrebleu.corpus_bleu(r["hypotheses"], [base["hypotheses"]])
+        rows[mode] = {"bleu": round(vs_refs.score, 2), "bleu_vs_float32": round(vs_float32.score, 2),
+                      "identical_to_float32": sum(a == b for a, b in zip(r["hypotheses"], base["hypotheses"])),
+                      "model_mib": runs_size(runs) if mode == "float32" else r["model_mib"],
+                      "fairseq_bleu": r["fairseq_bleu"], "decode_seconds": r["decode_seconds"],
+                      "wall_seconds": r["wall_seconds"]}
+    return {"sentences": len(base["hypotheses"]), "modes": rows,
+            "signature": str(sacrebleu.BLEU().get_signature())}
+
+
+def runs_size(runs: Dict) -> Optional[float]:
+    """float32's size, as the reduced-precision runs report it (float32 itself prints no conversion)."""
+    sizes = [r["float32_model_mib"] for r in runs.values() if r["float32_model_mib"]]
+    return sizes[0] if sizes else None
+
+
+def record(command: str, data: str, checkpoint: str, flags: Sequence[str], result: Dict,
+           note: Optional[str] = None) -> Dict:
+    from ..reports import provenance
+
+    return {"kind": "precision", "data": data, "checkpoint": checkpoint, "generate_flags": list(flags),
+            "note": note, **result, **provenance(command)}
+
+
+def markdown(rec: Dict) -> str:
+    modes = rec["modes"]
+    base = modes["float32"]["model_mib"]
+    lines = ["# float32, int8 and bfloat16 inference of one checkpoint", "",
+             f"Made by `{rec['command']}`" + (f" ({rec['note']})" if rec.get("note") else "") + ". Checkpoint "
+             f"`{rec['checkpoint']}`, {rec['sentences']} sentences; fairseq-generate flags "
+             f"`{shlex.join(rec['generate_flags'])}`. Date, machine and commit: the JSON file beside this one.", "",
+             "| inference | model size (MiB) | BLEU | BLEU against float32's translations | sentences identical to "
+             "float32's | decoding time (s) |", "|---|---|---|---|---|---|"]
+    for mode, row in modes.items():
+        size = row["model_mib"]
+        share = f" ({100 * size / base:.1f}%)" if size and base and mode != "float32" else ""
+        seconds = "" if row["decode_seconds"] is None else f"{row['decode_seconds']:.1f}"
+        lines.append(f"| {mode} | {size:.2f}{share} | {row['bleu']:.2f} | {row['bleu_vs_float32']:.2f} | "
+                     f"{row['identical_to_float32']} / {rec['sentences']} | {seconds} |")
+    lines += ["", f"BLEU: sacreBLEU ({rec['signature']}) on the detokenized translations fairseq-generate prints "
+                  f"(D lines) against its references (T lines). Decoding time: fairseq's own count, one run each on "
+                  f"the machine named in the JSON; indicative, not a benchmark."]
+    return "\n".join(lines) + "\n"
