@@ -20,7 +20,6 @@ from typing import Dict, List, Optional
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF
 from ..fairseq_tools import (
     PLUGIN_DIR,
-    REPO_ROOT,
     ToolFailed,
     fairseq_command,
     git_commit,
@@ -30,11 +29,10 @@ from ..fairseq_tools import (
     read_generate_output,
     run_tool,
 )
-from ..data.prepare import bpe_and_binarize
+from ..data.prepare import SHIPPED_MULTI30K, bpe_and_binarize
 from ..experiments.recipes import recipe_label
 from ..data.text import atomic_output, decompress, read_lines, tokenize_file
 
-SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 
 
 def parse_args(argv=None):

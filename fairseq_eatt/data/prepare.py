@@ -25,11 +25,11 @@ from typing import Dict, List
 from tqdm import tqdm
 
 from ..fairseq_tools import ToolFailed, fairseq_command, run_tool
+from ..fairseq_tools import REPO_ROOT
 from .corpora import CORPORA, Corpus, RemoteFile
 from .text import apply_bpe_file, atomic_output, count_lines, learn_bpe, tokenize_file
 
-SHIPPED_MULTI30K = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "data_prep", "multi30k")
+SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 
 
 def md5_of(path: str) -> str:

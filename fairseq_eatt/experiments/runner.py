@@ -23,7 +23,6 @@ from ..attention import get_attention_class
 from ..data.text import atomic_output, read_lines
 from ..fairseq_tools import (
     PLUGIN_DIR,
-    REPO_ROOT,
     ToolFailed,
     fairseq_command,
     git_commit,
@@ -34,10 +33,10 @@ from ..fairseq_tools import (
     read_generate_output,
     run_tool,
 )
+from ..data.prepare import SHIPPED_MULTI30K
 from .recipes import RunSpec
 from .settings import TaskSetting
 
-SHIPPED_MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
 SCHEMA = 1
 AUX_CRITERION = "label_smoothed_cross_entropy_with_aux"
 
