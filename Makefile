@@ -4,7 +4,7 @@ PY := .venv/bin/python
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-e2e test-all clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -15,7 +15,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# includes the slow tests (marked `slow`), which the default run skips
+# the end-to-end runs through fairseq's command-line tools (marked `e2e`), which the default run skips; CI runs them
+test-e2e: setup
+	$(PY) -m pytest tests -m "e2e and not slow" $(PYTEST_ARGS)
+
+# everything: the default selection, `e2e` and the `slow` tests
 test-all: setup
 	$(PY) -m pytest tests -m "" $(PYTEST_ARGS)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLUGIN_DIR = os.path.join(REPO_ROOT, "fairseq_eatt")
-MULTI30K = os.path.join(REPO_ROOT, "data_prep", "multi30k")
+from fairseq_eatt.data.prepare import SHIPPED_MULTI30K as MULTI30K  # noqa: F401  (the tests' import)
+from fairseq_eatt.fairseq_tools import PLUGIN_DIR, REPO_ROOT  # noqa: F401  (the tests' import)
+
 TEST_SENTENCES = 24  # test split size of the end-to-end slice
 
 
