@@ -3,6 +3,7 @@ console tools through this interpreter, reading fairseq-generate's output, and t
 that results carry."""
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -64,6 +65,34 @@ def run_tool(cmd: List[str], log_path: Optional[str] = None, echo: bool = True, 
             os.remove(stdout_path)  # never leave a partial output behind
         where = f"; see {log_path}" if log_path else ""
         raise ToolFailed(f"{shown(cmd).split(' ', 1)[0]} exited with code {code}{where}")
+
+
+def generate_to(out_path: str, cmd: List[str], reuse: bool = False, **run_kwargs) -> str:
+    """Run a generation command (``fairseq_command("generate", ...)`` or the plugin's fairseq-eatt-generate) with
+    its stdout in ``out_path``, atomically: a failed run leaves nothing. ``reuse``: keep an existing output."""
+    if reuse and os.path.exists(out_path):
+        return out_path
+    directory = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    partial = out_path + ".partial"
+    run_tool(cmd, stdout_path=partial, **run_kwargs)  # removes the partial file on failure
+    os.replace(partial, out_path)
+    return out_path
+
+
+GENERATE_LINE = re.compile(r"^Generate .*?: BLEU4? = [0-9.]+.*$", re.M)
+
+
+def generate_scores(text: str) -> Dict:
+    """fairseq-generate's own score line (printed last on its stdout): {"line", "bleu", "length_ratio"}, None
+    where it printed none; the length ratio (hypothesis / reference) comes with --scoring sacrebleu."""
+    found = GENERATE_LINE.search(text)
+    if not found:
+        return {"line": None, "bleu": None, "length_ratio": None}
+    line = found.group(0).strip()
+    ratio = re.search(r"ratio = ([0-9.]+)", line)
+    return {"line": line, "bleu": float(re.search(r"BLEU4? = ([0-9.]+)", line).group(1)),
+            "length_ratio": float(ratio.group(1)) if ratio else None}
 
 
 def read_generate_output(lines: Iterable[str], kind: str = "D") -> Dict[int, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from fairseq_eatt.analysis.binarization import POSITIONS
 from fairseq_eatt.analysis import binarization
-from fairseq_eatt.cli.common import load_checkpoint
+from fairseq_eatt.fairseq_tools import load_checkpoint
 
 from .helpers import PLUGIN_DIR, REPO_ROOT, fairseq
 

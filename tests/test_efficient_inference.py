@@ -108,11 +108,11 @@ def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, tmp_path):
     assert rec["sentences"] == TEST_SENTENCES and rec["command"].startswith("fairseq-eatt-precision ")
     assert rec["machine"]["cores"] >= 1 and rec["date"]
     modes = rec["modes"]
-    assert modes["float32"]["bleu_vs_float32"] == pytest.approx(100.0)
+    assert set(modes) == {"float32", "int8", "bfloat16"}
     for mode, floor in AGREEMENT.items():
         assert modes[mode]["bleu_vs_float32"] >= floor, (mode, modes[mode])
         assert modes[mode]["model_mib"] < 0.75 * modes["float32"]["model_mib"]
-    assert reports.regenerate(str(tmp_path / "precision.json")) == (tmp_path / "precision.md").read_text()
+    assert reports.regenerate(str(tmp_path / "precision.json")) == (tmp_path / "precision.md").read_text()  # round trip
 
 
 def test_precision_tool_refuses_a_precision_flag(demo_run, capsys):

@@ -1,7 +1,6 @@
 """Energy accounting: the paper's Tables 1, 2 and 7 from declared op counts, the checkpoint report, and the
 committed energy files against a regeneration."""
 import json
-import os
 import re
 
 import pytest
@@ -11,8 +10,6 @@ from fairseq_eatt import reports
 from fairseq_eatt.energy.ops import OpCounts
 from fairseq_eatt.energy.report import counts, paper_report, percent
 from fairseq_eatt.energy.tables import BUILTIN, load_table
-
-from .helpers import REPO_ROOT
 
 
 def row(text, label):
@@ -102,7 +99,7 @@ def test_checkpoint_energy_per_sentence(demo_run, tmp_path):
         shortest = min(sentences, key=lambda s: (s["src_len"], s["tgt_len"]))
         assert longest["energy_pj"]["total"] > shortest["energy_pj"]["total"]
     assert "| total |" in (tmp_path / "energy.md").read_text()
-    assert reports.regenerate(str(tmp_path / "energy.json")) == (tmp_path / "energy.md").read_text()
+    assert reports.regenerate(str(tmp_path / "energy.json")) == (tmp_path / "energy.md").read_text()  # round trip
 
 
 def test_tables_written_with_out_regenerate_from_their_record(tmp_path, capsys):
@@ -114,3 +111,20 @@ def test_tables_written_with_out_regenerate_from_their_record(tmp_path, capsys):
     assert reports.regenerate(str(tmp_path / "e.json")) == text
     energy_cli.main(["--convention", "complete", "--l", "10", "--energy-table", str(user)])
     assert capsys.readouterr().out.split("## complete convention", 1)[1] == text.split("## complete convention", 1)[1]
+
+
+def test_measured_ratios_change_the_complete_count_only():
+    from types import SimpleNamespace
+
+    from fairseq_eatt.energy.checkpoint import sentence_counts
+
+    args = SimpleNamespace(encoder_embed_dim=16, encoder_attention_heads=2, encoder_layers=1,
+                           encoder_ffn_embed_dim=32, decoder_embed_dim=16, decoder_attention_heads=2,
+                           decoder_layers=1, decoder_ffn_embed_dim=32, encoder_self_attention="eatt",
+                           decoder_self_attention="eatt", decoder_cross_attention="eatt")
+    low = {("encoder_self", 1): 0.1, ("decoder_self", 1): 0.1, ("cross_query", 1): 0.1, ("cross_key", 1): 0.1}
+    high = {k: 0.9 for k in low}
+    for convention, differs in (("paper", False), ("complete", True)):
+        a = sentence_counts(args, 9, 7, low, convention)["encoder_self"]
+        b = sentence_counts(args, 9, 7, high, convention)["encoder_self"]
+        assert (a != b) == differs

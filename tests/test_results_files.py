@@ -23,6 +23,13 @@ def kind(path):
 RECORDS = sorted(p for p in glob.glob(os.path.join(RESULTS, "*.json")) if kind(p) is not None)
 
 
+def test_every_top_level_json_is_a_report_record():
+    """A JSON file under results/ (top level) without a record kind would escape the regeneration below."""
+    unknown = [os.path.basename(p) for p in glob.glob(os.path.join(RESULTS, "*.json"))
+               if kind(p) is None and os.path.basename(p) != "performance.json"]
+    assert not unknown, f"results files that are not report records: {unknown}"
+
+
 def test_every_top_level_report_has_a_record():
     """Each results/*.md (but the index) is rendered from a record: nothing there is written by hand."""
     made = {os.path.splitext(p)[0] for p in RECORDS}

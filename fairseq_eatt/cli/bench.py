@@ -14,6 +14,7 @@ the stock transformer. Writes OUT.md and OUT.json. A benchmark, not a test: noth
 """
 import argparse
 import os
+import shlex
 import sys
 
 import torch
@@ -74,7 +75,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    run(args, "fairseq-eatt-bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    run(args, shlex.join(["fairseq-eatt-bench"] + list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

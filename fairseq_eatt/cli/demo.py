@@ -8,7 +8,6 @@ Every step is resumable: finished outputs are reused, an interrupted training ru
 (``--raw-dir`` with ``{split}.{lang}[.gz]`` files).
 """
 import argparse
-import datetime
 import json
 import os
 import re
@@ -22,8 +21,8 @@ from ..fairseq_tools import (
     PLUGIN_DIR,
     ToolFailed,
     fairseq_command,
-    git_commit,
-    machine,
+    generate_scores,
+    generate_to,
     model_flags,
     optimization_flags,
     read_generate_output,
@@ -31,6 +30,7 @@ from ..fairseq_tools import (
 )
 from ..data.prepare import SHIPPED_MULTI30K, bpe_and_binarize
 from ..experiments.recipes import recipe_label
+from ..reports import provenance
 from ..data.text import atomic_output, decompress, read_lines, tokenize_file
 
 
@@ -78,8 +78,7 @@ def parse_args(argv=None):
     if not os.path.isdir(args.raw_dir):
         p.error(f"--raw-dir {args.raw_dir}: no such folder (it must hold SPLIT.LANG or SPLIT.LANG.gz files)")
     missing = [f"{split}.{lang}" for split in (args.train_split, args.valid_split, args.test_split)
-               for lang in (args.src, args.tgt)
-               if not any(os.path.exists(os.path.join(args.raw_dir, f"{split}.{lang}{gz}")) for gz in ("", ".gz"))]
+               for lang in (args.src, args.tgt) if raw_file(args.raw_dir, split, lang) is None]
     if missing:
         p.error(f"--raw-dir {args.raw_dir}: missing {', '.join(missing)} (or .gz); check --raw-dir, --src/--tgt and "
                 f"--train-split/--valid-split/--test-split")
@@ -97,11 +96,19 @@ def run(cmd: List[str], stdout_path: Optional[str] = None):
         raise SystemExit(f"[demo] {err}") from None
 
 
-def find_raw(raw_dir: str, split: str, lang: str) -> str:
+def raw_file(raw_dir: str, split: str, lang: str) -> Optional[str]:
+    """``SPLIT.LANG`` or ``SPLIT.LANG.gz`` in ``raw_dir``, None if neither exists."""
     for name in (f"{split}.{lang}", f"{split}.{lang}.gz"):
         path = os.path.join(raw_dir, name)
         if os.path.exists(path):
             return path
+    return None
+
+
+def find_raw(raw_dir: str, split: str, lang: str) -> str:
+    path = raw_file(raw_dir, split, lang)
+    if path is not None:
+        return path
     raise SystemExit(f"[demo] --raw-dir {raw_dir}: missing {split}.{lang} (or {split}.{lang}.gz); check --raw-dir, "
                      f"--src/--tgt and the --*-split names")
 
@@ -161,11 +168,10 @@ def generate(args, data_bin: str, checkpoint: str, out_path: str) -> str:
         "--required-batch-size-multiple", "1",  # fairseq 0.12 drops the last n % 8 sentences otherwise
         "--post-process", "subword_nmt", "--tokenizer", "moses", "--scoring", "sacrebleu",
     ]
-    tmp = out_path + ".partial"
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    run(fairseq_command("generate", cmd), stdout_path=tmp)
-    os.replace(tmp, out_path)
-    return out_path
+    try:
+        return generate_to(out_path, fairseq_command("generate", cmd), prefix="[demo] ")
+    except ToolFailed as err:
+        raise SystemExit(f"[demo] {err}") from None
 
 
 def score(args, gen_out: str, hyp_path: str) -> dict:
@@ -173,12 +179,12 @@ def score(args, gen_out: str, hyp_path: str) -> dict:
 
     lines = list(read_lines(gen_out))
     hyps = read_generate_output(lines)
-    fairseq_bleu = next((line.strip() for line in lines if line.startswith("Generate") and "BLEU" in line), None)
+    fairseq_bleu = generate_scores("\n".join(lines))["line"]
     refs = list(read_lines(find_raw(args.raw_dir, args.test_split, args.tgt)))
     if len(hyps) != len(refs):
         raise SystemExit(f"[demo] {gen_out}: {len(hyps)} hypotheses for {len(refs)} references")
     ordered = [hyps[i] for i in range(len(refs))]
-    with open(hyp_path, "w", encoding="utf-8") as handle:
+    with atomic_output(hyp_path) as handle:
         handle.write("\n".join(ordered) + "\n")
     metric = sacrebleu.BLEU()
     bleu = metric.corpus_score(ordered, [refs])
@@ -188,16 +194,19 @@ def score(args, gen_out: str, hyp_path: str) -> dict:
 
 
 def trained_recipe(checkpoint: str) -> str:
-    """The E-ATT recipe the checkpoint was trained with (its saved arguments)."""
+    """The E-ATT recipe the checkpoint was trained with, read from its saved arguments as the model reads them."""
+    from types import SimpleNamespace
+
     import torch
+
+    from ..attention.eatt import recipe_of
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = state.get("cfg") or {}
     model = cfg.get("model") if isinstance(cfg, dict) else getattr(cfg, "model", None)
-    recipe = getattr(model, "eatt_recipe", None) if model is not None else None
-    if recipe is None and isinstance(model, dict):
-        recipe = model.get("eatt_recipe")
-    return recipe or "paper"
+    if isinstance(model, dict):
+        model = SimpleNamespace(**model)
+    return recipe_of(model if model is not None else state.get("args"))
 
 
 def recipe_suffix(train_args: str) -> str:
@@ -239,9 +248,8 @@ def main(argv=None):
         run=run_name, checkpoint=checkpoint, generate_output=gen_out, hypotheses=hyp_path,
         test_split=args.test_split, seconds_total=round(end - start, 1), seconds_data=round(t_data - start, 1),
         seconds_train=round(t_train - t_data, 1), seconds_generate_and_score=round(end - t_train, 1),
-        command="fairseq-eatt-demo " + shlex.join(sys.argv[1:] if argv is None else argv),
-        eatt_recipe=trained_recipe(checkpoint), date=datetime.date.today().isoformat(), machine=machine(),
-        git_commit=git_commit(),
+        eatt_recipe=trained_recipe(checkpoint),
+        **provenance(shlex.join(["fairseq-eatt-demo"] + list(sys.argv[1:] if argv is None else argv))),
     )
     outputs = [os.path.join(args.workdir, "generate", run_name, "result.json")]
     if args.results:

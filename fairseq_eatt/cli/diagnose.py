@@ -9,6 +9,7 @@ one sentence's codes are, and the correlation between the attention a key receiv
 """
 import argparse
 import os
+import shlex
 import sys
 
 from ..analysis.diagnostics import write_report
@@ -44,7 +45,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = "fairseq-eatt-diagnose " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["fairseq-eatt-diagnose"] + list(sys.argv[1:] if argv is None else argv))
     try:
         text = write_report(args.data, args.checkpoints, args.out, args.subset, args.max_tokens, args.max_sentences,
                             command)

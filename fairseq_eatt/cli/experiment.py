@@ -287,14 +287,13 @@ def figure1(args):
             log(f"{out}: done")
             continue
         workdir = os.path.join(base, attention)
-        summary = distill.run(distill.DistillConfig(
+        config = distill.DistillConfig(
             data.data_bin, teacher_ckpt, workdir, data.src, data.tgt, student_dims=dims, student_layers=layers,
             attention=attention, teacher_beam=s.beam, beam=s.beam, lenpen=s.lenpen, train_args=train_args,
-            distilled_dir=base))
+            distilled_dir=base)
+        summary = distill.run(config)
         for student in summary["students"]:
-            heads = max(1, min(8, student["dim"] // 8))
-            while student["dim"] % heads:
-                heads -= 1
+            heads = distill.student_heads(student["dim"], config.max_heads)
             counts = model_counts(attention, attention, l_mean, student["dim"], heads, "paper", layers=layers,
                                   **recipe_options(attention, args.eatt_recipe))
             student["energy_vs_vanilla_teacher_size"] = round(asic.energy(counts) / asic.energy(reference), 4)

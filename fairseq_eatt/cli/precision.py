@@ -18,7 +18,7 @@ from ..perf.precision import MODES, PrecisionError, compare, markdown, record
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="fairseq-eatt-precision", description=__doc__,
+    p = argparse.ArgumentParser(prog="fairseq-eatt-precision", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="binarized fairseq data directory of the checkpoint")
     p.add_argument("--path", required=True, help="checkpoint to decode")
@@ -28,9 +28,9 @@ def parse_args(argv):
     for path, flag in ((args.data, "DATA"), (args.path, "--path")):
         if not os.path.exists(path):
             p.error(f"{flag} {path}: no such file or folder")
-    bad = [f for f in generate_flags if f in ("--quantize", "--inference-dtype")]
+    bad = [f for f in generate_flags if f.split("=", 1)[0] in ("--quantize", "--inference-dtype")]
     if bad:
-        p.error(f"{bad[0]}: this tool decodes with every precision ({', '.join(MODES)}); give fairseq-generate "
+        p.error(f"{bad[0].split('=', 1)[0]}: this tool decodes with every precision ({', '.join(MODES)}); give fairseq-generate "
                 f"flags only")
     return args, generate_flags
 

@@ -2,14 +2,21 @@
 described in fairseq-eatt-distill's help (fairseq_eatt/cli/distill.py)."""
 import json
 import os
-import re
 import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ..data.text import atomic_output
-from ..fairseq_tools import PLUGIN_DIR, ToolFailed, fairseq_command, read_generate_output, run_tool
+from ..fairseq_tools import (
+    PLUGIN_DIR,
+    ToolFailed,
+    fairseq_command,
+    generate_scores,
+    generate_to,
+    read_generate_output,
+    run_tool,
+)
 from .runner import training_finished
 
 
@@ -50,14 +57,12 @@ def fairseq(tool: str, cmd: List, stdout_path: Optional[str] = None):
         raise SystemExit(f"[distill] {err}") from None
 
 
-def generate_to(out_path: str, cmd: List[str]):
-    """fairseq-generate into ``out_path``, atomically (a failed run leaves nothing)."""
-    if os.path.exists(out_path):
-        return out_path
-    partial = out_path + ".partial"
-    fairseq("generate", cmd, stdout_path=partial)  # removed on failure
-    os.replace(partial, out_path)
-    return out_path
+def generate_into(out_path: str, cmd: List) -> str:
+    """fairseq-generate into ``out_path``, atomically; an existing output is kept (the step is resumable)."""
+    try:
+        return generate_to(out_path, fairseq_command("generate", cmd), reuse=True, prefix="[distill] ")
+    except ToolFailed as err:
+        raise SystemExit(f"[distill] {err}") from None
 
 
 def read_generate(path: str, kind: str) -> Dict[int, str]:
@@ -114,7 +119,7 @@ def distilled_data(args) -> str:
         with atomic_output(teacher_out + ".json") as handle:
             json.dump(record, handle, indent=2)
     # fairseq bounds by the padded batch width (>= n + 1); b + 2 keeps every cut-off output above a * n + b
-    generate_to(teacher_out, [
+    generate_into(teacher_out, [
         args.data, "--user-dir", PLUGIN_DIR, "--path", args.teacher, "--gen-subset", "train",
         "--source-lang", src, "--target-lang", tgt, "--beam", args.teacher_beam, "--batch-size", args.batch_size,
         "--required-batch-size-multiple", 1,  # fairseq 0.12 drops the last n % 8 sentences otherwise
@@ -150,10 +155,16 @@ def distilled_data(args) -> str:
     return out_bin
 
 
-def student_flags(args, dim: int) -> List[str]:
-    heads = max(1, min(args.max_heads, dim // 8))
+def student_heads(dim: int, max_heads: int) -> int:
+    """Heads of a student of width ``dim``: at most ``max_heads``, at least 8 dimensions each, dividing ``dim``."""
+    heads = max(1, min(max_heads, dim // 8))
     while dim % heads:
         heads -= 1
+    return heads
+
+
+def student_flags(args, dim: int) -> List[str]:
+    heads = student_heads(dim, args.max_heads)
     flags = ["--arch", "transformer_eatt"]
     for side in ("encoder", "decoder"):
         flags += [f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", 4 * dim,
@@ -183,7 +194,7 @@ def run(args) -> Dict:
             check_record(stamp, record, save_dir)
         else:
             os.makedirs(save_dir, exist_ok=True)
-            with open(stamp, "w", encoding="utf-8") as handle:
+            with atomic_output(stamp) as handle:
                 json.dump(record, handle, indent=2)
         if not training_finished(save_dir, train_flags):  # never one update past --max-update on a rerun
             fairseq("train", [data, "--user-dir", PLUGIN_DIR, *train_flags])
@@ -203,16 +214,15 @@ def run(args) -> Dict:
 
 
 def score_on_test(args, data: str, checkpoint: str, out_path: str) -> dict:
-    out = generate_to(out_path, [
+    out = generate_into(out_path, [
         data, "--user-dir", PLUGIN_DIR, "--path", checkpoint, "--gen-subset", "test", "--beam", args.beam,
         "--lenpen", args.lenpen, "--batch-size", args.batch_size, "--post-process", args.post_process,
         "--required-batch-size-multiple", 1, "--scoring", "sacrebleu",
     ])
-    text = open(out, encoding="utf-8").read()
-    bleu = re.search(r"BLEU = ([0-9.]+)", text)
-    ratio = re.search(r"ratio = ([0-9.]+)", text)  # hypothesis / reference length: shows degenerate outputs
-    return {"checkpoint": checkpoint, "test_output": out, "bleu": float(bleu.group(1)) if bleu else None,
-            "length_ratio": float(ratio.group(1)) if ratio else None, "params": count_parameters(checkpoint, data)}
+    with open(out, encoding="utf-8") as handle:
+        scores = generate_scores(handle.read())  # the length ratio shows degenerate outputs
+    return {"checkpoint": checkpoint, "test_output": out, "bleu": scores["bleu"],
+            "length_ratio": scores["length_ratio"], "params": count_parameters(checkpoint, data)}
 
 
 def count_parameters(checkpoint: str, data: str) -> int:

@@ -2,19 +2,19 @@
 BLEU against float32's own translations (how much the reduced precision changes them) and decoding time.
 
 The record (JSON) holds every measurement with its provenance; the markdown is rendered from it alone."""
+import os
 import re
 import shlex
-import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from ..fairseq_tools import read_generate_output
+from ..fairseq_tools import ToolFailed, generate_scores, generate_to, read_generate_output
 
 MODES = {"float32": [], "int8": ["--quantize", "int8"], "bfloat16": ["--inference-dtype", "bfloat16"]}
 SIZE = re.compile(r"model size ([0-9.]+) MiB \(float32\) -> ([0-9.]+) MiB")
 TIMING = re.compile(r"Translated ([0-9,]+) sentences \(([0-9,]+) tokens\) in ([0-9.]+)s")
-BLEU = re.compile(r"BLEU = ([0-9.]+)")
 
 
 class PrecisionError(RuntimeError):
@@ -25,23 +25,29 @@ def generate_command(data: str, checkpoint: str, flags: Sequence[str], mode: str
     return [sys.executable, "-m", "fairseq_eatt.cli.generate", data, "--path", checkpoint, *flags, *MODES[mode]]
 
 
-def run_mode(data: str, checkpoint: str, flags: Sequence[str], mode: str) -> Dict:
-    cmd = generate_command(data, checkpoint, flags, mode)
+def run_mode(data: str, checkpoint: str, flags: Sequence[str], mode: str, workdir: str) -> Dict:
+    out = os.path.join(workdir, f"{mode}.out")
+    log = os.path.join(workdir, f"{mode}.log")
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        generate_to(out, generate_command(data, checkpoint, flags, mode), log_path=log, echo=False)
+    except ToolFailed as err:
+        raise PrecisionError(f"{mode}: {err}") from None
     wall = time.time() - start
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise PrecisionError(f"fairseq-eatt-generate ({mode}) exited with code {proc.returncode}:\n{out[-2000:]}")
-    hyps = read_generate_output(proc.stdout.splitlines())
-    refs = read_generate_output(proc.stdout.splitlines(), "T")
+    with open(out, encoding="utf-8") as handle:
+        stdout = handle.read()
+    with open(log, encoding="utf-8") as handle:
+        logged = handle.read()
+    hyps = read_generate_output(stdout.splitlines())
+    refs = read_generate_output(stdout.splitlines(), "T")
     if not hyps or sorted(hyps) != sorted(refs):
         raise PrecisionError(f"fairseq-eatt-generate ({mode}) printed {len(hyps)} translations for {len(refs)} "
                              f"references")
     ids = sorted(hyps)
-    timing, bleu, size = TIMING.search(out), BLEU.search(out), SIZE.search(out)
+    both = stdout + logged  # fairseq-generate logs to its stdout
+    timing, size = TIMING.search(both), SIZE.search(both)
     return {"hypotheses": [hyps[i] for i in ids], "references": [refs[i] for i in ids],
-            "fairseq_bleu": float(bleu.group(1)) if bleu else None,
+            "fairseq_bleu": generate_scores(stdout)["bleu"],
             "model_mib": float(size.group(2)) if size else None,
             "float32_model_mib": float(size.group(1)) if size else None,
             "decode_seconds": float(timing.group(3)) if timing else None, "wall_seconds": round(wall, 1)}
@@ -53,7 +59,8 @@ def compare(data: str, checkpoint: str, flags: Sequence[str], modes: Sequence[st
 
     if "float32" not in modes:
         raise ValueError("the comparison needs float32, the reference of the other modes")
-    runs = {mode: run_mode(data, checkpoint, flags, mode) for mode in modes}
+    with tempfile.TemporaryDirectory() as workdir:
+        runs = {mode: run_mode(data, checkpoint, flags, mode, workdir) for mode in modes}
     base = runs["float32"]
     rows = {}
     for mode, r in runs.items():
@@ -93,9 +100,10 @@ def markdown(rec: Dict) -> str:
              "float32's | decoding time (s) |", "|---|---|---|---|---|---|"]
     for mode, row in modes.items():
         size = row["model_mib"]
-        share = f" ({100 * size / base:.1f}%)" if size and base and mode != "float32" else ""
-        seconds = "" if row["decode_seconds"] is None else f"{row['decode_seconds']:.1f}"
-        lines.append(f"| {mode} | {size:.2f}{share} | {row['bleu']:.2f} | {row['bleu_vs_float32']:.2f} | "
+        shown = "-" if size is None else f"{size:.2f}" + (f" ({100 * size / base:.1f}%)" if base and mode != "float32"
+                                                          else "")
+        seconds = "-" if row["decode_seconds"] is None else f"{row['decode_seconds']:.1f}"
+        lines.append(f"| {mode} | {shown} | {row['bleu']:.2f} | {row['bleu_vs_float32']:.2f} | "
                      f"{row['identical_to_float32']} / {rec['sentences']} | {seconds} |")
     lines += ["", f"BLEU: sacreBLEU ({rec['signature']}) on the detokenized translations fairseq-generate prints "
                   f"(D lines) against its references (T lines). Decoding time: fairseq's own count, one run each on "
