@@ -13,6 +13,8 @@ from fairseq_eatt.fairseq_tools import load_checkpoint
 
 from .helpers import PLUGIN_DIR, REPO_ROOT, fairseq
 
+pytestmark = pytest.mark.e2e  # the analysis commands on a trained checkpoint: make test-e2e / CI
+
 
 @pytest.fixture(scope="module")
 def checkpoint(demo_run):

@@ -7,6 +7,8 @@ import pytest
 
 from .helpers import REPO_ROOT
 
+pytestmark = pytest.mark.e2e  # the benchmark trains and decodes real models: make test-e2e / CI
+
 
 def bench(*args):
     cmd = [sys.executable, "-m", "fairseq_eatt.cli.bench", "--preset", "tiny", "--threads", "1", *map(str, args)]

@@ -108,6 +108,7 @@ def test_chinese_is_segmented_with_jieba(tmp_path):
     assert len(lines) == 5 and all(" " in line for line in lines)
 
 
+@pytest.mark.e2e
 def test_multi30k_from_the_shipped_copy_with_checksums(tmp_path, capsys):
     prep.main(["multi30k-en-de", "--out", str(tmp_path), "--bpe-merges", "500"])
     text = capsys.readouterr().out

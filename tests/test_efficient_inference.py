@@ -25,6 +25,7 @@ def eatt_generate(demo_run, *extra):
 
 @pytest.mark.parametrize("flags,label", [(["--quantize", "int8"], "int8 dynamic quantization of nn.Linear"),
                                          (["--inference-dtype", "bfloat16"], "bfloat16")])
+@pytest.mark.e2e
 def test_generation_with_int8_or_bf16_reports_sizes(demo_run, flags, label):
     rc, out = eatt_generate(demo_run, *flags)
     assert rc == 0, out[-3000:]
@@ -40,6 +41,7 @@ def test_conflicting_precision_flags_are_refused(demo_run):
     assert rc != 0 and "--quantize int8 runs in float32" in out
 
 
+@pytest.mark.e2e
 def test_fairseq_train_bf16_on_cpu(demo_run, tmp_path):
     log = fairseq(
         "train", demo_run["data_bin"], "--user-dir", PLUGIN_DIR, "--arch", "transformer_eatt_tiny", "--bf16", "--cpu",
@@ -64,6 +66,7 @@ def test_every_variant_runs_forward_and_backward_in_bf16(name):
     assert torch.isfinite(x.grad.float()).all()
 
 
+@pytest.mark.e2e
 def test_adaptive_span_trains_logs_its_span_and_decodes(demo_run, tmp_path):
     spans = ["--encoder-self-attention", "adaptive_span", "--decoder-self-attention", "adaptive_span",
              "--adaptive-span-max", "16", "--adaptive-span-penalty", "0.01"]
@@ -90,6 +93,7 @@ def test_adaptive_span_without_the_aux_criterion_is_refused(demo_run, tmp_path):
     assert "needs --criterion label_smoothed_cross_entropy_with_aux" in proc.stdout + proc.stderr
 
 
+@pytest.mark.e2e
 def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, tmp_path):
     """fairseq-eatt-precision decodes the test slice in each precision; each one's translations scored against
     float32's (as the reference) keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the

@@ -65,6 +65,7 @@ def trained(request, demo_run, tmp_path_factory):
     return name, save_dir, log
 
 
+@pytest.mark.e2e
 def test_training_loss_is_finite_and_falls(trained):
     name, _, log = trained
     losses = train_losses(log)
@@ -73,6 +74,7 @@ def test_training_loss_is_finite_and_falls(trained):
     assert losses[-1] < losses[0] - 0.5, (name, losses)
 
 
+@pytest.mark.e2e
 def test_generate_beam_search_sacrebleu_and_alignments(trained, demo_run):
     _, save_dir, _ = trained
     out = fairseq(
@@ -89,6 +91,7 @@ def test_generate_beam_search_sacrebleu_and_alignments(trained, demo_run):
     assert re.search(r"Generate test with beam=4: BLEU = [0-9.]+", out)
 
 
+@pytest.mark.e2e
 def test_interactive_translates(trained, demo_run):
     _, save_dir, _ = trained
     out = fairseq(
@@ -100,6 +103,7 @@ def test_interactive_translates(trained, demo_run):
     assert len(re.findall(r"^D-\d+\t", out, re.M)) == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("trained", ["eatt"], indirect=True)  # resume is checked once, on E-ATT
 def test_training_resumes_from_checkpoint_last(trained, demo_run):
     name, save_dir, _ = trained
@@ -114,6 +118,7 @@ def test_training_resumes_from_checkpoint_last(trained, demo_run):
     assert "num_updates=12" in log or "num_updates 12" in log
 
 
+@pytest.mark.e2e
 def test_from_pretrained_loads_without_any_setting(trained, demo_run):
     from fairseq.models.transformer import TransformerModel
 

@@ -132,6 +132,7 @@ def tiny_experiment(tmp_path_factory):
     return {"root": root, "common": common, "stdout": proc.stdout}
 
 
+@pytest.mark.e2e
 def test_runner_writes_one_complete_json_per_run(tiny_experiment):
     folder = tiny_experiment["root"] / "results" / "runs" / "multi30k-en-de-small"
     files = sorted(os.listdir(folder))
@@ -151,6 +152,7 @@ def test_runner_writes_one_complete_json_per_run(tiny_experiment):
     assert set(eatt["binarization_last_valid"]) >= {"encoder_self_L1", "cross_key_L2"}
 
 
+@pytest.mark.e2e
 def test_a_finished_training_is_not_restarted(tiny_experiment):
     """fairseq-train restarted on a finished run takes one more update; the runner and distillation check first."""
     from fairseq_eatt.experiments.runner import training_finished, updates_done
@@ -162,6 +164,7 @@ def test_a_finished_training_is_not_restarted(tiny_experiment):
     assert not training_finished(str(run_dirs[0] / "nothing-here"), ["--max-update", "4"])
 
 
+@pytest.mark.e2e
 def test_finished_runs_are_skipped_and_changed_settings_are_refused(tiny_experiment):
     root, common = tiny_experiment["root"], list(tiny_experiment["common"])
     path = root / "results" / "runs" / "multi30k-en-de-small" / "vanilla-vanilla-vanilla.seed1.json"
@@ -173,6 +176,7 @@ def test_finished_runs_are_skipped_and_changed_settings_are_refused(tiny_experim
     assert proc.returncode != 0 and "made with other settings" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_figure_recipes_on_the_tiny_runs(tiny_experiment):
     root, common = tiny_experiment["root"], tiny_experiment["common"]
     experiment("figure3", "--seeds", "1", *common)

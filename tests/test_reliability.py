@@ -16,6 +16,8 @@ from fairseq_eatt.experiments.runner import AUX_CRITERION
 
 from .helpers import PLUGIN_DIR, REPO_ROOT
 
+pytestmark = pytest.mark.e2e  # fairseq-train runs through its command line: make test-e2e / CI
+
 
 def variant_groups():
     """Hybrids (encoder self, decoder self, cross) that together place every variant at least once, each in a

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .helpers import REPO_ROOT
 
 
@@ -18,8 +20,6 @@ def test_second_setup_run_reuses_the_environment():
 def test_environment_pins_its_torch():
     venv = os.path.join(REPO_ROOT, ".venv")
     if not os.path.samefile(sys.prefix, venv):
-        import pytest
-
         pytest.skip("tests are not running inside the repository's .venv")
     import torch
 
@@ -27,6 +27,7 @@ def test_environment_pins_its_torch():
     assert constraints.strip() == f"torch=={torch.__version__}"
 
 
+@pytest.mark.e2e
 def test_every_console_script_is_installed_and_answers_help():
     import re
 

@@ -57,6 +57,7 @@ def tiny_study(tmp_path_factory):
     return {"root": root, "common": common, "results": results}
 
 
+@pytest.mark.e2e
 def test_long_runs_store_a_dev_bleu_curve(tiny_study):
     folder = tiny_study["results"] / "study" / "long" / "multi30k-en-de-small"
     assert sorted(os.listdir(folder)) == ["eatt-eatt-eatt+authors.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
@@ -73,6 +74,7 @@ def test_long_runs_store_a_dev_bleu_curve(tiny_study):
     assert (run_dir / "valid.u2.hyp").read_text().count("\n") == SLICE["val"]
 
 
+@pytest.mark.e2e
 def test_a_curve_is_added_to_a_stored_result_without_retraining(tiny_study):
     path = tiny_study["results"] / "study" / "long" / "multi30k-en-de-small" / "vanilla-vanilla-vanilla.seed1.json"
     stored = json.loads(path.read_text())
@@ -85,6 +87,7 @@ def test_a_curve_is_added_to_a_stored_result_without_retraining(tiny_study):
     assert again["curve"] == curve and again["config_hash"] == stored["config_hash"]
 
 
+@pytest.mark.e2e
 def test_study_diagnose_and_report_on_the_tiny_runs(tiny_study):
     results = tiny_study["results"]
     experiment("study-diagnose", "--configs", "vanilla,eatt+authors", "--long-max-update", "4", "--curve-every", "2",
