@@ -36,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--max-sentences", type=int, default=None, help="only the first N sentences of the split")
     p.add_argument("--cost", default="paper-asic", choices=sorted(BUILTIN),
                    help="energy table for --path (or --energy-table, whose first file then wins)")
+    p.add_argument("--note", default=None, help="with --path --out: what the checkpoint is, for the report")
     p.add_argument("--out", help="write OUT.md and OUT.json (the record OUT.md is rendered from, with command, "
                                  "date, machine and commit)")
     args = p.parse_args(argv)
@@ -67,7 +68,7 @@ def checkpoint_report(args, conventions, argv=None):
     table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN[args.cost]
     results = [dataset_energy(model, task, args.subset, table, c, ratios, args.max_sentences) for c in conventions]
     if args.out:
-        print(reports.write(args.out, files.checkpoint_record(command_line(argv), results)), end="")
+        print(reports.write(args.out, files.checkpoint_record(command_line(argv), results, args.note)), end="")
         print(f"wrote {args.out}.md and {args.out}.json")
     else:
         print("\n".join(markdown(r) for r in results))
