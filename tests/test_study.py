@@ -110,3 +110,10 @@ def test_the_study_report_reads_the_paper_recipes_runs_only(tmp_path):
     write_runs(tmp_path, [stored_run(enc="eatt", test=18.0), other])
     found = study_runs(str(tmp_path), "multi30k-en-de", "small")
     assert [r["test"]["bleu"] for r in found["eatt"]] == [18.0]
+
+
+def test_run_lists_name_the_gpu_a_run_trained_on():
+    from fairseq_eatt.experiments.study import machine_label
+
+    assert machine_label({"cpu": "AMD EPYC", "cores": 2, "gpu": None}) == "AMD EPYC"
+    assert machine_label({"cpu": "Intel Xeon", "cores": 16, "gpu": "NVIDIA H200"}) == "NVIDIA H200 (Intel Xeon host)"

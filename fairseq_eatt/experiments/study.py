@@ -96,9 +96,14 @@ def levers_table(runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
     lines += ["", "Runs (command, machine, date, commit):", ""]
     for name, group in runs.items():
         for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {r['machine']['cpu']}, commit "
+            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {machine_label(r['machine'])}, commit "
                          f"{r.get('git_commit')}")
     return status, "\n".join(lines) + "\n"
+
+
+def machine_label(machine: Dict) -> str:
+    """The processor a run trained on: its CPU, or its GPU (and host CPU) where it had one."""
+    return f"{machine['gpu']} ({machine['cpu']} host)" if machine.get("gpu") else machine["cpu"]
 
 
 def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str, str]:
@@ -127,8 +132,8 @@ def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str
     lines += ["", f"![dev BLEU curves]({os.path.basename(png)})", "", "Runs:", ""]
     for name, group in with_curve.items():
         for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; trained {r['date']}, {r['machine']['cpu']}, commit "
-                         f"{r.get('git_commit')}; {r.get('curve_note', '')}")
+            lines.append(f"- {r['run']}: `{r['_path']}`; trained {r['date']}, {machine_label(r['machine'])}, "
+                         f"commit {r.get('git_commit')}; {r.get('curve_note', '')}")
     status = "measured" if len(with_curve) >= 2 else "partial"
     return status, "\n".join(lines) + "\n"
 
