@@ -100,7 +100,7 @@ def test_study_diagnose_and_report_on_the_tiny_runs(tiny_study):
     status = study_report(str(results / "runs"), str(results / "study" / "long"), str(results / "study"))
     assert status == {"levers": "not run", "curve": "measured"}
     text = (results / "study" / "curve.md").read_text()
-    assert "| eatt+authors | 1 |" in text and "| vanilla | 1 |" in text
+    assert "| eatt+authors | 1 |" in text and "| vanilla | 1 |" in text and "| dev BLEU | test BLEU |" in text
     assert (results / "study" / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -113,3 +113,29 @@ def test_the_study_report_reads_the_paper_recipes_runs_only(tmp_path):
     write_runs(tmp_path, [stored_run(enc="eatt", test=18.0), other])
     found = study_runs(str(tmp_path), "multi30k-en-de", "small")
     assert [r["test"]["bleu"] for r in found["eatt"]] == [18.0]
+
+
+def test_run_lists_name_the_gpu_a_run_trained_on():
+    from fairseq_eatt.experiments.study import machine_label
+
+    assert machine_label({"cpu": "AMD EPYC", "cores": 2, "gpu": None}) == "AMD EPYC"
+    assert machine_label({"cpu": "Intel Xeon", "cores": 16, "gpu": "NVIDIA H200"}) == "NVIDIA H200 (Intel Xeon host)"
+
+
+def test_the_curve_report_counts_runs_without_a_curve_in_the_final_scores(tmp_path):
+    from fairseq_eatt.experiments.study import curve_report
+
+    from .test_experiments import stored_run
+
+    curve = [{"num_updates": 500, "valid_bleu": 10.0, "valid_loss": 5.0},
+             {"num_updates": 1000, "valid_bleu": 20.0, "valid_loss": 4.5}]
+    runs = {"vanilla": [dict(stored_run(seed=1, test=30.0, valid=31.0), curve=curve, _path="a.json"),
+                        dict(stored_run(seed=2, test=32.0, valid=33.0), _path="b.json")],
+            "eatt": [dict(stored_run(enc="eatt", seed=1, test=28.0, valid=27.0), curve=curve, _path="c.json")]}
+    for group in runs.values():
+        for r in group:
+            r["valid_losses"] = [{"num_updates": 1000, "loss": 4.5}]
+    status, text = curve_report(runs, "T", str(tmp_path / "c.png"))
+    assert status == "measured"
+    assert "| vanilla | 1,2 (1) | 10.00 | 20.00 | 4.50 ± 0.00 | 32.00 ± 1.41 | 31.00 ± 1.41 |" in text
+    assert "b.json`" in text and "no dev curve" in text

@@ -97,12 +97,19 @@ def levers_table(runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
     lines += ["", "Runs (command, machine, date, commit):", ""]
     for name, group in runs.items():
         for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {r['machine']['cpu']}, commit "
+            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {machine_label(r['machine'])}, commit "
                          f"{r.get('git_commit')}")
     return status, "\n".join(lines) + "\n"
 
 
+def machine_label(machine: Dict) -> str:
+    """The processor a run trained on: its CPU, or its GPU (and host CPU) where it had one."""
+    return f"{machine['gpu']} ({machine['cpu']} host)" if machine.get("gpu") else machine["cpu"]
+
+
 def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str, str]:
+    """Dev BLEU along the longer budget (runs with a curve) and the final scores of every run of each
+    configuration (a run without a curve still counts for the final columns)."""
     with_curve = {name: [r for r in group if r.get("curve")] for name, group in runs.items()}
     with_curve = {name: group for name, group in with_curve.items() if group}
     if not with_curve:
@@ -112,24 +119,32 @@ def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str
     points = sorted({p["num_updates"] for g in with_curve.values() for r in g for p in r["curve"]})
     lines = [f"# {title}\n", "Setting: " + describe_setting(any_run["setting"]), "",
              "Dev BLEU (valid = Multi30k val, sacreBLEU, beam search as for the tables) of the checkpoint kept every "
-             f"{points[0]:,} updates, mean over seeds; the last columns give the best dev loss and the test BLEU of "
-             "the checkpoint with the best dev loss.", "",
-             "| configuration | seeds | " + " | ".join(f"{n:,}" for n in points) + " | best dev loss | test BLEU |",
-             "|---|---|" + "---|" * len(points) + "---|---|"]
-    for name, group in with_curve.items():
+             f"{points[0]:,} updates, mean over the seeds with a curve; the last columns give, over every seed, the "
+             "best dev loss and the dev and test BLEU of the checkpoint with the best dev loss.", "",
+             "| configuration | seeds (with a curve) | " + " | ".join(f"{n:,}" for n in points)
+             + " | best dev loss | dev BLEU | test BLEU |",
+             "|---|---|" + "---|" * len(points) + "---|---|---|"]
+    for name, group in runs.items():
+        curved = with_curve.get(name, [])
+        if not curved:
+            continue
         cells = []
         for n in points:
-            values = [p["valid_bleu"] for r in group for p in r["curve"] if p["num_updates"] == n]
+            values = [p["valid_bleu"] for r in curved for p in r["curve"] if p["num_updates"] == n]
             cells.append(_cell(values))
         best = [min(v["loss"] for v in r["valid_losses"]) for r in group if r.get("valid_losses")]
-        lines.append(f"| {name} | {','.join(str(r['seed']) for r in group)} | " + " | ".join(cells)
-                     + f" | {_cell(best)} | {_cell([r['test']['bleu'] for r in group])} |")
+        seeds = ",".join(str(r["seed"]) for r in group)
+        if len(curved) < len(group):
+            seeds += f" ({','.join(str(r['seed']) for r in curved)})"
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {_cell(best)} "
+                     f"| {_cell([r['valid']['bleu'] for r in group])} | {_cell([r['test']['bleu'] for r in group])} |")
     _plot_curves(with_curve, png, title)
     lines += ["", f"![dev BLEU curves]({os.path.basename(png)})", "", "Runs:", ""]
-    for name, group in with_curve.items():
-        for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; trained {r['date']}, {r['machine']['cpu']}, commit "
-                         f"{r.get('git_commit')}; {r.get('curve_note', '')}")
+    for name in with_curve:
+        for r in runs[name]:
+            note = r.get("curve_note") or "no dev curve (its checkpoints kept along the way were not decoded)"
+            lines.append(f"- {r['run']}: `{r['_path']}`; trained {r['date']}, {machine_label(r['machine'])}, "
+                         f"commit {r.get('git_commit')}; {note}")
     status = "measured" if len(with_curve) >= 2 else "partial"
     return status, "\n".join(lines) + "\n"
 
