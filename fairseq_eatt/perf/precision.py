@@ -62,17 +62,18 @@ def compare(data: str, checkpoint: str, flags: Sequence[str], modes: Sequence[st
     with tempfile.TemporaryDirectory() as workdir:
         runs = {mode: run_mode(data, checkpoint, flags, mode, workdir) for mode in modes}
     base = runs["float32"]
+    metric = sacrebleu.BLEU()
     rows = {}
     for mode, r in runs.items():
-        vs_refs = sacrebleu.corpus_bleu(r["hypotheses"], [r["references"]])
-        vs_float32 = sacrebleu.corpus_bleu(r["hypotheses"], [base["hypotheses"]])
+        vs_refs = metric.corpus_score(r["hypotheses"], [r["references"]])
+        vs_float32 = metric.corpus_score(r["hypotheses"], [base["hypotheses"]])
         rows[mode] = {"bleu": round(vs_refs.score, 2), "bleu_vs_float32": round(vs_float32.score, 2),
                       "identical_to_float32": sum(a == b for a, b in zip(r["hypotheses"], base["hypotheses"])),
                       "model_mib": runs_size(runs) if mode == "float32" else r["model_mib"],
                       "fairseq_bleu": r["fairseq_bleu"], "decode_seconds": r["decode_seconds"],
                       "wall_seconds": r["wall_seconds"]}
     return {"sentences": len(base["hypotheses"]), "modes": rows,
-            "signature": str(sacrebleu.BLEU().get_signature())}
+            "signature": str(metric.get_signature())}
 
 
 def runs_size(runs: Dict) -> Optional[float]:
