@@ -35,7 +35,7 @@ def write(out_prefix: str, record: Dict) -> str:
     """Write OUT.json (the record) and OUT.md (rendered from it); returns the markdown."""
     text = render(record)
     with atomic_output(out_prefix + ".json") as handle:
-        json.dump(record, handle, indent=1, sort_keys=True)
+        json.dump(record, handle, indent=1)
         handle.write("\n")
     with atomic_output(out_prefix + ".md") as handle:
         handle.write(text)

@@ -84,7 +84,7 @@ def dataset_energy(model, task, subset: str, table: EnergyTable, convention: str
 def markdown(result: Dict) -> str:
     lines = [f"Energy of {result['sentences']} sentences of `{result['subset']}` ({result['target_tokens']} target "
              f"tokens), {result['table']} costs, {result['convention']} convention; variants: "
-             + ", ".join(f"{k} = `{v}`" for k, v in result["variants"].items()), "",
+             + ", ".join(f"{k} = `{result['variants'][k]}`" for k in POSITIONS if k in result["variants"]), "",
              "| position | µJ per sentence | µJ per target token |", "|---|---|---|"]
     for p in POSITIONS + ("total",):
         lines.append(f"| {p} | {result['per_sentence_uj'][p]:.3f} | {result['per_target_token_uj'][p]:.4f} |")

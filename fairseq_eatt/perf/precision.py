@@ -99,7 +99,8 @@ def markdown(rec: Dict) -> str:
              f"`{shlex.join(rec['generate_flags'])}`. Date, machine and commit: the JSON file beside this one.", "",
              "| inference | model size (MiB) | BLEU | BLEU against float32's translations | sentences identical to "
              "float32's | decoding time (s) |", "|---|---|---|---|---|---|"]
-    for mode, row in modes.items():
+    for mode in [m for m in MODES if m in modes]:  # the record's key order may have been sorted
+        row = modes[mode]
         size = row["model_mib"]
         shown = "-" if size is None else f"{size:.2f}" + (f" ({100 * size / base:.1f}%)" if base and mode != "float32"
                                                           else "")
