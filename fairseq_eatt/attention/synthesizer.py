@@ -72,7 +72,7 @@ class DenseSynthesizerAttention(SynthesizerBase):
         return self._split_heads(F.relu(self.hidden(query)))  # (B, H, T, d/h)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
-        self._check_lengths(pos)
+        pos = self._check_lengths(pos)
         width = pos.key_len_bound
         # logits over the first `width` key positions, then each key picks the column of its position
         logits = torch.einsum("bhtc,hcs->bhts", q, self.logits_weight[:, :, :width]).float()
@@ -105,8 +105,10 @@ class _RandomSynthesizer(SynthesizerBase):
         return query.new_zeros(query.size(1), self.num_heads, query.size(0), 0)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
-        self._check_lengths(pos)
-        table = self.logits[:, : pos.query_len_bound, : pos.key_len_bound].float()  # (H, Tq, Sk)
+        pos = self._check_lengths(pos)
+        # every query row of the table, picked by position below (no slice by the query bound: a traced decoding
+        # step would freeze it)
+        table = self.logits[:, :, : pos.key_len_bound].float()  # (H, max query length, Sk)
         bsz = max(pos.query.size(0), pos.key.size(0), q.size(0))
         heads, tq, sk = table.shape
         rows = pos.query.expand(bsz, -1)  # (B, T)
