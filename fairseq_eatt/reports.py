@@ -17,11 +17,12 @@ def provenance(command: str) -> Dict:
 
 def renderers() -> Dict[str, Callable[[Dict], str]]:
     from .energy.files import checkpoint_markdown, tables_markdown
+    from .perf.deploy import markdown as deploy_markdown
     from .perf.params import markdown as params_markdown
     from .perf.precision import markdown as precision_markdown
 
     return {"tables": tables_markdown, "checkpoint": checkpoint_markdown, "precision": precision_markdown,
-            "params": params_markdown}
+            "params": params_markdown, "deploy": deploy_markdown}
 
 
 def render(record: Dict) -> str:

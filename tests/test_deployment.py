@@ -186,8 +186,11 @@ def test_metadata_of_earlier_versions_still_loads(data_dir):
 # ---- fairseq's inference and training flags ------------------------------------------------------------------------
 
 def dropout_states(model):
-    layers = {type(m).__name__: m.dropout_module.apply_during_inference
-              for m in model.modules() if hasattr(m, "dropout_module") and type(m).__name__.startswith("Eatt")}
+    """({class name: its modules' dropout-at-inference flags, one per module}, the attention modules' flags)."""
+    layers = collections.defaultdict(set)
+    for m in model.modules():
+        if hasattr(m, "dropout_module") and type(m).__name__.startswith("Eatt"):
+            layers[type(m).__name__].add(m.dropout_module.apply_during_inference)
     attention = [m.dropout_at_inference for m in model.modules() if isinstance(m, AttentionBase)]
     return layers, attention
 
@@ -202,7 +205,8 @@ def test_retain_dropout_modules_takes_fairseqs_names_and_ours(data_dir, modules,
     _, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--attention-dropout", "0.5")
     model.make_generation_fast_(retain_dropout=True, retain_dropout_modules=modules)
     layers, attention = dropout_states(model)
-    assert {name for name, on in layers.items() if on} == kept
+    assert all(len(flags) == 1 for flags in layers.values())  # every module of a class alike
+    assert {name for name, flags in layers.items() if True in flags} == kept
     assert all(attention) == ("MultiheadAttention" in modules) and len(set(attention)) == 1
 
 
@@ -240,3 +244,161 @@ def test_quant_noise_block_size_must_divide_the_attention_inputs(data_dir):
     with pytest.raises(AttentionSpecError, match="--quant-noise-pq-block-size 48 must divide"):
         build(data_dir, "--arch", "transformer_eatt_tiny", "--quant-noise-pq", "0.1", "--quant-noise-pq-block-size",
               "48")
+
+
+# ---- ONNX export and the ONNX Runtime translator ------------------------------------------------------------------
+
+def load_runtime(export_dir):
+    """ort_translate.py as copied into the export, imported from there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ort_translate_under_test", str(export_dir / "ort_translate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def export_tiny(data_dir, tmp_path, *flags, seed=0):
+    from fairseq_eatt.deploy.onnx_export import export, verify, write_json
+
+    torch.manual_seed(seed)
+    task, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny",
+                           "--criterion", "label_smoothed_cross_entropy_with_aux", *flags)
+    model.eval()
+    out = tmp_path / "export"
+    record = export(model, task.source_dictionary, task.target_dictionary, str(out))
+    record["verification"] = verify(model, str(out), record["state"], task.source_dictionary,
+                                    task.target_dictionary)
+    task.source_dictionary.save(str(out / "dict.en.txt"))
+    task.target_dictionary.save(str(out / "dict.de.txt"))
+    max_source, max_target = model.max_positions()
+    record.update(source_lang="en", target_lang="de", source_dict="dict.en.txt", target_dict="dict.de.txt",
+                  tokenizer=None, bpe_codes=None, max_source_positions=int(max_source),
+                  max_target_positions=int(max_target))
+    write_json(str(out / "export.json"), record)
+    from fairseq_eatt.deploy.onnx_export import copy_runtime
+
+    copy_runtime(str(out))
+    return task, model, out
+
+
+@pytest.mark.parametrize("variant", available_attentions())
+def test_onnx_runtime_beam_search_translates_like_fairseq(data_dir, tmp_path, variant):
+    task, model, out = export_tiny(data_dir, tmp_path, *mix_flags(variant))
+    runtime = load_runtime(out).Translator(str(out), threads=1)
+    sample = sample_of(task, bsz=3, length=9)
+    src, pad = sample["net_input"]["src_tokens"], task.source_dictionary.pad()
+    sources = [[int(t) for t in row if t != pad] for row in src]
+    with torch.no_grad():
+        expected = SequenceGenerator([model], task.target_dictionary, beam_size=3, max_len_b=12).forward(sample)
+    got = runtime.translate_ids(sources, beam=3, max_len_b=12)
+    eos = task.target_dictionary.eos()
+    for fairseq_hyps, onnx_hyps in zip(expected, got):
+        assert [h["tokens"][h["tokens"] != eos].tolist() for h in fairseq_hyps] == [tokens for tokens, _ in onnx_hyps]
+        for h, (_, score) in zip(fairseq_hyps, onnx_hyps):
+            assert score == pytest.approx(h["score"].item(), abs=1e-3)
+
+
+def test_the_onnx_l1_form_equals_the_compiled_kernel():
+    from fairseq_eatt.attention.functional import l1_broadcast, l1_implementation, pairwise_l1
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 7, 16), torch.randn(2, 3, 5, 16)
+    assert l1_implementation(q) == "kernel"  # the CPU kernel is built by the install
+    torch.testing.assert_close(l1_broadcast(q, k), pairwise_l1(q, k), rtol=1e-5, atol=1e-5)
+    bits = (torch.randn(2, 3, 7, 16) > 1).float()  # E-ATT's inputs: sums of selected weight rows
+    torch.testing.assert_close(l1_broadcast(bits, k), pairwise_l1(bits, k), rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_that_computes_something_else_is_refused_and_leaves_nothing(data_dir, tmp_path, monkeypatch):
+    """A module whose output depends on Python state that tracing freezes (a call counter) cannot be a fixed
+    graph: the check against the model refuses it and removes what was written."""
+    from fairseq_eatt.attention import register_attention
+    from fairseq_eatt.attention import registry as attention_registry
+    from fairseq_eatt.attention.vanilla import VanillaAttention
+    from fairseq_eatt.deploy import onnx_export
+
+    @register_attention("test_counting")
+    class Counting(VanillaAttention):
+        calls = 0
+
+        def compute_scores(self, q, k, pos=None):
+            Counting.calls += 1
+            return super().compute_scores(q, k, pos) * float(1 + Counting.calls % 7)  # not a softmax shift
+
+    try:
+        torch.manual_seed(0)
+        task, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--decoder-self-attention",
+                               "test_counting")
+        checkpoint = tmp_path / "checkpoint.pt"
+        write_checkpoint(checkpoint, model, _)
+        monkeypatch.setattr("fairseq_eatt.fairseq_tools.load_checkpoint", lambda path, data: (model.eval(), task))
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "earlier.txt").write_text("an earlier export stays")
+        with pytest.raises(onnx_export.ExportError, match="compute something else than the model"):
+            onnx_export.export_checkpoint(str(data_dir), str(checkpoint), str(tmp_path / "out"))
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["earlier.txt"]
+        assert not list(tmp_path.glob(".export-*"))
+    finally:
+        del attention_registry._REGISTRY["test_counting"]
+
+
+BLOCK_FAIRSEQ_AND_TORCH = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('fairseq', 'torch', 'fairseq_eatt'):\n"
+    "            raise ImportError(f'{name} is not available on this device')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def test_export_command_and_a_translator_without_fairseq_or_torch(data_dir, tmp_path):
+    """fairseq-eatt-export on a checkpoint; the exported ort_translate.py translates pretokenized input in a
+    process where importing fairseq or torch fails, with fairseq's translations."""
+    import subprocess
+    import sys
+
+    from fairseq_eatt.cli import export as export_cli
+
+    torch.manual_seed(0)
+    task, model, args = build(data_dir, "--arch", "transformer_eatt_tiny")
+    write_checkpoint(tmp_path / "checkpoint.pt", model, args)
+    out = tmp_path / "exported"
+    export_cli.main([str(data_dir), "--path", str(tmp_path / "checkpoint.pt"), "--out", str(out)])
+    record = __import__("json").loads((out / "export.json").read_text())
+    assert record["verification"]["greedy_tokens_agree"] and record["files"]["weights.bin"] > 0
+    lines = ["w5 w9 w12 w7", "w30 w4", "w11 w11 w20 w21 w22 w23"]
+    (tmp_path / "in.txt").write_text("".join(line + "\n" for line in lines))
+    (tmp_path / "block.py").write_text(BLOCK_FAIRSEQ_AND_TORCH)
+    proc = subprocess.run([sys.executable, str(tmp_path / "block.py"), str(out / "ort_translate.py"), str(out),
+                           "--pretokenized", "--beam", "2", "--max-len-b", "10", "--input", str(tmp_path / "in.txt")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (loaded,), _ = checkpoint_utils.load_model_ensemble([str(tmp_path / "checkpoint.pt")], task=task)
+    generator = SequenceGenerator([loaded.eval()], task.target_dictionary, beam_size=2, max_len_b=10)
+    d = task.source_dictionary
+    expected = []
+    for line in lines:
+        ids = torch.tensor([[d.index(w) for w in line.split()] + [d.eos()]])
+        with torch.no_grad():
+            best = generator.forward({"net_input": {"src_tokens": ids, "src_lengths": torch.tensor([ids.size(1)])}})
+        expected.append(task.target_dictionary.string(best[0][0]["tokens"]))
+    assert proc.stdout.splitlines() == expected
+
+
+def test_export_command_refuses_bad_input(data_dir, tmp_path, capsys):
+    from fairseq_eatt.cli import export as export_cli
+
+    with pytest.raises(SystemExit):
+        export_cli.main([str(data_dir), "--path", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "--path" in err and "no such file" in err
+    torch.manual_seed(0)
+    _, model, args = build(data_dir, "--arch", "transformer_eatt_tiny")
+    write_checkpoint(tmp_path / "checkpoint.pt", model, args)
+    with pytest.raises(SystemExit, match="--bpe-codes .*no such file"):
+        export_cli.main([str(data_dir), "--path", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "o"),
+                         "--bpe-codes", str(tmp_path / "nope.codes")])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -347,7 +347,8 @@ class AttentionBase(nn.Module):
         before_softmax: bool = False,
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if incremental_state is not None and not static_kv and not self.encoder_decoder_attention:
+        if incremental_state is not None and not static_kv and not self.encoder_decoder_attention and \
+                not before_softmax:
             stepped = self.decode_step(query, key, value, key_padding_mask, incremental_state)
             if stepped is not None:
                 return stepped

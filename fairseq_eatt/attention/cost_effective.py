@@ -105,7 +105,9 @@ class EfficientAttention(_EfficientBase):
 
 @register_attention("super")
 class SuperAttention(_EfficientBase, FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True, cross_self_attention=False,
+                                cross_self_why_not="learns weights per position up to the target's maximum length; "
+                                                   "keys that start with the source go past it")
     limited = ("key",)  # W_A mixes the values of at most max_key_length positions
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):

@@ -77,9 +77,12 @@ class BinarizeLearnedThreshold(torch.autograd.Function):
 
 
 def binarize(x: Tensor, threshold: float) -> Tensor:
-    """1[x > threshold] with the paper's surrogate gradient."""
+    """1[x > threshold] with the paper's surrogate gradient; in eager mode ``threshold`` may also be a tensor of
+    learned thresholds (see :func:`binarize_learned`)."""
     if torch.jit.is_scripting():  # TorchScript (inference) has no autograd Functions: the forward alone
         return (x > threshold).to(x.dtype)
+    if isinstance(threshold, Tensor):
+        return _binarize_learned_threshold(x, threshold)
     return _binarize_with_surrogate(x, threshold)
 
 

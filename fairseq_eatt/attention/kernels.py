@@ -45,7 +45,9 @@ def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
 
 @register_attention("performer")
 class PerformerAttention(VanillaAttention):
-    capabilities = Capabilities(causal=True, cross=True)
+    capabilities = Capabilities(causal=True, cross=True, cross_self_attention=False,
+                                cross_self_why_not="decodes step by step with running sums over its own earlier "
+                                                   "positions, not over keys that start with the source")
     CHUNK: Final[int] = 64  # positions per chunk of the causal full pass
 
     options = (FEATURES,)

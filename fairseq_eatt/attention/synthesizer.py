@@ -29,7 +29,9 @@ from .registry import Capabilities, register_attention
 
 
 class SynthesizerBase(FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True, cross_self_attention=False,
+                                cross_self_why_not="learns weights per position up to the target's maximum length; "
+                                                   "keys that start with the source go past it")
 
     # keys are not projected: the logits come from positions (and, for dense, the query input)
     def project_key(self, key: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ onnxruntime (plus sacremoses and subword-nmt for raw text):
     python DIR/ort_translate.py DIR --beam 5 < source.txt > translations.txt
 
 Before anything is kept, the graphs decode random sources of other sizes than the traced example next to the model's
-own incremental decoding; an export that computes something else is refused and nothing is left in DIR.
+own incremental decoding; an export that computes something else is refused. The export is written next to DIR and
+moved into place when complete, so a failed export leaves DIR as it was.
 """
 import argparse
 import json

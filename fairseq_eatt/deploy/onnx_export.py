@@ -5,6 +5,7 @@ Files written to the export directory (read by ``ort_translate.py``, which impor
 - ``encoder.onnx``: src_tokens (B, S) -> encoder_out (S, B, C), encoder_padding_mask (B, S)
 - ``decoder_first.onnx``: prev_output_tokens (B, 1), encoder_out, encoder_padding_mask -> log_probs (B, V), state...
 - ``decoder_step.onnx``: prev_output_tokens (B, t), encoder_out, encoder_padding_mask, state... -> log_probs, state...
+- ``weights.bin``: the graphs' weights, each distinct tensor once (the graphs refer to it as ONNX external data)
 - ``dict.SRC.txt``, ``dict.TGT.txt``, the BPE codes, ``ort_translate.py`` and ``export.json`` (the special symbols,
   the state layout: which state tensors follow the hypotheses when beam search reorders them, languages, the
   preprocessing, the attention settings and provenance).
@@ -15,6 +16,7 @@ at lengths and steps other than the traced ones (``verify``) and refused when th
 import json
 import os
 import shutil
+import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -116,7 +118,8 @@ def _dynamic_axes(module, args, input_names, output_names):
 
 
 def export(model, src_dict, tgt_dict, out_dir: str) -> Dict:
-    """Write the three graphs and return the layout of the state (see the module's docstring)."""
+    """Write the three graphs and their weights and return the layout of the state (see the module's docstring).
+    ``model`` itself is put in float32 evaluation mode with beam size 1 (one cache row per hypothesis)."""
     model = model.float().eval()
     for _, module in state_modules(model):
         module.set_beam_size(1)  # one cache row per hypothesis: the runtime reorders rows itself
@@ -152,6 +155,7 @@ def export(model, src_dict, tgt_dict, out_dir: str) -> Dict:
     torch.onnx.export(step, step_args, os.path.join(out_dir, "decoder_step.onnx"), dynamo=False,
                       opset_version=OPSET, input_names=names + state_in, output_names=["log_probs"] + state_out,
                       dynamic_axes=_dynamic_axes(step, step_args, names + state_in, ["log_probs"] + state_out))
+    share_weights(out_dir)
     return {"state": layout}
 
 
@@ -160,6 +164,56 @@ def _state_after(model, prev_output_tokens, encoder_out, padding_mask, increment
     model.decoder(prev_output_tokens, encoder_out=encoder_out_dict(encoder_out, padding_mask),
                   incremental_state=incremental_state)
     return incremental_state
+
+
+GRAPHS = ("encoder.onnx", "decoder_first.onnx", "decoder_step.onnx")
+WEIGHTS = "weights.bin"
+
+
+def share_weights(out_dir: str, graphs: Sequence[str] = GRAPHS, align: int = 64) -> int:
+    """Move the graphs' initializers into one external file, each distinct tensor once (the two decoder graphs
+    hold the same decoder weights, and shared embeddings appear in all three). Returns the file's size."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    offsets: Dict[Tuple, Tuple[int, int]] = {}
+    models = {name: onnx.load(os.path.join(out_dir, name)) for name in graphs}
+    with open(os.path.join(out_dir, WEIGHTS + ".tmp"), "wb") as blob:
+        for model in models.values():
+            for tensor in model.graph.initializer:
+                data = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(data).hexdigest())
+                if key not in offsets:
+                    blob.write(b"\0" * (-blob.tell() % align))
+                    offsets[key] = (blob.tell(), len(data))
+                    blob.write(data)
+                offset, length = offsets[key]
+                for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                    tensor.ClearField(field)
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                del tensor.external_data[:]
+                for k, v in (("location", WEIGHTS), ("offset", str(offset)), ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = k, v
+        size = blob.tell()
+    os.replace(os.path.join(out_dir, WEIGHTS + ".tmp"), os.path.join(out_dir, WEIGHTS))
+    for name, model in models.items():
+        onnx.save(model, os.path.join(out_dir, name))
+    return size
+
+
+def replace_directory(new: str, target: str):
+    """Put the complete directory ``new`` at ``target``; an earlier export there is removed only after."""
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=".replaced-", dir=os.path.dirname(os.path.abspath(target)))
+        os.rmdir(old)
+        os.rename(target, old)
+    os.rename(new, target)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def copy_runtime(out_dir: str):
@@ -238,32 +292,29 @@ def export_checkpoint(data: str, checkpoint: str, out_dir: str, bpe_codes: Optio
     model, task = load_checkpoint(checkpoint, data)
     args = model.args
     src_lang, tgt_lang = task.cfg.source_lang, task.cfg.target_lang
-    os.makedirs(out_dir, exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".export-", dir=parent)  # the export appears in out_dir only when complete
     try:
-        record = export(model, task.source_dictionary, task.target_dictionary, out_dir)
-        record["verification"] = verify(model, out_dir, record["state"], task.source_dictionary,
+        record = export(model, task.source_dictionary, task.target_dictionary, work)
+        record["verification"] = verify(model, work, record["state"], task.source_dictionary,
                                         task.target_dictionary)
-        task.source_dictionary.save(os.path.join(out_dir, f"dict.{src_lang}.txt"))
-        task.target_dictionary.save(os.path.join(out_dir, f"dict.{tgt_lang}.txt"))
+        task.source_dictionary.save(os.path.join(work, f"dict.{src_lang}.txt"))
+        task.target_dictionary.save(os.path.join(work, f"dict.{tgt_lang}.txt"))
         if bpe_codes:
-            shutil.copyfile(bpe_codes, os.path.join(out_dir, "bpe.codes"))
-        copy_runtime(out_dir)
+            shutil.copyfile(bpe_codes, os.path.join(work, "bpe.codes"))
+        copy_runtime(work)
         max_source, max_target = model.max_positions()
         record.update({
             "source_lang": src_lang, "target_lang": tgt_lang, "source_dict": f"dict.{src_lang}.txt",
             "target_dict": f"dict.{tgt_lang}.txt", "tokenizer": tokenizer, "bpe_codes": "bpe.codes" if bpe_codes
             else None, "max_source_positions": int(max_source), "max_target_positions": int(max_target),
             "attention": attention_settings(args), "arch": args.arch, "opset": OPSET,
-            "files": {name: os.path.getsize(os.path.join(out_dir, name))
-                      for name in ("encoder.onnx", "decoder_first.onnx", "decoder_step.onnx")},
+            "files": {name: os.path.getsize(os.path.join(work, name)) for name in GRAPHS + (WEIGHTS,)},
             "checkpoint": os.path.abspath(checkpoint), "plugin_version": __version__,
             "machine": machine(), "git_commit": git_commit()})
-        write_json(os.path.join(out_dir, "export.json"), record)
-    except BaseException:
-        for name in ("encoder.onnx", "decoder_first.onnx", "decoder_step.onnx", "export.json", "ort_translate.py",
-                     "bpe.codes", f"dict.{src_lang}.txt", f"dict.{tgt_lang}.txt"):
-            path = os.path.join(out_dir, name)
-            if os.path.exists(path):
-                os.remove(path)  # no partial export is left behind
-        raise
+        write_json(os.path.join(work, "export.json"), record)
+        replace_directory(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return record

@@ -134,8 +134,7 @@ class Translator:
         for i, ids in enumerate(sources):
             src[i, width - len(ids):] = ids  # left padding, as fairseq
         encoder_out, padding_mask = self._run(self.encoder, {"src_tokens": src})
-        src_len = max(sum(1 for i in ids if i not in (self.src_dict.eos, self.src_dict.pad)) for ids in sources)
-        max_len = min(int(max_len_a * src_len + max_len_b), self.max_target_positions - 1)
+        max_len = min(int(max_len_a * width + max_len_b), self.max_target_positions - 1)  # fairseq: padded width
         # step 0: one row per sentence; then beam rows per sentence
         prefix = np.full((bsz, 1), d.eos, dtype=np.int64)
         log_probs, *state = self._run(self.first, {"prev_output_tokens": prefix, "encoder_out": encoder_out,
@@ -144,12 +143,12 @@ class Translator:
         encoder_out, padding_mask = encoder_out[:, rows], padding_mask[rows]
         state = [s[rows] if follows else s for s, follows in zip(state, self.follows)]
         log_probs = log_probs[rows]
-        scores = np.zeros(bsz * beam, dtype=np.float64)
+        scores = np.zeros(bsz * beam, dtype=np.float32)  # float32 sums, as fairseq's, so near-ties break alike
         tokens = np.full((bsz * beam, 1), d.eos, dtype=np.int64)
         sentence_of = rows.copy()  # the sentence of each active row
         finished: List[List[Tuple[List[int], float]]] = [[] for _ in range(bsz)]
         for step in range(max_len + 1):
-            lp = log_probs.astype(np.float64)
+            lp = log_probs.astype(np.float32)
             lp[np.isnan(lp)] = -np.inf
             lp[:, d.pad] = -np.inf
             if step >= max_len:  # the last step: </s> only
@@ -176,7 +175,8 @@ class Translator:
                     if token == d.eos:
                         if rank < beam and len(finished[sent]) < beam:
                             length = step + 1
-                            finished[sent].append((tokens[row, 1:].tolist(), float(score / length ** lenpen)))
+                            normalized = np.float32(score) / np.float32(length ** lenpen)
+                            finished[sent].append((tokens[row, 1:].tolist(), float(normalized)))
                         continue
                     if kept < beam:
                         next_rows.append(row)
@@ -190,7 +190,7 @@ class Translator:
                 break
             order = np.array([next_rows[i] for i in keep], dtype=np.int64)
             tokens = np.concatenate([tokens[order], np.array([[next_tokens[i]] for i in keep], dtype=np.int64)], 1)
-            scores = np.array([next_scores[i] for i in keep], dtype=np.float64)
+            scores = np.array([next_scores[i] for i in keep], dtype=np.float32)
             sentence_of = np.array([next_sentences[i] for i in keep], dtype=np.int64)
             state = [s[order] if follows else s for s, follows in zip(state, self.follows)]
             encoder_out, padding_mask = encoder_out[:, order], padding_mask[order]

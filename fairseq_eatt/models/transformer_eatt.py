@@ -243,6 +243,17 @@ def validate_attention_args(args):
                 f"{POSITION_FLAGS[position]} {cls.variant_name}: its auxiliary loss needs --criterion "
                 f"{AUX_CRITERION} (--criterion {criterion} would drop it)"
             )
+    noise, block = getattr(args, "quant_noise_pq", 0) or 0, getattr(args, "quant_noise_pq_block_size", 8) or 8
+    dims = {getattr(args, f"{side}_embed_dim", None) for side in ("encoder", "decoder")} - {None}
+    if noise > 0 and any(d % block for d in dims):
+        raise AttentionSpecError(f"--quant-noise-pq-block-size {block} must divide the input size of every linear "
+                                 f"map, among them the model dimensions {sorted(dims)}")
+    if getattr(args, "cross_self_attention", False):
+        name = getattr(args, POSITION_ATTRS[DECODER_SELF]) or DEFAULT_ATTENTION
+        caps = get_attention_class(name).capabilities
+        if not caps.cross_self_attention:
+            raise AttentionSpecError(f"--cross-self-attention with --decoder-self-attention {name}: it "
+                                     f"{caps.cross_self_why_not}; use another decoder self-attention variant")
     try:
         for position, attr in POSITION_ATTRS.items():  # every option a variant reads, e.g. E-ATT's thresholds
             get_attention_class(getattr(args, attr)).kwargs_from_args(args, position)
