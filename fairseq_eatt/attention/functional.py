@@ -225,7 +225,7 @@ class PairwiseL1Kernel(torch.autograd.Function):
 
 def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
     """L1 distances between every query and key row: (..., T, d), (..., S, d) -> (..., T, S), at least float32."""
-    if torch.onnx.is_in_onnx_export():  # ONNX: one broadcast expression, any leading shape
+    if not torch.jit.is_scripting() and _in_onnx_export():  # ONNX: one broadcast expression, any leading shape
         return l1_broadcast(q, k)
     lead = list(q.shape[:-2])
     n = 1
@@ -237,6 +237,11 @@ def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
     else:
         out = _pairwise_l1_autograd(q3, k3)
     return out.view(lead + [q.size(-2), k.size(-2)])
+
+
+@torch.jit.unused
+def _in_onnx_export() -> bool:
+    return torch.onnx.is_in_onnx_export()
 
 
 def l1_broadcast(q: Tensor, k: Tensor) -> Tensor:

@@ -46,7 +46,8 @@ class Dictionary:
         return [self.index.get(w, self.unk) for w in words] + [self.eos]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return " ".join(self.symbols[i] for i in ids if i != self.eos)
+        """Symbols joined by spaces; <s>, <pad> and </s> left out, as fairseq's Dictionary.string does."""
+        return " ".join(self.symbols[i] for i in ids if i not in (self.bos, self.pad, self.eos))
 
 
 class Preprocessing:

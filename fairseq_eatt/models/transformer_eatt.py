@@ -325,7 +325,7 @@ class TransformerEattModel(TransformerModel):
                                   alignment_heads=alignment_heads)
             stats = BinarizationStats()
             stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx))
-            log_binarization(stats, self.args.log_binarization or "per-layer")
+            log_binarization(stats, getattr(self.args, "log_binarization", None) or "per-layer")
         finally:
             set_tracking(self, False)
         return out
