@@ -43,6 +43,14 @@ def write(out_prefix: str, record: Dict) -> str:
     return text
 
 
+def publish(out_prefix, record: Dict):
+    """A command's report: written to OUT.json and OUT.md when ``out_prefix`` is given, printed either way."""
+    if out_prefix:
+        write(out_prefix, record)
+        print(f"wrote {out_prefix}.md and {out_prefix}.json")
+    print(render(record), end="")
+
+
 def regenerate(json_path: str) -> str:
     """The markdown that ``json_path``'s record renders to (what its .md file must hold)."""
     with open(json_path, encoding="utf-8") as handle:

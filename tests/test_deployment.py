@@ -13,15 +13,7 @@ import fairseq_eatt  # noqa: F401  (registers the plugin)
 from fairseq_eatt.attention import AttentionBase, available_attentions, get_attention_class
 from fairseq_eatt.models.transformer_eatt import CheckpointMismatchError, decode_metadata, encode_metadata
 
-from .helpers import write_dicts
-from .test_model import build
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dicts")
-    write_dicts(d, vocab_size=40)
-    return d
+from .test_model import build, data_dir  # noqa: F401  (data_dir: the dictionaries fixture)
 
 
 def mix_flags(variant: str):
@@ -357,9 +349,6 @@ BLOCK_FAIRSEQ_AND_TORCH = (
 def test_export_command_and_a_translator_without_fairseq_or_torch(data_dir, tmp_path):
     """fairseq-eatt-export on a checkpoint; the exported ort_translate.py translates pretokenized input in a
     process where importing fairseq or torch fails, with fairseq's translations."""
-    import subprocess
-    import sys
-
     from fairseq_eatt.cli import export as export_cli
 
     torch.manual_seed(0)
@@ -371,21 +360,36 @@ def test_export_command_and_a_translator_without_fairseq_or_torch(data_dir, tmp_
     assert record["verification"]["greedy_tokens_agree"] and record["files"]["weights.bin"] > 0
     lines = ["w5 w9 w12 w7", "w30 w4", "w11 w11 w20 w21 w22 w23"]
     (tmp_path / "in.txt").write_text("".join(line + "\n" for line in lines))
-    (tmp_path / "block.py").write_text(BLOCK_FAIRSEQ_AND_TORCH)
-    proc = subprocess.run([sys.executable, str(tmp_path / "block.py"), str(out / "ort_translate.py"), str(out),
-                           "--pretokenized", "--beam", "2", "--max-len-b", "10", "--input", str(tmp_path / "in.txt")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    translated = translate_without_fairseq(tmp_path, out, "--input", tmp_path / "in.txt", "--beam", "2",
+                                           "--max-len-b", "10")
     (loaded,), _ = checkpoint_utils.load_model_ensemble([str(tmp_path / "checkpoint.pt")], task=task)
     generator = SequenceGenerator([loaded.eval()], task.target_dictionary, beam_size=2, max_len_b=10)
-    d = task.source_dictionary
-    expected = []
+    assert translated == best_translations(generator, task, lines)
+
+
+def translate_without_fairseq(tmp_path, export_dir, *flags):
+    """The exported ort_translate.py on pretokenized input, in a process where importing fairseq, torch or the
+    plugin fails; its output lines."""
+    import subprocess
+    import sys
+
+    (tmp_path / "block.py").write_text(BLOCK_FAIRSEQ_AND_TORCH)
+    proc = subprocess.run([sys.executable, str(tmp_path / "block.py"), str(export_dir / "ort_translate.py"),
+                           str(export_dir), "--pretokenized", "--batch-size", "1", *map(str, flags)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.splitlines()
+
+
+def best_translations(generator, task, lines):
+    """The best hypothesis of ``generator`` (eager or scripted) for each line of source words, one at a time."""
+    d, out = task.source_dictionary, []
     for line in lines:
         ids = torch.tensor([[d.index(w) for w in line.split()] + [d.eos()]])
         with torch.no_grad():
             best = generator.forward({"net_input": {"src_tokens": ids, "src_lengths": torch.tensor([ids.size(1)])}})
-        expected.append(task.target_dictionary.string(best[0][0]["tokens"]))
-    assert proc.stdout.splitlines() == expected
+        out.append(task.target_dictionary.string(best[0][0]["tokens"]))
+    return out
 
 
 def test_export_command_refuses_bad_input(data_dir, tmp_path, capsys):

@@ -7,8 +7,8 @@ from fairseq.sequence_generator import SequenceGenerator
 import fairseq_eatt  # noqa: F401  (registers the plugin)
 from fairseq_eatt.attention import AttentionSpecError, available_attentions, get_attention_class
 
-from .helpers import write_dicts
-from .test_model import build
+from .test_deployment import mix_flags
+from .test_model import build, data_dir  # noqa: F401  (data_dir: the dictionaries fixture)
 
 VARIANTS = available_attentions()
 CAUSAL = [v for v in VARIANTS if get_attention_class(v).capabilities.causal]
@@ -16,20 +16,6 @@ CAUSAL = [v for v in VARIANTS if get_attention_class(v).capabilities.causal]
 # fairseq's flags that change the blocks around attention; every variant supports all of them together
 BLOCK_FLAGS = ["--layernorm-embedding", "--no-scale-embedding", "--encoder-normalize-before",
                "--decoder-normalize-before", "--encoder-layerdrop", "0.5", "--decoder-layerdrop", "0.5"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dicts")
-    write_dicts(d, vocab_size=40)
-    return d
-
-
-def mix_flags(variant: str):
-    caps = get_attention_class(variant).capabilities
-    return ["--encoder-self-attention", variant,
-            "--decoder-self-attention", variant if caps.causal else "vanilla",
-            "--decoder-cross-attention", variant if caps.cross else "vanilla"]
 
 
 def model_with(data_dir, *flags):

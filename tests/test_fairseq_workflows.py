@@ -161,7 +161,7 @@ def test_scripted_generator_and_onnx_export_translate_like_fairseq(trained, data
     from fairseq import checkpoint_utils
     from fairseq.sequence_generator import SequenceGenerator
 
-    from .test_deployment import BLOCK_FAIRSEQ_AND_TORCH, script_and_reload
+    from .test_deployment import best_translations, script_and_reload, translate_without_fairseq
 
     _, save_dir, _ = trained
     checkpoint = save_dir / "checkpoint_best.pt"
@@ -171,24 +171,12 @@ def test_scripted_generator_and_onnx_export_translate_like_fairseq(trained, data
                                                                           arg_overrides={"data": str(data["bin"])})
     scripted = script_and_reload(SequenceGenerator([model.eval()], task.target_dictionary, beam_size=2,
                                                    max_len_b=12))
-    d = task.source_dictionary
     sources = (data["raw"] / "test.src").read_text().splitlines()
-    got = []
-    for line in sources:
-        ids = torch.tensor([[d.index(w) for w in line.split()] + [d.eos()]])
-        with torch.no_grad():
-            best = scripted.forward({"net_input": {"src_tokens": ids, "src_lengths": torch.tensor([ids.size(1)])}})
-        got.append(task.target_dictionary.string(best[0][0]["tokens"]))
-    assert got == expected
+    assert best_translations(scripted, task, sources) == expected
     # ONNX: fairseq-eatt-export, then the exported translator with neither fairseq nor torch importable
     out = tmp_path / "onnx"
-    fairseq_eatt_export = [sys.executable, "-m", "fairseq_eatt.cli.export", str(data["bin"]), "--path",
-                           str(checkpoint), "--out", str(out)]
-    proc = subprocess.run(fairseq_eatt_export, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_eatt.cli.export", str(data["bin"]), "--path",
+                           str(checkpoint), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (tmp_path / "block.py").write_text(BLOCK_FAIRSEQ_AND_TORCH)
-    proc = subprocess.run([sys.executable, str(tmp_path / "block.py"), str(out / "ort_translate.py"), str(out),
-                           "--pretokenized", "--beam", "2", "--max-len-b", "12", "--batch-size", "1", "--input",
-                           str(data["raw"] / "test.src")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines() == expected
+    assert translate_without_fairseq(tmp_path, out, "--beam", "2", "--max-len-b", "12", "--input",
+                                     data["raw"] / "test.src") == expected

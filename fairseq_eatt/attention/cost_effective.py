@@ -26,7 +26,7 @@ target) is never mixed, which keeps incremental decoding exact. This needs the e
 to be equal (they are in every transformer_eatt architecture); otherwise the model is refused when built.
 """
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn

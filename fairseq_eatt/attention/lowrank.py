@@ -11,7 +11,7 @@ enters the projection, whatever side it is on. With ``need_weights`` the returne
 effective weights on the original values, softmax(Q K'^T) F.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn

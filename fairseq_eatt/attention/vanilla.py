@@ -6,7 +6,6 @@ ablations are compared against a baseline that runs through the very same code p
 import math
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum

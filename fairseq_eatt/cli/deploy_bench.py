@@ -17,7 +17,7 @@ import tempfile
 
 from .. import reports
 from ..deploy.onnx_export import ExportError, export_checkpoint
-from ..perf.deploy import DeployBenchError, markdown, measure, record
+from ..perf.deploy import DeployBenchError, measure, record
 
 
 def parse_args(argv):
@@ -76,10 +76,7 @@ def main(argv=None):
             sys.exit(f"fairseq-eatt-deploy-bench: {err}")
     rec = record(shlex.join(["fairseq-eatt-deploy-bench"] + argv), args.data, args.path, args.export, measured,
                  args.note)
-    if args.out:
-        reports.write(args.out, rec)
-        print(f"wrote {args.out}.md and {args.out}.json")
-    print(markdown(rec), end="")
+    reports.publish(args.out, rec)
 
 
 if __name__ == "__main__":

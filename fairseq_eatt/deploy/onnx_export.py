@@ -233,7 +233,6 @@ def verify(model, out_dir: str, layout: List[Dict], src_dict, tgt_dict, steps: i
     """Decode random sources of other sizes than the traced example with the ONNX graphs and with the model's own
     incremental decoding (greedy, the same prefixes fed to both); the largest difference of next-token
     log-probabilities and whether every greedy token agrees. ExportError past ``tolerance``."""
-    import numpy as np
     import onnxruntime as ort
 
     sessions = {name: ort.InferenceSession(os.path.join(out_dir, f"{name}.onnx"), providers=["CPUExecutionProvider"])
