@@ -109,7 +109,7 @@ def interval_checkpoints(save_dir):
 def test_validate(trained, data):
     _, save_dir, _ = trained
     out = fairseq("validate", data["bin"], "--user-dir", PLUGIN_DIR, "--path", save_dir / "checkpoint_best.pt",
-                  "--valid-subset", "valid", "--max-tokens", "1024")
+                  "--task", "translation", "--valid-subset", "valid", "--max-tokens", "1024")
     assert re.search(r"valid on 'valid' subset \| loss [0-9.]+", out), out[-2000:]
 
 
