@@ -16,13 +16,14 @@ def provenance(command: str) -> Dict:
 
 
 def renderers() -> Dict[str, Callable[[Dict], str]]:
+    from .energy.decoding_report import markdown as decoding_markdown
     from .energy.files import checkpoint_markdown, tables_markdown
     from .perf.deploy import markdown as deploy_markdown
     from .perf.params import markdown as params_markdown
     from .perf.precision import markdown as precision_markdown
 
     return {"tables": tables_markdown, "checkpoint": checkpoint_markdown, "precision": precision_markdown,
-            "params": params_markdown, "deploy": deploy_markdown}
+            "params": params_markdown, "deploy": deploy_markdown, "decoding": decoding_markdown}
 
 
 def render(record: Dict) -> str:

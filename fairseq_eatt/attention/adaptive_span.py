@@ -59,6 +59,12 @@ class AdaptiveSpanAttention(VanillaAttention):
         mask = only_complete(convention, OpCounts(mul=heads + 3 * pairs, add=heads + pairs + heads * lq * (lk - 1)))
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mask}
 
+    @classmethod
+    def per_call_op_counts(cls, lq, lk, d, heads, convention="paper", **options):
+        """The mask itself (span, distance ramp) is computed once per call when every row has the same positions."""
+        pairs = heads * lq * lk
+        return only_complete(convention, OpCounts(mul=heads + pairs, add=heads + pairs))
+
     def spans(self) -> Tensor:
         return self.span_ratio.clamp(0.0, 1.0).flatten() * self.max_span
 

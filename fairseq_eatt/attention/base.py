@@ -23,6 +23,8 @@ from ..energy.ops import OpCounts, projection
 from .options import Option, add_options, option_values
 from .registry import Capabilities
 
+_WEIGHT_SHAPES: Dict[tuple, Dict[str, int]] = {}  # weight_shapes, per class, dimensions and options
+
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 Cache = Dict[str, Optional[Tensor]]  # one module's entry of the incremental state (flags as 0-dim tensors)
 
@@ -143,7 +145,7 @@ class AttentionBase(nn.Module):
             counts = cls.causal_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
         else:
             counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
-        if new_keys is not None and new_keys < lk:
+        if new_keys is not None and (new_keys < lk or (cls.stateful_steps and options.get("self_attention"))):
             cached = cls.cached_key_op_counts(lq, lk - new_keys, lk, d, heads, convention, nonzero_ratio, **options)
             counts = {part: ops - cached[part] for part, ops in counts.items()}
         return counts
@@ -172,6 +174,22 @@ class AttentionBase(nn.Module):
         mask = OpCounts(add=lq * lk * heads) if convention == "complete" else OpCounts()
         return {part: ops + mask for part, ops in counts.items()}
 
+    # decoder self-attention steps keep another state than keys (see decode_step), from the first step on
+    stateful_steps = False
+
+    @classmethod
+    def weights_op_counts(cls, lq: int, lk: int, d: int, heads: int, **options) -> "OpCounts":
+        """Extra arithmetic when the caller asks for the attention weights (fairseq's decoder does for alignment):
+        none when they are the softmax probabilities the call computes anyway."""
+        return OpCounts()
+
+    @classmethod
+    def per_call_op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
+                           **options) -> "OpCounts":
+        """The part of :meth:`op_counts` (one row) that a call of several rows computes only once when the rows
+        share their positions (no padding), e.g. a mask of distances. None by default."""
+        return OpCounts()
+
     @classmethod
     def declares_op_counts(cls) -> bool:
         """True if ``core_op_counts`` was written for this variant: by the class itself or a private family base
@@ -179,6 +197,86 @@ class AttentionBase(nn.Module):
         something else (eatt_select is not eatt)."""
         owner = next(c for c in cls.__mro__ if "core_op_counts" in c.__dict__)
         return owner is cls or (owner is not AttentionBase and owner.__name__.startswith("_"))
+
+    # ------------------------------------------------------------------ memory traffic
+    # weights a step that reuses cached keys and values does not read (cross-attention after its first step)
+    key_side_weights: Tuple[str, ...] = ("k_proj", "v_proj")
+    # the output projection belongs to the block, as in op_counts
+    block_weights: Tuple[str, ...] = ("out_proj",)
+
+    @classmethod
+    def weight_shapes(cls, d: int, heads: int, self_attention: bool = True, **options) -> Dict[str, int]:
+        """Elements of every parameter and floating-point buffer of the module built with ``options`` (on the meta
+        device: nothing is allocated), by name."""
+        key = (cls, d, heads, self_attention, repr(sorted(options.items())))
+        if key not in _WEIGHT_SHAPES:
+            with torch.device("meta"):
+                module = cls(d, heads, self_attention=self_attention, encoder_decoder_attention=not self_attention,
+                             **options)
+            tensors = list(module.named_parameters()) + [(n, b) for n, b in module.named_buffers()
+                                                         if b.is_floating_point()]
+            _WEIGHT_SHAPES[key] = {name: t.numel() for name, t in tensors}
+        return dict(_WEIGHT_SHAPES[key])
+
+    @classmethod
+    def length_indexed_reads(cls, lq: int, lk: int, d: int, heads: int, new: int, **options) -> Dict[str, float]:
+        """Weights indexed by position (sized by the maximum length): elements a call with ``lq`` queries, ``lk``
+        keys and ``new`` new keys reads from each (the entries of those positions). None by default."""
+        return {}
+
+    @classmethod
+    def weight_reads(cls, lq: int, lk: int, d: int, heads: int, new_keys: Optional[int] = None,
+                     self_attention: bool = True, **options) -> Dict[str, float]:
+        """Elements of each weight one call reads (once, for all the rows of its batch): every weight of the
+        module but the block's output projection, length-indexed tables within the lengths, and no key-side
+        weight when no key is new (``new_keys == 0``)."""
+        lengthwise = cls.length_indexed_reads(lq, lk, d, heads, lk if new_keys is None else new_keys, **options)
+        reads = {}
+        for name, numel in cls.weight_shapes(d, heads, self_attention, **options).items():
+            owner = name.split(".")[0]
+            if owner in cls.block_weights or (new_keys == 0 and owner in cls.key_side_weights):
+                continue
+            reads[name] = lengthwise.get(name, numel)
+        return reads
+
+    @classmethod
+    def cached_key_width(cls, d: int, heads: int, **options) -> int:
+        """Elements a cached key holds (all heads)."""
+        return d
+
+    @classmethod
+    def cache_entries(cls, lk: int, d: int, heads: int, self_attention: bool = True, **options
+                      ) -> Dict[str, Tuple[float, bool, bool]]:
+        """The incremental state of one row after a step with ``lk`` keys: name -> (elements, read by the next
+        step, grows with the keys (False: a fixed-size state rewritten by every step))."""
+        return {"prev_key": (lk * cls.cached_key_width(d, heads, **options), True, True),
+                "prev_value": (lk * d, True, True)}
+
+    @classmethod
+    def byte_counts(cls, lq: int, lk: int, d: int, heads: int, precision: str = "fp32",
+                    new_keys: Optional[int] = None, self_attention: bool = True, rows: int = 1,
+                    **options) -> "Traffic":
+        """Bytes one call moves (see :mod:`fairseq_eatt.energy.traffic`): ``rows`` sequences of ``lq`` queries
+        and ``lk`` keys, of which ``new_keys`` are new (None: a full pass without a cache; 0: every key cached,
+        as in cross-attention after its first step). Checked against what runs by the tests."""
+        from ..energy.traffic import Traffic, check_precision
+
+        size = check_precision(precision)
+        new = lk if new_keys is None else new_keys
+        weights = sum(cls.weight_reads(lq, lk, d, heads, new_keys, self_attention, **options).values())
+        # the query input, the key/value inputs of new keys unless they are the query input, the output
+        inputs = lq * d + (0 if self_attention and new == lq else new * d)  # fairseq passes keys as values
+        activations = rows * (inputs + lq * d)
+        cache_read = cache_write = 0.0
+        if new_keys is not None:
+            after = cls.cache_entries(lk, d, heads, self_attention, **options)
+            before = cls.cache_entries(lk - new, d, heads, self_attention, **options) if lk > new else {}
+            for name, (elements, read, grows) in after.items():
+                had = before.get(name, (0.0, read, grows))[0]
+                cache_read += had if read else 0.0
+                cache_write += (elements - had) if grows else (elements if new else 0.0)
+        return Traffic(weights=weights * size, activations=activations * size,
+                       cache_read=rows * cache_read * size, cache_write=rows * cache_write * size)
 
     # ------------------------------------------------------------------ hooks for variants
     def normalize_inputs(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]

@@ -87,6 +87,15 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
         return self._split_heads(key)
 
     @classmethod
+    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
+        """The input split into heads is both the keys and the values: one tensor for a cross-attention source;
+        a self-attention step appends to keys and values separately (two copies of the same data)."""
+        entries = {"prev_key": (lk * d, True, True)}
+        if self_attention:
+            entries["prev_value"] = (lk * d, True, True)
+        return entries
+
+    @classmethod
     def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Keys and values are the input itself: cached keys save nothing."""
         return {"alignment": OpCounts(), "attention": OpCounts()}
@@ -123,6 +132,18 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         counts = EfficientAttention.core_op_counts(lq, lk, d, heads, convention)
         mixing = weighted_sum(lk, lk, d, convention)
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mixing}
+
+    key_side_weights = ("mixing",)
+
+    @classmethod
+    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
+        """W_A's rows of the new values, over every input so far."""
+        return {"mixing": new * lk}
+
+    @classmethod
+    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
+        """Keys (the input) and the mixed values: two tensors."""
+        return {"prev_key": (lk * d, True, True), "prev_value": (lk * d, True, True)}
 
     @classmethod
     def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):

@@ -378,6 +378,12 @@ class EattAttention(AttentionBase):
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
+    key_side_weights = ("k_select", "k_proj", "v_proj", "k_norm")
+
+    @classmethod
+    def cached_key_width(cls, d, heads, **options):
+        return resolved_qk_dim(d, heads, options)
+
     @classmethod
     def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Cached keys save their selections (and binarizations and input norms, unless self-attention shares the
@@ -476,7 +482,8 @@ class EattAttention(AttentionBase):
     @torch.jit.unused
     def _record_binarization(self, side: str, bits: Tensor):
         """Ones per token, (T, B), of the last forward (see fairseq_eatt.analysis.binarization)."""
-        self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
+        # counted in integers: the statistics are not the model's arithmetic (the op counter skips them)
+        self.binarization_counts[side] = bits.detach().to(torch.int32).sum(dim=-1).to(torch.float32)
 
     def project(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]
                 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:

@@ -87,6 +87,27 @@ class PerformerAttention(VanillaAttention):
         return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
                         add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
 
+    stateful_steps = True
+
+    @classmethod
+    def weights_op_counts(cls, lq, lk, d, heads, **options):
+        """Weights asked for: the dense phi(Q) phi(K)^T, its row sums and the normalization (see attend)."""
+        m = int(cls.option_values(options)["features"])
+        pairs = heads * lq * lk
+        return OpCounts(mul=pairs * m + pairs, add=pairs * (m - 1) + heads * lq * (lk - 1))
+
+    @classmethod
+    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
+        """Self-attention keeps running sums (a fixed-size state rewritten every step); cross-attention keeps the
+        source's keys, values and features (unread later) and their sums."""
+        m = int(cls.option_values(options)["features"])
+        sums = {"kv_state" if self_attention else "performer_kv": (m * d, True, False),
+                "k_state" if self_attention else "performer_k_sum": (heads * m, True, False)}
+        if self_attention:
+            return sums
+        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
+                "performer_phi_k": (heads * lk * m, False, True), **sums}
+
     @classmethod
     def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Complete convention. Cross-attention caches the source's features and phi(K)^T V and the key sums: a
@@ -103,7 +124,8 @@ class PerformerAttention(VanillaAttention):
         new = lk - cached
         alignment = (projection(lq, d, d) + projection(new, d, d) + OpCounts(mul=(lq + new) * d)
                      + cls._feature_ops(lq, d, heads, m, True) + cls._feature_ops(new, d, heads, m, False))
-        running = OpCounts(mul=new * m * d, add=lq * (m * d + heads * m))  # phi(k) v^T, added to the state
+        # phi(k) v^T and phi(k), added to the state (the first step starts it: nothing to add to)
+        running = OpCounts(mul=new * m * d, add=lq * (m * d + heads * m) if cached else 0)
         out = OpCounts(mul=lq * (m * d + heads * m + d), add=lq * ((m - 1) * d + heads * (m - 1)))
         step = {"alignment": alignment, "attention": alignment + projection(new, d, d) + running + out}
         return {part: core[part] - step[part] for part in core}

@@ -72,6 +72,22 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         length = OpCounts(mul=k * lk * d, add=k * (lk if convention == "paper" else lk - 1) * d)
         return {"alignment": projection(lk, d, d) + length, "attention": projection(lk, d, d).scaled(2) + length.scaled(2)}
 
+    key_side_weights = ("k_proj", "v_proj", "key_length_proj", "value_length_proj")
+
+    @classmethod
+    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
+        """E's and F's columns of the key positions."""
+        k = int(cls.option_values(options)["projected_length"])
+        return {"key_length_proj": k * lk, "value_length_proj": k * lk}
+
+    @classmethod
+    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
+        """Cross-attention keeps the source's keys and values (unread later) and their length projections."""
+        k = int(cls.option_values(options)["projected_length"])
+        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
+                "linformer_k_low": (k * d, True, False), "linformer_v_low": (k * d, True, False),
+                "linformer_f": (k * lk, False, False)}
+
     def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor],
                            bsz: int) -> Tensor:
         cols = pos.key.expand(bsz, -1)  # (B, S)

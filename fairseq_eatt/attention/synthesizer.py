@@ -38,6 +38,10 @@ class SynthesizerBase(FixedLengthAttention):
         return key.new_zeros(key.size(1), self.num_heads, key.size(0), 0)
 
     @classmethod
+    def cached_key_width(cls, d, heads, **options):
+        return 0  # keys are positions: nothing is cached for them
+
+    @classmethod
     def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Cached keys save their value projections only: synthesizers project no keys."""
         return {"alignment": OpCounts(), "attention": projection(cached, d, d)}
@@ -61,6 +65,11 @@ class DenseSynthesizerAttention(SynthesizerBase):
         alignment = projection(lq, d, d) + projection(lq, d, lk)
         return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d,
                                                                                                        convention)}
+
+    @classmethod
+    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
+        """W_2's columns and biases of the key positions."""
+        return {"logits_weight": d * lk, "logits_bias": lk}
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -102,6 +111,11 @@ class _RandomSynthesizer(SynthesizerBase):
             self.logits = nn.Parameter(init)
         else:
             self.register_buffer("logits", init)
+
+    @classmethod
+    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
+        """Each head's logits of the query and key positions."""
+        return {"logits": heads * lq * lk}
 
     def project_query(self, query: Tensor) -> Tensor:
         return query.new_zeros(query.size(1), self.num_heads, query.size(0), 0)

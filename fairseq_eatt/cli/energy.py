@@ -7,6 +7,19 @@
     fairseq-eatt-energy --path ckpt.pt --data DATA --subset test --out results/energy_ckpt
         energy per sentence and per token of a trained checkpoint at the real sentence lengths, with the
         measured nonzero ratios of its binarized inputs (writes OUT.md and OUT.json)
+
+    fairseq-eatt-energy --decode --data DATA [--path ckpt.pt ...] [--variants all] [--batch-sizes 1,64]
+        [--max-sentences 100] [--beam 4] --out results/energy_decoding
+        the energy of translating with fairseq's beam search, counted as it runs: per sentence and per target
+        token, arithmetic only and with memory traffic (each --path decodes for real; each of --variants is an
+        untrained transformer_eatt_small forced to the source length, so every variant does the same work)
+
+    fairseq-eatt-energy --roofline [--peak-gops P --bandwidth-gbs B | --measure-machine] [--memory dram|sram]
+        arithmetic intensity of every variant's calls against a machine's balance point
+
+    fairseq-eatt-energy --measure -- COMMAND ...
+        joules of COMMAND from the hardware counters that can be read (powercap/RAPL, NVML), with the idle
+        baseline; where none can be read it says so and reports nothing
 """
 import argparse
 import shlex
@@ -17,6 +30,7 @@ from ..energy import files
 from ..energy.ops import CONVENTIONS
 from ..energy.report import paper_tables
 from ..energy.tables import BUILTIN, load_table
+from ..energy.traffic import MEMORY, MEMORY_HELP, PRECISION_BYTES
 
 
 def parse_args(argv=None):
@@ -30,7 +44,8 @@ def parse_args(argv=None):
                    help="extra built-in energy table(s) for Tables 1 and 7")
     p.add_argument("--energy-table", action="append", default=[], metavar="JSON",
                    help='user table: {"name": ..., "add": pJ, "mul": pJ, "cmp": pJ (optional)}')
-    p.add_argument("--path", help="checkpoint: report energy per sentence over --data/--subset instead")
+    p.add_argument("--path", action="append", default=None,
+                   help="checkpoint: report energy per sentence over --data/--subset instead (--decode: repeatable)")
     p.add_argument("--data", help="binarized data directory of --path")
     p.add_argument("--subset", default="test", help="split of --data (default test)")
     p.add_argument("--max-sentences", type=int, default=None, help="only the first N sentences of the split")
@@ -39,9 +54,63 @@ def parse_args(argv=None):
     p.add_argument("--note", default=None, help="with --path --out: what the checkpoint is, for the report")
     p.add_argument("--out", help="write OUT.md and OUT.json (the record OUT.md is rendered from, with command, "
                                  "date, machine and commit)")
+    p.add_argument("--memory", choices=sorted(MEMORY), default="dram",
+                   help="memory assumption for traffic: " + "; ".join(f"{k}: {v}" for k, v in MEMORY_HELP.items()))
+    p.add_argument("--precision", choices=sorted(PRECISION_BYTES), default="fp32", help="bytes per stored value")
+    p.add_argument("--decode", action="store_true", help="energy of beam-search decoding, counted as it runs")
+    p.add_argument("--variants", default="", help="--decode: untrained variants to count (comma-separated or all)")
+    p.add_argument("--source-lang", default="en", help="--decode --variants: source language of --data")
+    p.add_argument("--target-lang", default="de", help="--decode --variants: target language of --data")
+    p.add_argument("--batch-sizes", default="1,64", help="--decode: batch sizes (sentences per batch)")
+    p.add_argument("--beam", type=int, default=4, help="--decode: beam size")
+    p.add_argument("--labels", default=None, help="--decode: comma-separated names of the --path checkpoints")
+    p.add_argument("--roofline", action="store_true", help="intensity of every variant's calls vs a machine")
+    p.add_argument("--peak-gops", type=float, default=None, help="--roofline: the machine's peak GOP/s")
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="--roofline: its memory bandwidth, GB/s")
+    p.add_argument("--measure-machine", action="store_true",
+                   help="--roofline: measure this machine's peak (matrix product) and bandwidth (copy)")
+    p.add_argument("--measure", action="store_true",
+                   help="--measure -- COMMAND ...: run COMMAND (everything after the flag) and report the joules of "
+                        "every readable hardware energy counter")
+    p.add_argument("--idle-seconds", type=float, default=5.0, help="--measure: idle baseline before the command")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = None
+    if "--measure" in argv:  # everything after it is the measured command
+        at = argv.index("--measure")
+        argv, command = argv[:at + 1], argv[at + 1:]
+        command = command[1:] if command[:1] == ["--"] else command
     args = p.parse_args(argv)
+    args.measure = command
+    if args.measure is not None:
+        if not args.measure:
+            p.error("--measure needs a command after it: fairseq-eatt-energy --measure -- fairseq-generate ...")
+    if args.roofline and not args.measure_machine and (args.peak_gops is None or args.bandwidth_gbs is None):
+        p.error("--roofline needs --peak-gops and --bandwidth-gbs, or --measure-machine")
+    for flag in ("peak_gops", "bandwidth_gbs"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if args.path and not args.data:
         p.error("--path needs --data (the binarized data directory the checkpoint was trained on)")
+    if args.path and len(args.path) > 1 and not args.decode:
+        p.error("--path is given once, except with --decode")
+    if args.decode:
+        if not args.data:
+            p.error("--decode needs --data (a binarized fairseq data directory with the --subset split)")
+        if not args.path and not args.variants:
+            p.error("--decode needs --path CHECKPOINT (repeatable) and/or --variants")
+        try:
+            from ..energy.decoding_report import batch_sizes
+
+            args.batch_size_list = batch_sizes(args.batch_sizes)
+        except ValueError as err:
+            p.error(str(err))
+        if args.beam < 1:
+            p.error(f"--beam must be at least 1, got {args.beam}")
+        if args.labels and len(args.labels.split(",")) != len(args.path or []):
+            p.error("--labels needs one name per --path")
+    elif args.path:
+        args.path = args.path[0]
     for flag in ("l", "d", "heads"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -74,8 +143,100 @@ def checkpoint_report(args, conventions, argv=None):
         print("\n".join(markdown(r) for r in results))
 
 
+def measure_report(args, argv=None):
+    import json
+
+    from ..energy.counters import NoCounterError, measure_command
+
+    try:
+        result = measure_command(args.measure, args.idle_seconds)
+    except NoCounterError as err:
+        raise SystemExit(f"fairseq-eatt-energy --measure: {err}") from None
+    for name, c in result["counters"].items():
+        print(f"{name}: {c['joules']:.3f} J measured over {result['seconds']:.2f} s; idle {c['idle_watts']:.2f} W; "
+              f"{c['joules_above_idle']:.3f} J above idle")
+    if args.out:
+        from ..fairseq_tools import git_commit, machine
+        import datetime
+
+        record = {"kind": "energy-measured", "command": command_line(argv), "date": str(datetime.date.today()),
+                  "git_commit": git_commit(), "machine": machine(), "result": result}
+        with open(args.out + ".json", "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1)
+        print(f"wrote {args.out}.json")
+    return result
+
+
+def roofline_report(args):
+    from ..energy.roofline import measure_machine, rows
+
+    machine = measure_machine() if args.measure_machine else {"peak_gops": args.peak_gops,
+                                                              "bandwidth_gbs": args.bandwidth_gbs}
+    balance = machine["peak_gops"] / machine["bandwidth_gbs"]
+    print(f"machine: {machine['peak_gops']:.1f} GOP/s peak, {machine['bandwidth_gbs']:.1f} GB/s; balance point "
+          f"{balance:.1f} operations per byte; memory assumption {args.memory}, {args.precision}, d {args.d}, "
+          f"{args.heads} heads, length {args.l}, batch 1")
+    print("| variant | call | operations | bytes | operations / byte | attainable GOP/s | bound |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows(args.l, args.d, args.heads, machine["peak_gops"], machine["bandwidth_gbs"], args.memory,
+                  args.precision):
+        print(f"| `{r['variant']}` | {r['call']} | {r['operations']:,.0f} | {r['bytes']:,.0f} | {r['intensity']:.2f} "
+              f"| {r['attainable_gops']:.1f} | {r['bound']} |")
+
+
+def decode_report(args, argv=None):
+    from ..attention import available_attentions
+    from ..energy.decoding_report import markdown, measure_model, record
+    from ..fairseq_tools import load_checkpoint
+    from ..perf.bench import PRESETS, model_args
+    from ..perf.worker import batches, build
+
+    table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN["horowitz-45nm-fp32"]
+    limit = args.max_sentences
+
+    def samples(task, model):
+        out = {}
+        for bsz in args.batch_size_list:
+            chosen, seen = [], 0
+            for sample in batches(task, model, args.subset, max_sentences=bsz, shuffle=False):
+                if limit and seen >= limit:
+                    break
+                chosen.append(sample)
+                seen += sample["nsentences"]
+            out[bsz] = chosen
+        return out
+
+    rows = []
+    labels = args.labels.split(",") if args.labels else list(args.path or [])
+    for label, path in zip(labels, args.path or []):
+        model, task = load_checkpoint(path, args.data)
+        rows.append({"label": label, "path": path, "decoding": "real",
+                     "batches": measure_model(model, task, samples(task, model), table, args.beam, False, 200)})
+        print(f"counted {label}", flush=True)
+    names = available_attentions() if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    for name in names:
+        _, task, model, _ = build({"data": args.data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": 4096,
+                                   "model_args": model_args(name, PRESETS["small"])})
+        rows.append({"label": f"`{name}` (untrained, source length)", "variant": name, "decoding": "forced",
+                     "batches": measure_model(model.eval(), task, samples(task, model), table, args.beam, True,
+                                              200)})
+        print(f"counted {name}", flush=True)
+    rec = record(command_line(argv), rows, table, args.beam, args.note)
+    if args.out:
+        reports.write(args.out, rec)
+        print(f"wrote {args.out}.md and {args.out}.json")
+    print(markdown(rec))
+    return rec
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.decode:
+        return decode_report(args, argv)
+    if args.measure is not None:
+        return measure_report(args, argv)
+    if args.roofline:
+        return roofline_report(args)
     conventions = CONVENTIONS if args.convention == "both" else (args.convention,)
     if args.path:
         return checkpoint_report(args, conventions, argv)

@@ -58,7 +58,8 @@ def _is_binary(t: torch.Tensor) -> bool:
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> OpCounts:
     """a: (..., n, k), b: (..., k, m)."""
     m = b.shape[-1]
-    if _is_binary(a):
+    # a one-term product (softmax over a single key gives probability 1) is a multiplication, not a selection
+    if a.shape[-1] > 1 and _is_binary(a):
         selected = a.reshape(-1, a.shape[-1]).sum(-1)
         return OpCounts(add=float((selected - 1).clamp(min=0).sum()) * m)
     batch = a.numel() // (a.shape[-2] * a.shape[-1])
@@ -117,3 +118,105 @@ def measure(fn, *args, **kwargs):
             f"{', '.join(sorted(counter.unknown))}; add each to the charged operations or to FREE with its reason "
             f"(fairseq_eatt/energy/measure.py)")
     return result, counter.counts
+
+
+# ---- memory traffic -------------------------------------------------------------------------------------------------
+
+# operations that only make an alias of their input: a read is charged where the alias is consumed
+_ALIASES = {aten.view, aten._unsafe_view, aten.t, aten.transpose, aten.permute, aten.expand, aten.slice,
+            aten.select, aten.unsqueeze, aten.squeeze, aten.alias, aten.as_strided, aten.detach, aten.unfold,
+            aten.split, aten.split_with_sizes, aten.unbind, aten.chunk}
+
+
+# indexing operations read only the entries they pick (their output), not the whole indexed tensor
+_PICKS = {aten.gather, aten.index, aten.index_select, aten.embedding}
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _distinct_elements(t: torch.Tensor) -> int:
+    """Elements of a view that are distinct in memory (an expanded dimension repeats one element)."""
+    return math.prod(n for n, s in zip(t.shape, t.stride()) if s != 0)
+
+
+class _ReadTracker(TorchDispatchMode):
+    """Elements of watched tensors (weights, cached state) that operations consume, each distinct region once."""
+
+    def __init__(self, watched):
+        super().__init__()
+        self.watched = watched  # storage pointer -> name
+        self.regions = {}  # (name, offset, layout) -> elements
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func.overloadpacket not in _ALIASES:
+            stack = list(args) + list(kwargs.values())
+            while stack:
+                a = stack.pop()
+                if isinstance(a, (list, tuple)):
+                    stack.extend(a)
+                elif isinstance(a, torch.Tensor) and a.numel() and _storage(a) in self.watched:
+                    picked = func.overloadpacket in _PICKS and a is args[0]
+                    region = out if picked else a
+                    layout = tuple(sorted(zip(region.shape, region.stride())))
+                    key = (self.watched[_storage(a)], id(region) if picked else a.storage_offset(), layout)
+                    self.regions[key] = _distinct_elements(region)
+        return out
+
+    def by_name(self):
+        out = {}
+        for (name, _, _), n in self.regions.items():
+            out[name] = out.get(name, 0) + n
+        return out
+
+
+def _float_entries(buffer):
+    return {k: v for k, v in (buffer or {}).items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
+def measure_traffic(module, query, key, value, incremental_state=None, **kwargs):
+    """(result, weight elements read by name, Traffic) of one call of an attention module, measured: the weights
+    and cached tensors its operations consume, what its cache gained or rewrote, its inputs and output."""
+    from .traffic import Traffic
+
+    size = query.element_size()
+    watched = {}
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_floating_point() and name.split(".")[0] not in type(module).block_weights:
+            watched[_storage(t)] = name
+    before = _float_entries(module._get_input_buffer(incremental_state)) if incremental_state is not None else {}
+    for name, t in before.items():
+        watched[_storage(t)] = "cache:" + name
+    with torch.no_grad(), _ReadTracker(watched) as tracker:
+        result = module(query, key, value, incremental_state=incremental_state, **kwargs)
+    reads = tracker.by_name()
+    weights = {n: e for n, e in reads.items() if not n.startswith("cache:")}
+    cache_read = sum(e for n, e in reads.items() if n.startswith("cache:"))
+    cache_write = 0
+    if incremental_state is not None:
+        seen = set()
+        for name, t in _float_entries(module._get_input_buffer(incremental_state)).items():
+            if _storage(t) in seen:  # one tensor kept under two names (keys that are also the values)
+                continue
+            seen.add(_storage(t))
+            old = before.get(name)
+            if old is None:
+                cache_write += t.numel()
+            elif t.numel() > old.numel():
+                cache_write += t.numel() - old.numel()  # appended
+            elif t is not old:
+                cache_write += t.numel()  # a fixed-size state rewritten
+    # inputs actually read: the query; keys and values when the call projects them (not cached ones)
+    consumed = {id(query): query.numel()}
+    projects_keys = not (kwargs.get("static_kv") and before)
+    if projects_keys:
+        for t in (key, value):
+            if t is not None:
+                consumed[id(t)] = t.numel()
+    out = result[0]
+    activations = sum(consumed.values()) + out.numel()
+    return result, weights, Traffic(weights=sum(weights.values()) * size, activations=activations * size,
+                                    cache_read=cache_read * size, cache_write=cache_write * size)

@@ -1,0 +1,272 @@
+"""Decoding energy: fairseq's beam search run under the operation counter, with each attention call declared.
+
+A deployed translator decodes incrementally: the encoder once, then one token per hypothesis per step with cached
+keys and values, beams, and a reorder of every cache after each step. :func:`count_generation` runs fairseq's own
+``SequenceGenerator`` on a model and records, call by call:
+
+- the arithmetic each attention module executes (:class:`~fairseq_eatt.energy.measure.OpCounter`, the L1 scores
+  through their reference path, as in every count) and what its declaration says for the same call
+  (``op_counts`` with the call's lengths, new keys, rows and measured nonzero ratios): the tests check that the two
+  agree for every variant;
+- the memory traffic each attention call declares (``byte_counts``) and the caches beam search reorders;
+- the rest of the model (embeddings, layer norms, feed-forward layers, output projection), executed and moved: the
+  same for every variant, counted from the modules that run (each call reads its weights once).
+Not counted: the search's own bookkeeping (top-k, scores, finished hypotheses) and log-softmax, an activation.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionBase
+from .measure import OpCounter
+from .ops import OpCounts, projection
+from .traffic import Traffic, check_precision
+
+
+def attention_position(name: str) -> Optional[str]:
+    """encoder_self / decoder_self / decoder_cross from a module's path in a fairseq transformer."""
+    if name.startswith("encoder.") and name.endswith("self_attn"):
+        return ENCODER_SELF
+    if name.startswith("decoder.") and name.endswith("self_attn"):
+        return DECODER_SELF
+    if name.startswith("decoder.") and name.endswith("encoder_attn"):
+        return DECODER_CROSS
+    return None
+
+
+@dataclass
+class AttentionCall:
+    """One call of an attention module while decoding, with what it executed and what its variant declares."""
+    position: str
+    rows: int  # sequences the call's keys belong to (sentences when the hypotheses share their source)
+    lq: int  # queries per row
+    lk: int
+    new_keys: Optional[int]  # None: a full pass without a cache
+    executed: OpCounts
+    declared: OpCounts
+    traffic: Traffic
+
+
+@dataclass
+class GenerationCount:
+    sentences: int = 0
+    target_tokens: int = 0
+    calls: List[AttentionCall] = field(default_factory=list)
+    other_executed: OpCounts = OpCounts()  # the model outside attention (shared by every variant)
+    other_traffic: Traffic = Traffic()
+    reorder: Traffic = Traffic()
+
+    def attention(self, position: Optional[str] = None, part: str = "executed"):
+        calls = [c for c in self.calls if position is None or c.position == position]
+        total = Traffic() if part == "traffic" else OpCounts()
+        for call in calls:
+            total = total + getattr(call, part)
+        return total
+
+    def total_ops(self) -> OpCounts:
+        return self.attention() + self.other_executed
+
+    def total_traffic(self) -> Traffic:
+        return self.attention(part="traffic") + self.other_traffic + self.reorder
+
+
+def _ratio(module, position):
+    """E-ATT's nonzero ratios of this call's binarized inputs (query, key side), else None."""
+    if not module.capabilities.binarizes:
+        return None, 0
+    counts = module.binarization_counts
+    d = module.embed_dim
+    q = float(counts["query"].sum()) / (counts["query"].numel() * d)
+    k = float(counts["key"].sum()) / (counts["key"].numel() * d) if "key" in counts else q
+    empty = sum(int((c == 0).sum()) for c in counts.values()) * module.qk_dim  # bias of an all-zero selection
+    return (q if position != DECODER_CROSS else (q, k)), empty
+
+
+class _Recorder:
+    """Forward hooks on every attention module (and on the other weighted modules) of a model."""
+
+    def __init__(self, model, args, precision: str):
+        self.model, self.args, self.precision = model, args, precision
+        self.size = check_precision(precision)
+        self.count = GenerationCount()
+        self.handles = []
+        self.attention_depth = 0
+        self.state: Dict[int, dict] = {}
+        self.steps: Dict[tuple, int] = {}  # keys seen by fixed-state self-attention, per module and decoding
+        for name, module in model.named_modules():
+            position = attention_position(name)
+            if isinstance(module, AttentionBase) and position is not None:
+                self._watch_attention(module, position)
+            elif isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) and not self._inside_attention(name):
+                self.handles.append(module.register_forward_hook(self._other_hook))
+
+    def _inside_attention(self, name: str) -> bool:
+        parent = name.rsplit(".", 1)[0]
+        return any(isinstance(m, AttentionBase) for n, m in self.model.named_modules() if n == parent)
+
+    def _watch_attention(self, module, position):
+        cls = type(module)
+        options = cls.kwargs_from_args(self.args, position)
+        original_reorder = module.reorder_incremental_state
+
+        def pre(mod, args, kwargs):
+            state = kwargs.get("incremental_state")
+            buffer = mod._get_input_buffer(state) if state is not None else {}
+            prev = buffer.get("prev_key") if buffer else None
+            fixed = buffer.get("kv_state") if buffer else None
+            self.state[id(mod)] = {"cached": 0 if prev is None else prev.size(2),
+                                   "stepped": fixed is not None, "incremental": state is not None}
+            if module.capabilities.binarizes:
+                mod.track_binarization = True
+            counter = OpCounter()
+            counter.__enter__()
+            self.state[id(mod)]["counter"] = counter
+            self.attention_depth += 1
+
+        def post(mod, args, kwargs, output):
+            info = self.state.pop(id(mod))
+            info["counter"].__exit__(None, None, None)
+            self.attention_depth -= 1
+            query = args[0] if args else kwargs["query"]
+            tgt_len, hypotheses, d = query.shape
+            state = kwargs.get("incremental_state")
+            heads = mod.num_heads
+            ratio, empty = _ratio(mod, position)
+            if module.capabilities.binarizes:
+                mod.track_binarization = False
+            if not info["incremental"]:  # a full pass (the encoder)
+                rows, lq, lk, new = hypotheses, tgt_len, (args[1] if len(args) > 1 else kwargs["key"]).size(0), None
+            else:
+                buffer = mod._get_input_buffer(state)
+                prev = buffer.get("prev_key")
+                if position == DECODER_SELF:
+                    rows, lq = hypotheses, tgt_len
+                    if prev is not None:
+                        lk = prev.size(2)
+                    else:  # a fixed-size state (Performer's running sums): keys so far = steps taken
+                        key = ("steps", id(mod), id(state))
+                        lk = self.steps.get(key, 0) + tgt_len
+                        self.steps[key] = lk
+                    new = tgt_len
+                else:
+                    rows = prev.size(0)
+                    lq = tgt_len * hypotheses // rows
+                    lk = prev.size(2)
+                    new = lk if info["cached"] == 0 else 0
+            declared = cls.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
+                                     self_attention=position != DECODER_CROSS, **options)["attention"]
+            declared = declared.scaled(rows) + projection(tgt_len * hypotheses, d, d) + OpCounts(add=empty)
+            if kwargs.get("need_weights", True) or kwargs.get("need_head_weights", False):
+                declared = declared + cls.weights_op_counts(lq, lk, d, heads, **options).scaled(rows)
+            padding = kwargs.get("key_padding_mask")
+            if rows > 1 and (padding is None or not bool(padding.any())):  # rows share their positions
+                declared = declared - cls.per_call_op_counts(lq, lk, d, heads, "complete", **options).scaled(rows - 1)
+            traffic = cls.byte_counts(lq, lk, d, heads, self.precision, new_keys=new,
+                                      self_attention=position != DECODER_CROSS, rows=rows, **options)
+            # the output projection, a block weight: read once per call
+            traffic = traffic + Traffic(weights=sum(p.numel() for p in mod.out_proj.parameters())).scaled(self.size)
+            self.count.calls.append(AttentionCall(position, rows, lq, lk, new, info["counter"].counts, declared,
+                                                  traffic))
+
+        def reorder(incremental_state, new_order):
+            before = {k: v for k, v in module._get_input_buffer(incremental_state).items()
+                      if isinstance(v, torch.Tensor) and v.is_floating_point()}
+            result = original_reorder(incremental_state, new_order)
+            after = module._get_input_buffer(incremental_state)
+            moved = sum(t.numel() for k, t in after.items() if k in before and t is not before[k])
+            self.count.reorder = self.count.reorder + Traffic(reorder=2 * moved * self.size)  # read and written
+            return result
+
+        module.reorder_incremental_state = reorder
+        self.handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        self.handles.append(module.register_forward_hook(post, with_kwargs=True))
+        self.handles.append(_Restore(module, "reorder_incremental_state"))
+
+    def _other_hook(self, mod, args, output):
+        if self.attention_depth:
+            return
+        x = args[0]
+        if isinstance(mod, nn.Embedding):  # reads the rows of the tokens looked up
+            weights = output.numel()
+        else:
+            weights = sum(p.numel() for p in mod.parameters(recurse=False))
+        activations = (0 if isinstance(mod, nn.Embedding) else x.numel()) + output.numel()
+        self.count.other_traffic = self.count.other_traffic + Traffic(weights=weights * self.size,
+                                                                      activations=activations * self.size)
+
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+class _Restore:
+    def __init__(self, module, attr):
+        self.module, self.attr = module, attr
+
+    def remove(self):
+        self.module.__dict__.pop(self.attr, None)
+
+
+class _ModelCounter(OpCounter):
+    """The operation counter, charging only inside the model's encoder and decoder (not the search)."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.depth = 0
+        self.recorder = recorder  # attention calls are counted by their own counters, not here
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.depth or self.recorder.attention_depth:
+            return func(*args, **(kwargs or {}))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32", max_len_b: int = 200,
+                     match_source_len: bool = False) -> GenerationCount:
+    """Decode ``samples`` (fairseq batches) with fairseq's SequenceGenerator under the counters."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from ..attention.functional import reference_l1
+    from .measure import UncountedOperation
+
+    model.eval()
+    args = getattr(model, "args", None) or getattr(model, "cfg", None)
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_b=max_len_b,
+                                  match_source_len=match_source_len)
+    recorder = _Recorder(model, args, precision)
+    counter = _ModelCounter(recorder)
+
+    def enter(*_):
+        counter.depth += 1
+
+    def leave(*_):
+        counter.depth -= 1
+
+    hooks = [m.register_forward_pre_hook(enter) for m in (model.encoder, model.decoder)]
+    hooks += [m.register_forward_hook(leave) for m in (model.encoder, model.decoder)]
+    try:
+        with torch.no_grad(), reference_l1(), counter:
+            for sample in samples:
+                hypos = generator.generate([model], sample)
+                recorder.count.sentences += len(hypos)
+                recorder.count.target_tokens += sum(int(h[0]["tokens"].numel()) for h in hypos)
+    finally:
+        for h in hooks:
+            h.remove()
+        recorder.close()
+    if counter.unknown:
+        raise UncountedOperation("decoding met floating-point operations the op counter does not know: "
+                                 + ", ".join(sorted(counter.unknown)))
+    count = recorder.count
+    count.other_executed = counter.counts
+    return count
+
+
+def energy_of(count: GenerationCount, table, memory: Optional[str]) -> float:
+    """pJ of a counted generation: arithmetic only (``memory`` None), or with its traffic under ``memory``."""
+    pj = table.energy(count.total_ops())
+    if memory is not None:
+        pj += table.memory_energy(count.total_traffic(), memory)
+    return pj

@@ -1,0 +1,143 @@
+"""Memory traffic: each variant's declared bytes equal what its calls read and write; energy with memory costs;
+measured joules only from counters that exist (a fake powercap tree here)."""
+import argparse
+import json
+import sys
+
+import pytest
+import torch
+
+from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, \
+    build_attention, get_attention_class
+from fairseq_eatt.energy import counters
+from fairseq_eatt.energy.measure import measure_traffic
+from fairseq_eatt.energy.tables import BUILTIN, load_table
+from fairseq_eatt.energy.traffic import Traffic
+
+D, H = 16, 4
+
+
+def module(name, position):
+    torch.manual_seed(0)
+    cls = get_attention_class(name)
+    options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=64), position)
+    return cls, options, build_attention(name, D, H, position, **options).eval()
+
+
+def allowed(position):
+    return [n for n in available_attentions() if position in get_attention_class(n).capabilities.allowed_positions()]
+
+
+@pytest.mark.parametrize("name", available_attentions())
+def test_a_full_pass_moves_what_it_declares(name):
+    cls, options, m = module(name, ENCODER_SELF)
+    x = torch.randn(7, 1, D) * 1.5
+    _, _, measured = measure_traffic(m, x, x, x, need_weights=False)
+    assert measured == cls.byte_counts(7, 7, D, H, "fp32", None, True, **options)
+
+
+@pytest.mark.parametrize("name", allowed(DECODER_SELF))
+def test_a_decoder_self_step_moves_what_it_declares(name):
+    cls, options, m = module(name, DECODER_SELF)
+    x, state = torch.randn(5, 1, D) * 1.5, {}
+    with torch.no_grad():
+        for t in range(4):
+            step = x[t:t + 1]
+            m(step, step, step, incremental_state=state)
+    step = x[4:5]
+    _, _, measured = measure_traffic(m, step, step, step, incremental_state=state, need_weights=False)
+    declared = cls.byte_counts(1, 5, D, H, "fp32", 1, True, **options)
+    assert measured == declared and declared.cache_read > 0 and declared.cache_write > 0
+
+
+@pytest.mark.parametrize("name", allowed(DECODER_CROSS))
+def test_cross_attention_caches_its_source_once_then_reads_it(name):
+    cls, options, m = module(name, DECODER_CROSS)
+    tgt, src, state = torch.randn(2, 1, D) * 1.5, torch.randn(6, 1, D) * 1.5, {}
+    _, _, first = measure_traffic(m, tgt[:1], src, src, static_kv=True, incremental_state=state, need_weights=False)
+    assert first == cls.byte_counts(1, 6, D, H, "fp32", 6, False, **options)
+    _, _, later = measure_traffic(m, tgt[1:], src, src, static_kv=True, incremental_state=state, need_weights=False)
+    assert later == cls.byte_counts(1, 6, D, H, "fp32", 0, False, **options)
+    assert later.cache_write == 0 and later.cache_read > 0 and later.weights < first.weights
+
+
+def test_the_issue_example_weights_from_dram_dominate():
+    """d = 512, 22 tokens, batch 1, weights from DRAM: E-ATT's attention costs about 91% of vanilla's energy
+    (the paper's arithmetic-only ratio is about 34%)."""
+    table = BUILTIN["paper-asic"]
+
+    def energy(name, memory):
+        cls = get_attention_class(name)
+        ops = cls.op_counts(22, 22, 512, 8, "paper")["attention"]
+        return table.energy(ops) + (table.memory_energy(cls.byte_counts(22, 22, 512, 8), memory) if memory else 0)
+
+    arithmetic = energy("eatt", None) / energy("vanilla", None)
+    with_dram = energy("eatt", "dram") / energy("vanilla", "dram")
+    assert 0.33 < arithmetic < 0.36 and 0.89 < with_dram < 0.93
+
+
+def test_precision_and_memory_assumptions():
+    cls = get_attention_class("vanilla")
+    fp32, fp16 = cls.byte_counts(8, 8, 64, 4, "fp32"), cls.byte_counts(8, 8, 64, 4, "fp16")
+    assert fp32.total == 2 * fp16.total
+    t = BUILTIN["horowitz-45nm-fp32"]
+    assert t.memory_energy(fp32, "dram") > t.memory_energy(fp32, "sram") > 0
+    assert t.dram == 160.0 and t.sram == 1.25
+    with pytest.raises(ValueError, match="--precision"):
+        cls.byte_counts(8, 8, 64, 4, "fp64")
+    with pytest.raises(ValueError, match="--memory"):
+        Traffic(weights=1).by_level("hbm")
+
+
+def test_user_tables_take_memory_costs_and_refuse_unknown_keys(tmp_path):
+    path = tmp_path / "chip.json"
+    path.write_text(json.dumps({"name": "chip", "add": 1, "mul": 2, "dram": 100, "sram": 2}))
+    table = load_table(str(path))
+    assert table.memory_energy(Traffic(weights=1, activations=1), "dram") == 102
+    path.write_text(json.dumps({"name": "chip", "add": 1, "mul": 2, "dram_pj": 100}))
+    with pytest.raises(ValueError, match="unknown key.*dram_pj"):
+        load_table(str(path))
+    path.write_text(json.dumps({"name": "chip", "add": 1, "mul": 2, "sram": -1}))
+    with pytest.raises(ValueError, match="'sram' must be a finite number"):
+        load_table(str(path))
+
+
+# ---- measured joules ---------------------------------------------------------------------------------------------
+
+def fake_powercap(root, package_uj=1_000_000, dram_uj=500, wrap_uj=2**32):
+    for zone, name, value in (("intel-rapl:0", "package-0", package_uj), ("intel-rapl:0:0", "dram", dram_uj)):
+        (root / zone).mkdir(parents=True)
+        (root / zone / "name").write_text(name + "\n")
+        (root / zone / "energy_uj").write_text(f"{value}\n")
+        (root / zone / "max_energy_range_uj").write_text(f"{wrap_uj}\n")
+    (root / "intel-rapl:1").mkdir()  # a zone whose counter is not readable is left out
+    (root / "intel-rapl:1" / "name").write_text("package-1\n")
+
+
+def test_powercap_zones_are_read_and_wraps_handled(tmp_path):
+    fake_powercap(tmp_path)
+    found = counters.powercap_counters(str(tmp_path))
+    assert [c.name for c in found] == ["powercap:intel-rapl:0 (package-0)", "powercap:intel-rapl:0:0 (dram)"]
+    start = counters.read_all(found)
+    assert start["powercap:intel-rapl:0 (package-0)"] == 1.0
+    (tmp_path / "intel-rapl:0" / "energy_uj").write_text("500000\n")  # wrapped past max_energy_range_uj
+    end = counters.read_all(found)
+    delta = counters.difference(found, start, end)
+    assert delta["powercap:intel-rapl:0 (package-0)"] == pytest.approx(2**32 / 1e6 - 0.5)
+
+
+def test_a_measurement_runs_the_command_and_subtracts_idle(tmp_path):
+    fake_powercap(tmp_path)
+    energy = tmp_path / "intel-rapl:0" / "energy_uj"
+    # the "workload" adds 3 J to the package counter; idle adds nothing (a file does not tick)
+    script = f"open({str(energy)!r}, 'w').write(str(1_000_000 + 3_000_000))"
+    result = counters.measure_command([sys.executable, "-c", script], idle_s=0.01, powercap_root=str(tmp_path))
+    package = result["counters"]["powercap:intel-rapl:0 (package-0)"]
+    assert result["returncode"] == 0 and package["joules"] == pytest.approx(3.0)
+    assert package["idle_watts"] == 0 and package["joules_above_idle"] == pytest.approx(3.0)
+
+
+def test_no_counter_means_no_number(tmp_path, monkeypatch):
+    monkeypatch.setattr(counters, "nvml_counters", lambda: [])
+    with pytest.raises(counters.NoCounterError, match="no readable energy counter"):
+        counters.measure_command(["true"], idle_s=0, powercap_root=str(tmp_path / "absent"))
