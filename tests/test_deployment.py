@@ -406,3 +406,31 @@ def test_export_command_refuses_bad_input(data_dir, tmp_path, capsys):
         export_cli.main([str(data_dir), "--path", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "o"),
                          "--bpe-codes", str(tmp_path / "nope.codes")])
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_deploy_bench_reports_every_way_and_their_agreement(data_dir, tmp_path):
+    """fairseq-eatt-deploy-bench on a checkpoint: eager, int8, TorchScript and ONNX Runtime each translate the
+    sentences; the report gives size, time, memory and BLEU, and the exact ways agree with eager."""
+    import json
+
+    from fairseq_eatt.cli import deploy_bench
+
+    torch.manual_seed(0)
+    _, model, args = build(data_dir, "--arch", "transformer_eatt_tiny")
+    write_checkpoint(tmp_path / "checkpoint.pt", model, args)
+    lines = ["w5 w9 w12 w7", "w30 w4", "w11 w11 w20 w21 w22 w23"]
+    (tmp_path / "src.txt").write_text("".join(line + "\n" for line in lines))
+    (tmp_path / "ref.txt").write_text("".join(" ".join(reversed(line.split())) + "\n" for line in lines))
+    out = tmp_path / "report"
+    deploy_bench.main([str(data_dir), "--path", str(tmp_path / "checkpoint.pt"), "--source", str(tmp_path / "src.txt"),
+                       "--reference", str(tmp_path / "ref.txt"), "--beam", "2", "--max-len-b", "8", "--out", str(out)])
+    record = json.loads((tmp_path / "report.json").read_text())
+    ways = record["measurements"]["ways"] if "measurements" in record else record["ways"]
+    assert set(ways) == {"eager", "int8", "torchscript", "onnxruntime"}
+    for way in ("torchscript", "onnxruntime"):
+        assert ways[way]["identical_to_eager"] == 3, ways[way]
+    assert all(w["size_mib"] > 0 and w["ms_per_sentence_mean"] > 0 and w["peak_mib"] > 0 for w in ways.values())
+    # each way's own peak (not the parent's, which a child process's ru_maxrss would inherit): the runtime's
+    # process holds neither torch nor fairseq
+    assert ways["onnxruntime"]["peak_mib"] < ways["eager"]["peak_mib"] / 2
+    assert "BLEU" in (tmp_path / "report.md").read_text()

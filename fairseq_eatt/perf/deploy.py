@@ -8,7 +8,6 @@ references and against eager's translations, and how many translations are ident
 import io
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,9 @@ class DeployBenchError(RuntimeError):
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    from ..deploy.ort_bench_worker import peak_mib
+
+    return peak_mib()
 
 
 def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam: int, lenpen: float,
@@ -60,35 +61,13 @@ def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam
     return {"hypotheses": hyps, "seconds": times, "bytes": size}
 
 
-def _onnx_worker(export_dir: str, sources: List[str], beam: int, lenpen: float, max_len_b: int) -> Dict:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ort_translate", os.path.join(export_dir, "ort_translate.py"))
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
-    translator = runtime.Translator(export_dir, threads=1)
-    times, hyps = [], []
-    for number, line in enumerate(sources, 1):
-        ids = translator.source_ids(line.split(), number)
-        start = time.perf_counter()
-        best = translator.translate_ids([ids], beam, lenpen, 0.0, max_len_b)[0]
-        times.append(time.perf_counter() - start)
-        hyps.append(translator.tgt_dict.decode(best[0][0]) if best else "")
-    with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as handle:
-        size = sum(json.load(handle)["files"].values())
-    return {"hypotheses": hyps, "seconds": times, "bytes": size}
-
-
 def worker(argv: Sequence[str]):
     """``python -m fairseq_eatt.perf.deploy WAY SPEC.json OUT.json``: one way, in this process."""
     way, spec_path, out_path = argv
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
-    if way == "onnxruntime":
-        result = _onnx_worker(spec["export_dir"], spec["sources"], spec["beam"], spec["lenpen"], spec["max_len_b"])
-    else:
-        result = _torch_worker(way, spec["data"], spec["checkpoint"], spec["sources"], spec["beam"], spec["lenpen"],
-                               spec["max_len_b"])
+    result = _torch_worker(way, spec["data"], spec["checkpoint"], spec["sources"], spec["beam"], spec["lenpen"],
+                           spec["max_len_b"])
     result["peak_mib"] = _peak_mib()
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
@@ -112,28 +91,34 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         for way in ways:
             out = os.path.join(tmp, f"{way}.json")
-            proc = subprocess.run([sys.executable, "-m", "fairseq_eatt.perf.deploy", way, spec_path, out],
-                                  capture_output=True, text=True, env=env)
+            if way == "onnxruntime":  # run as a file: its process imports neither torch nor fairseq
+                from ..deploy import ort_bench_worker
+
+                command = [sys.executable, ort_bench_worker.__file__, spec_path, out]
+            else:
+                command = [sys.executable, "-m", "fairseq_eatt.perf.deploy", way, spec_path, out]
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise DeployBenchError(f"{way}: the worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
             with open(out, encoding="utf-8") as handle:
                 results[way] = json.load(handle)
     eager_text = [detokenize(h) for h in results["eager"]["hypotheses"]]
+    metric = sacrebleu.BLEU()
     rows = {}
     for way, r in results.items():
         text = [detokenize(h) for h in r["hypotheses"]]
-        bleu = sacrebleu.corpus_bleu(text, [references])
+        bleu = metric.corpus_score(text, [references])
         rows[way] = {
             "size_mib": round(r["bytes"] / 2**20, 2),
             "ms_per_sentence_mean": round(1000 * statistics.mean(r["seconds"]), 1),
             "ms_per_sentence_median": round(1000 * statistics.median(r["seconds"]), 1),
             "peak_mib": round(r["peak_mib"], 1),
             "bleu": round(bleu.score, 2),
-            "bleu_vs_eager": round(sacrebleu.corpus_bleu(text, [eager_text]).score, 2),
+            "bleu_vs_eager": round(sacrebleu.BLEU().corpus_score(text, [eager_text]).score, 2),
             "identical_to_eager": sum(a == b for a, b in zip(text, eager_text)),
         }
     return {"sentences": len(sources), "beam": beam, "lenpen": lenpen, "max_len_b": max_len_b, "threads": 1,
-            "sacrebleu_signature": str(sacrebleu.BLEU().get_signature()), "ways": rows}
+            "sacrebleu_signature": str(metric.get_signature()), "ways": rows}
 
 
 def record(command: str, data: str, checkpoint: str, export_dir: str, measurements: Dict,
@@ -153,7 +138,8 @@ def markdown(rec: Dict) -> str:
              f"One sentence at a time, beam {m['beam']}, lenpen {m['lenpen']}, one thread, each way in a process of "
              "its own. Size: what is loaded (eager: the float32 state dict; int8: the quantized state dict; "
              "TorchScript: the scripted SequenceGenerator; ONNX Runtime: the graphs and their weights). Peak memory: "
-             "the process's maximum resident set (Python, libraries and model). BLEU: sacreBLEU "
+             "the process's maximum resident set (VmHWM: Python, libraries and model; the PyTorch ways import torch "
+             "and fairseq, the ONNX Runtime way only numpy and onnxruntime). BLEU: sacreBLEU "
              f"({m['sacrebleu_signature']}) of the detokenized output against the references, and against eager's "
              "own translations.", "",
              "| way | size (MiB) | ms / sentence (mean) | ms / sentence (median) | peak memory (MiB) | BLEU | "
