@@ -58,7 +58,7 @@ def test_cross_attention_caches_its_source_once_then_reads_it(name):
     assert first == cls.byte_counts(1, 6, D, H, "fp32", 6, False, **options)
     _, _, later = measure_traffic(m, tgt[1:], src, src, static_kv=True, incremental_state=state, need_weights=False)
     assert later == cls.byte_counts(1, 6, D, H, "fp32", 0, False, **options)
-    assert later.cache_write == 0 and later.cache_read > 0 and later.weights < first.weights
+    assert later.cache_write == 0 and later.cache_read > 0 and later.weights <= first.weights
 
 
 def test_the_issue_example_weights_from_dram_dominate():

@@ -178,10 +178,11 @@ class AttentionBase(nn.Module):
     stateful_steps = False
 
     @classmethod
-    def weights_op_counts(cls, lq: int, lk: int, d: int, heads: int, **options) -> "OpCounts":
+    def weights_op_counts(cls, lq: int, lk: int, d: int, heads: int, averaged: bool = True, **options) -> "OpCounts":
         """Extra arithmetic when the caller asks for the attention weights (fairseq's decoder does for alignment):
-        none when they are the softmax probabilities the call computes anyway."""
-        return OpCounts()
+        their average over heads unless per-head weights are asked for (the probabilities are computed anyway)."""
+        pairs = lq * lk
+        return OpCounts(mul=pairs, add=(heads - 1) * pairs) if averaged else OpCounts()
 
     @classmethod
     def per_call_op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",

@@ -90,11 +90,12 @@ class PerformerAttention(VanillaAttention):
     stateful_steps = True
 
     @classmethod
-    def weights_op_counts(cls, lq, lk, d, heads, **options):
+    def weights_op_counts(cls, lq, lk, d, heads, averaged=True, **options):
         """Weights asked for: the dense phi(Q) phi(K)^T, its row sums and the normalization (see attend)."""
         m = int(cls.option_values(options)["features"])
         pairs = heads * lq * lk
-        return OpCounts(mul=pairs * m + pairs, add=pairs * (m - 1) + heads * lq * (lk - 1))
+        dense = OpCounts(mul=pairs * m + pairs, add=pairs * (m - 1) + heads * lq * (lk - 1))
+        return dense + super().weights_op_counts(lq, lk, d, heads, averaged, **options)
 
     @classmethod
     def cache_entries(cls, lk, d, heads, self_attention=True, **options):

@@ -81,6 +81,13 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         return {"key_length_proj": k * lk, "value_length_proj": k * lk}
 
     @classmethod
+    def weights_op_counts(cls, lq, lk, d, heads, averaged=True, **options):
+        """Weights asked for: the probabilities over the k projected keys mapped back to the lk keys by F."""
+        k = int(cls.option_values(options)["projected_length"])
+        pairs = heads * lq * lk
+        return OpCounts(mul=pairs * k, add=pairs * (k - 1)) + super().weights_op_counts(lq, lk, d, heads, averaged, **options)
+
+    @classmethod
     def cache_entries(cls, lk, d, heads, self_attention=True, **options):
         """Cross-attention keeps the source's keys and values (unread later) and their length projections."""
         k = int(cls.option_values(options)["projected_length"])

@@ -94,6 +94,7 @@ class _Recorder:
         self.handles = []
         self.attention_depth = 0
         self.state: Dict[int, dict] = {}
+        self.counters: List[OpCounter] = []
         self.steps: Dict[tuple, int] = {}  # keys seen by fixed-state self-attention, per module and decoding
         for name, module in model.named_modules():
             position = attention_position(name)
@@ -121,6 +122,7 @@ class _Recorder:
             if module.capabilities.binarizes:
                 mod.track_binarization = True
             counter = OpCounter()
+            self.counters.append(counter)
             counter.__enter__()
             self.state[id(mod)]["counter"] = counter
             self.attention_depth += 1
@@ -128,7 +130,6 @@ class _Recorder:
         def post(mod, args, kwargs, output):
             info = self.state.pop(id(mod))
             info["counter"].__exit__(None, None, None)
-            self.attention_depth -= 1
             query = args[0] if args else kwargs["query"]
             tgt_len, hypotheses, d = query.shape
             state = kwargs.get("incremental_state")
@@ -158,8 +159,9 @@ class _Recorder:
             declared = cls.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
                                      self_attention=position != DECODER_CROSS, **options)["attention"]
             declared = declared.scaled(rows) + projection(tgt_len * hypotheses, d, d) + OpCounts(add=empty)
-            if kwargs.get("need_weights", True) or kwargs.get("need_head_weights", False):
-                declared = declared + cls.weights_op_counts(lq, lk, d, heads, **options).scaled(rows)
+            per_head = bool(kwargs.get("need_head_weights", False))
+            if kwargs.get("need_weights", True) or per_head:
+                declared = declared + cls.weights_op_counts(lq, lk, d, heads, not per_head, **options).scaled(rows)
             padding = kwargs.get("key_padding_mask")
             if rows > 1 and (padding is None or not bool(padding.any())):  # rows share their positions
                 declared = declared - cls.per_call_op_counts(lq, lk, d, heads, "complete", **options).scaled(rows - 1)
@@ -169,6 +171,7 @@ class _Recorder:
             traffic = traffic + Traffic(weights=sum(p.numel() for p in mod.out_proj.parameters())).scaled(self.size)
             self.count.calls.append(AttentionCall(position, rows, lq, lk, new, info["counter"].counts, declared,
                                                   traffic))
+            self.attention_depth -= 1  # only now: the declarations above build modules on the meta device
 
         def reorder(incremental_state, new_order):
             before = {k: v for k, v in module._get_input_buffer(incremental_state).items()
@@ -238,14 +241,20 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
     recorder = _Recorder(model, args, precision)
     counter = _ModelCounter(recorder)
 
-    def enter(*_):
-        counter.depth += 1
+    def counted(method):
+        def run(*args, **kwargs):
+            counter.depth += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                counter.depth -= 1
+        return run
 
-    def leave(*_):
-        counter.depth -= 1
-
-    hooks = [m.register_forward_pre_hook(enter) for m in (model.encoder, model.decoder)]
-    hooks += [m.register_forward_hook(leave) for m in (model.encoder, model.decoder)]
+    # the generator calls these methods directly (not through __call__, so module hooks would not fire)
+    wrapped = [(model.encoder, "forward_torchscript"), (model.encoder, "forward"), (model.decoder, "forward")]
+    for owner, name in wrapped:
+        setattr(owner, name, counted(getattr(owner, name)))
+    hooks = [_Restore(owner, name) for owner, name in wrapped]
     try:
         with torch.no_grad(), reference_l1(), counter:
             for sample in samples:
@@ -256,9 +265,15 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
         for h in hooks:
             h.remove()
         recorder.close()
-    if counter.unknown:
+        for info in recorder.state.values():  # a call that raised: leave its counter
+            if isinstance(info, dict) and "counter" in info:
+                info["counter"].__exit__(None, None, None)
+    unknown = set(counter.unknown)
+    for call_counter in recorder.counters:
+        unknown |= call_counter.unknown
+    if unknown:
         raise UncountedOperation("decoding met floating-point operations the op counter does not know: "
-                                 + ", ".join(sorted(counter.unknown)))
+                                 + ", ".join(sorted(unknown)))
     count = recorder.count
     count.other_executed = counter.counts
     return count

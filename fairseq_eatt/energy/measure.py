@@ -4,7 +4,7 @@ Run code under :class:`OpCounter` (a ``TorchDispatchMode``); every aten operatio
 charged as follows, and nothing else is:
 
 - matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``): n*k*m multiplications and n*(k-1)*m additions, plus
-  n*m additions for a bias. If the left operand is all 0/1 (E-ATT's binarized input) the product is a selection:
+  n*m additions for a bias. If the left operand is all 0/1 with some 1 over k > 1 terms (E-ATT's binarized input) the product is a selection:
   no multiplications, and each output sums its selected rows (|selected| - 1 additions, plus the bias).
 - elementwise ``add``/``sub`` (additions) and ``mul``/``div`` (multiplications): one per output element;
   ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
@@ -44,6 +44,8 @@ FREE = {
     aten.index, aten.empty_like, aten.new_zeros, aten.zeros, aten.cat,
     # masking: a selection, not arithmetic
     aten.masked_fill, aten.tril_,
+    # lookups, reorders and new buffers (embeddings, beam search's index_select), random draws (layerdrop)
+    aten.embedding, aten.index_select, aten.empty, aten.fill_, aten.full, aten.uniform_,
 }
 
 
@@ -52,7 +54,9 @@ class UncountedOperation(RuntimeError):
 
 
 def _is_binary(t: torch.Tensor) -> bool:
-    return bool(((t == 0) | (t == 1)).all())
+    """0/1 data with at least one 1 (an all-zero operand, e.g. a layer norm of a constant vector, is a product
+    of zeros, still computed)."""
+    return bool(((t == 0) | (t == 1)).all()) and bool((t == 1).any())
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> OpCounts:
@@ -96,6 +100,8 @@ class OpCounter(TorchDispatchMode):
             self.counts = self.counts + OpCounts(add=out.numel())
         elif func in _MUL:
             self.counts = self.counts + OpCounts(mul=out.numel())
+        elif packet is aten.mean:  # a sum, then one division per output
+            self.counts = self.counts + OpCounts(add=args[0].numel() - out.numel(), mul=out.numel())
         elif packet is aten.sum:
             self.counts = self.counts + OpCounts(add=args[0].numel() - out.numel())
         elif packet is aten.cumsum:

@@ -6,6 +6,7 @@ bytes. Operations are the complete convention's (what the code executes), bytes 
 (:meth:`AttentionBase.byte_counts`) under a memory assumption. :func:`measure_machine` measures this machine's two
 numbers with a matrix product and a copy of a large buffer.
 """
+import argparse
 import time
 from typing import Dict, List
 
@@ -52,7 +53,7 @@ def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, mem
                 continue
             lq = l if new_keys is None else 1
             self_attention = position != DECODER_CROSS
-            options = cls.option_values({})
+            options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=max(512, l)), position)
             ops = cls.op_counts(lq, l, d, heads, "complete", None, new_keys=new_keys, self_attention=self_attention,
                                 **options)["attention"].scaled(batch)
             traffic = cls.byte_counts(lq, l, d, heads, precision, new_keys=new_keys, self_attention=self_attention,
