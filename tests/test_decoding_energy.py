@@ -59,3 +59,95 @@ def test_weights_dominate_a_batch_of_one_and_amortize_over_a_batch(data_dir):
     assert per_sentence(four) < per_sentence(one) / 2
     table = BUILTIN["horowitz-45nm-fp32"]
     assert energy_of(one, table, "dram") > energy_of(one, table, "sram") > energy_of(one, table, None)
+
+
+def test_the_report_renders_from_its_record_and_compares_variants(data_dir):
+    from fairseq_eatt import reports
+    from fairseq_eatt.energy.decoding_report import measure_model, ratio_lines, record
+
+    table = BUILTIN["horowitz-45nm-fp32"]
+    rows = []
+    for variant in ("vanilla", "eatt"):
+        task, model = tiny(data_dir, variant)
+        samples = {1: [unpadded(task, seed=s, bsz=1) for s in range(2)], 2: [unpadded(task, bsz=2)]}
+        rows.append({"label": variant, "variant": variant, "decoding": "forced",
+                     "batches": measure_model(model, task, samples, table, 2, True, 10)})
+    rec = record("fairseq-eatt-energy --decode (test)", rows, table, 2, "tiny")
+    text = reports.render(rec)
+    assert "## Batch 1" in text and "## Batch 2" in text and "| NO |" not in text
+    batch1 = rows[1]["batches"]["1"]
+    assert batch1["energy_uj_per_sentence"]["dram"] > batch1["energy_uj_per_sentence"]["sram"] \
+        > batch1["energy_uj_per_sentence"]["arithmetic"]
+    lines = ratio_lines(rec, "eatt", "vanilla")
+    assert lines[0].startswith("batch 1: arithmetic 0.") and len(lines) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--decode"], "--decode needs --data"),
+    (["--decode", "--data", "."], "--decode needs --path"),
+    (["--decode", "--data", ".", "--variants", "eatt", "--batch-sizes", "1,x"], "--batch-sizes must be"),
+    (["--decode", "--data", ".", "--variants", "eatt", "--batch-sizes", "0"], "--batch-sizes must be"),
+    (["--decode", "--data", ".", "--path", "a.pt", "--labels", "a,b"], "--labels needs one name per --path"),
+    (["--measure"], "--measure needs a command"),
+    (["--roofline"], "--roofline needs --peak-gops"),
+    (["--roofline", "--peak-gops", "0", "--bandwidth-gbs", "1"], "--peak-gops must be positive"),
+    (["--path", "a.pt", "--path", "b.pt", "--data", "."], "--path is given once"),
+])
+def test_energy_command_refuses_bad_flags(argv, message, capsys):
+    from fairseq_eatt.cli import energy
+
+    with pytest.raises(SystemExit):
+        energy.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_roofline_report_and_its_figure(tmp_path):
+    from fairseq_eatt import reports
+    from fairseq_eatt.cli import energy
+
+    out = tmp_path / "roofline"
+    rec = energy.main(["--roofline", "--peak-gops", "100", "--bandwidth-gbs", "10", "--out", str(out)])
+    assert (tmp_path / "roofline.png").stat().st_size > 0
+    assert reports.regenerate(str(out) + ".json") == (tmp_path / "roofline.md").read_text()
+    rows = {(r["variant"], r["call"]): r for r in rec["rows"]["dram"]["1"]}
+    step = rows[("vanilla", "decoder self step")]
+    # a batch-1 decoding step reads every weight for one token: far below this machine's balance point (10)
+    assert step["intensity"] < 1 and step["bound"] == "memory"
+    assert rows[("vanilla", "encoder_self full pass")]["intensity"] > rows[("eatt", "encoder_self full pass")]["intensity"]
+    batch64 = {(r["variant"], r["call"]): r for r in rec["rows"]["dram"]["64"]}
+    assert batch64[("vanilla", "decoder self step")]["intensity"] > 10 * step["intensity"]
+
+
+def test_pareto_from_a_decoding_report_runs_and_measurements(tmp_path):
+    import json
+    import os
+
+    from fairseq_eatt import reports
+    from fairseq_eatt.cli import energy
+    from fairseq_eatt.fairseq_tools import REPO_ROOT
+
+    def row(variant, arithmetic, dram):
+        return {"label": variant, "variant": variant, "batches": {"1": {"energy_uj_per_sentence": {
+            "arithmetic": arithmetic, "dram": dram, "sram": arithmetic}}}}
+
+    decoding = {"kind": "decoding", "rows": [row("vanilla", 10.0, 100.0), row("eatt", 5.0, 95.0),
+                                             row("local", 20.0, 200.0)]}
+    (tmp_path / "dec.json").write_text(json.dumps(decoding))
+    measured = {"kind": "energy-measured", "machine": {"gpu": "X", "cpu": "Y"},
+                "result": {"counters": {"nvml:0 (X)": {"joules_above_idle": 50.0}}}}
+    (tmp_path / "m.json").write_text(json.dumps(measured))
+    runs = os.path.join(REPO_ROOT, "results", "runs", "multi30k-en-de-small")
+    out = tmp_path / "pareto"
+    rec = energy.main(["--pareto", str(tmp_path / "dec.json"), "--runs", runs, "--measured",
+                       f"vanilla={tmp_path / 'm.json'}@100", "--out", str(out)])
+    assert {p["variant"] for p in rec["points"]} == {"vanilla", "eatt", "local"}
+    # the lowest energy and the highest BLEU are always on the front
+    lowest = min(rec["points"], key=lambda p: p["arithmetic"])["variant"]
+    best = max(rec["points"], key=lambda p: p["bleu"])["variant"]
+    assert {lowest, best} <= set(rec["fronts"]["arithmetic"]) and rec["fronts"]["measured"] == ["vanilla"]
+    by = {p["variant"]: p for p in rec["points"]}
+    assert by["vanilla"]["measured"] == pytest.approx(0.5e6) and by["eatt"]["measured"] is None
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    assert reports.regenerate(str(out) + ".json") == (tmp_path / "pareto.md").read_text()
+    with pytest.raises(SystemExit, match="VARIANT=JSON@SENTENCES"):
+        energy.main(["--pareto", str(tmp_path / "dec.json"), "--runs", runs, "--measured", "vanilla"])

@@ -22,6 +22,7 @@
         baseline; where none can be read it says so and reports nothing
 """
 import argparse
+import os
 import shlex
 import sys
 
@@ -64,6 +65,14 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", default="1,64", help="--decode: batch sizes (sentences per batch)")
     p.add_argument("--beam", type=int, default=4, help="--decode: beam size")
     p.add_argument("--labels", default=None, help="--decode: comma-separated names of the --path checkpoints")
+    p.add_argument("--pareto", metavar="DECODING_JSON", default=None,
+                   help="BLEU vs decoding energy of every variant: a --decode --variants report (JSON), with BLEU "
+                        "from --runs and measured joules from --measured")
+    p.add_argument("--runs", default=os.path.join("results", "runs", "multi30k-en-de-small"),
+                   help="--pareto: the small-scale run JSON files")
+    p.add_argument("--measured", action="append", default=[], metavar="VARIANT=JSON@SENTENCES",
+                   help="--pareto: a --measure report of decoding SENTENCES sentences with VARIANT (repeatable)")
+    p.add_argument("--pareto-batch", default="1", help="--pareto: the batch size of the decoding report to plot")
     p.add_argument("--roofline", action="store_true", help="intensity of every variant's calls vs a machine")
     p.add_argument("--peak-gops", type=float, default=None, help="--roofline: the machine's peak GOP/s")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="--roofline: its memory bandwidth, GB/s")
@@ -167,21 +176,42 @@ def measure_report(args, argv=None):
     return result
 
 
-def roofline_report(args):
-    from ..energy.roofline import measure_machine, rows
+def roofline_report(args, argv=None):
+    from ..energy.roofline import figure, markdown, measure_machine, record
 
     machine = measure_machine() if args.measure_machine else {"peak_gops": args.peak_gops,
                                                               "bandwidth_gbs": args.bandwidth_gbs}
-    balance = machine["peak_gops"] / machine["bandwidth_gbs"]
-    print(f"machine: {machine['peak_gops']:.1f} GOP/s peak, {machine['bandwidth_gbs']:.1f} GB/s; balance point "
-          f"{balance:.1f} operations per byte; memory assumption {args.memory}, {args.precision}, d {args.d}, "
-          f"{args.heads} heads, length {args.l}, batch 1")
-    print("| variant | call | operations | bytes | operations / byte | attainable GOP/s | bound |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows(args.l, args.d, args.heads, machine["peak_gops"], machine["bandwidth_gbs"], args.memory,
-                  args.precision):
-        print(f"| `{r['variant']}` | {r['call']} | {r['operations']:,.0f} | {r['bytes']:,.0f} | {r['intensity']:.2f} "
-              f"| {r['attainable_gops']:.1f} | {r['bound']} |")
+    rec = record(command_line(argv), machine, args.l, args.d, args.heads, args.precision)
+    if args.out:
+        reports.write(args.out, rec)
+        figure(rec, args.out + ".png")
+        print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
+    print(markdown(rec))
+    return rec
+
+
+def pareto_report(args, argv=None):
+    from ..energy.pareto import figure, markdown, record
+
+    from ..energy.pareto import parse_measured
+
+    if not os.path.isfile(args.pareto):
+        raise SystemExit(f"--pareto {args.pareto}: no such file (a fairseq-eatt-energy --decode --out report's JSON)")
+    try:
+        measured = parse_measured(args.measured)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    if not os.path.isdir(args.runs):
+        raise SystemExit(f"--runs {args.runs}: no such directory of run JSON files")
+    rec = record(command_line(argv), args.pareto, args.runs, args.pareto_batch, measured)
+    if not rec["points"]:
+        raise SystemExit(f"--pareto: no variant of {args.pareto} at batch {args.pareto_batch} has a run in {args.runs}")
+    if args.out:
+        reports.write(args.out, rec)
+        figure(rec, args.out + ".png")
+        print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
+    print(markdown(rec))
+    return rec
 
 
 def decode_report(args, argv=None):
@@ -231,12 +261,14 @@ def decode_report(args, argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.pareto:
+        return pareto_report(args, argv)
     if args.decode:
         return decode_report(args, argv)
     if args.measure is not None:
         return measure_report(args, argv)
     if args.roofline:
-        return roofline_report(args)
+        return roofline_report(args, argv)
     conventions = CONVENTIONS if args.convention == "both" else (args.convention,)
     if args.path:
         return checkpoint_report(args, conventions, argv)

@@ -65,3 +65,68 @@ def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, mem
                         "intensity": ai, "attainable_gops": attainable,
                         "bound": "memory" if ai < balance else "compute"})
     return out
+
+
+def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: str, batches=(1, 64)) -> Dict:
+    from ..reports import provenance
+    from .traffic import MEMORY
+
+    return {"kind": "roofline", "measured_machine": machine, "l": l, "d": d, "heads": heads, "precision": precision,
+            "rows": {memory: {str(b): rows(l, d, heads, machine["peak_gops"], machine["bandwidth_gbs"], memory,
+                                           precision, b) for b in batches} for memory in MEMORY},
+            **provenance(command)}
+
+
+def markdown(rec: Dict) -> str:
+    from .traffic import MEMORY_HELP
+
+    m = rec["measured_machine"]
+    balance = m["peak_gops"] / m["bandwidth_gbs"]
+    how = (f" (measured: a {m['gemm_n']}^3 fp32 matrix product and a copy of {m['copy_mib']} MiB, {m['threads']} "
+           "threads, best of 5)" if "gemm_n" in m else " (given)")
+    lines = ["# Roofline: arithmetic intensity of every variant's calls", "",
+             f"Made by `{rec['command']}`. Date, machine and commit: the JSON file beside this one.", "",
+             f"Machine: {m['peak_gops']:.1f} GOP/s peak, {m['bandwidth_gbs']:.1f} GB/s{how}; balance point "
+             f"{balance:.1f} operations per byte. Calls at d = {rec['d']}, {rec['heads']} heads, length {rec['l']} "
+             f"(keys so far for decoding steps), {rec['precision']}. Operations: the complete convention (what the "
+             "code executes); bytes: each variant's declared traffic. A call whose operations per byte fall below "
+             "the balance point is memory-bound.", ""]
+    for memory, by_batch in rec["rows"].items():
+        for batch, rows_ in by_batch.items():
+            lines += [f"## Memory `{memory}` ({MEMORY_HELP[memory]}), batch {batch}", "",
+                      "| variant | call | operations | bytes | operations / byte | attainable GOP/s | bound |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in rows_:
+                lines.append(f"| `{r['variant']}` | {r['call']} | {r['operations']:,.0f} | {r['bytes']:,.0f} | "
+                             f"{r['intensity']:.2f} | {r['attainable_gops']:.1f} | {r['bound']} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def figure(rec: Dict, path: str, memory: str = "dram", batch: str = "1"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = rec["measured_machine"]
+    pts = rec["rows"][memory][batch]
+    xs = [r["intensity"] for r in pts]
+    lo, hi = min(xs + [0.01]) / 2, max(xs + [m["peak_gops"] / m["bandwidth_gbs"]]) * 4
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.loglog(grid, [min(m["peak_gops"], x * m["bandwidth_gbs"]) for x in grid], "k-", label="roofline")
+    markers = {"encoder_self full pass": "o", "decoder self step": "s", "cross step (cached source)": "^"}
+    for call, marker in markers.items():
+        sel = [r for r in pts if r["call"] == call]
+        ax.scatter([r["intensity"] for r in sel], [r["attainable_gops"] for r in sel], marker=marker, label=call)
+        for r in sel:
+            if r["variant"] in ("vanilla", "eatt"):
+                ax.annotate(r["variant"], (r["intensity"], r["attainable_gops"]), fontsize=7)
+    ax.set_xlabel("operations per byte (DRAM traffic)" if memory == "dram" else "operations per byte")
+    ax.set_ylabel("attainable GOP/s")
+    ax.set_title(f"Roofline, memory {memory}, batch {batch}, d {rec['d']}, length {rec['l']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
