@@ -141,3 +141,20 @@ def test_no_counter_means_no_number(tmp_path, monkeypatch):
     monkeypatch.setattr(counters, "nvml_counters", lambda: [])
     with pytest.raises(counters.NoCounterError, match="no readable energy counter"):
         counters.measure_command(["true"], idle_s=0, powercap_root=str(tmp_path / "absent"))
+
+
+def test_the_measure_command_reports_counters_and_writes_its_record(tmp_path, monkeypatch, capsys):
+    from fairseq_eatt.cli import energy
+
+    monkeypatch.setattr(counters, "nvml_counters", lambda: [])
+    fake_powercap(tmp_path / "pc")
+    target = tmp_path / "pc" / "intel-rapl:0:0" / "energy_uj"
+    script = f"open({str(target)!r}, 'w').write('2000500')"  # the DRAM zone counts 2 J
+    energy.main(["--powercap-root", str(tmp_path / "pc"), "--idle-seconds", "0.01", "--out", str(tmp_path / "m"),
+                 "--measure", "--", sys.executable, "-c", script])
+    out = capsys.readouterr().out
+    assert "powercap:intel-rapl:0:0 (dram): 2.000 J measured" in out
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["kind"] == "energy-measured" and record["result"]["returncode"] == 0 and record["machine"]
+    with pytest.raises(SystemExit, match="no readable energy counter"):
+        energy.main(["--powercap-root", str(tmp_path / "none"), "--idle-seconds", "0", "--measure", "--", "true"])

@@ -82,6 +82,7 @@ def parse_args(argv=None):
                    help="--measure -- COMMAND ...: run COMMAND (everything after the flag) and report the joules of "
                         "every readable hardware energy counter")
     p.add_argument("--idle-seconds", type=float, default=5.0, help="--measure: idle baseline before the command")
+    p.add_argument("--powercap-root", default="/sys/class/powercap", help="--measure: where powercap zones are")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = None
     if "--measure" in argv:  # everything after it is the measured command
@@ -158,7 +159,7 @@ def measure_report(args, argv=None):
     from ..energy.counters import NoCounterError, measure_command
 
     try:
-        result = measure_command(args.measure, args.idle_seconds)
+        result = measure_command(args.measure, args.idle_seconds, args.powercap_root)
     except NoCounterError as err:
         raise SystemExit(f"fairseq-eatt-energy --measure: {err}") from None
     for name, c in result["counters"].items():
