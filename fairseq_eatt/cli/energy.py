@@ -219,7 +219,7 @@ def decode_report(args, argv=None):
     from ..attention import available_attentions
     from ..energy.decoding_report import markdown, measure_model, record
     from ..fairseq_tools import load_checkpoint
-    from ..perf.bench import PRESETS, model_args
+    from ..perf.bench import PRESETS, criterion, model_args
     from ..perf.worker import batches, build
 
     table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN["horowitz-45nm-fp32"]
@@ -247,7 +247,7 @@ def decode_report(args, argv=None):
     names = available_attentions() if args.variants == "all" else [v for v in args.variants.split(",") if v]
     for name in names:
         _, task, model, _ = build({"data": args.data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": 4096,
-                                   "model_args": model_args(name, PRESETS["small"])})
+                                   "criterion": criterion(name), "model_args": model_args(name, PRESETS["small"])})
         rows.append({"label": f"`{name}` (untrained, source length)", "variant": name, "decoding": "forced",
                      "batches": measure_model(model.eval(), task, samples(task, model), table, args.beam, True,
                                               200)})
