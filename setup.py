@@ -50,6 +50,8 @@ setup(
         "cffi",
         "scikit-learn",
         "packaging",
+        "onnx",  # fairseq-eatt-export
+        "onnxruntime",  # the exported models' translator and its checks
     ],
     **l1_kernel(),
     entry_points={
@@ -65,6 +67,8 @@ setup(
             "fairseq-eatt-bench = fairseq_eatt.cli.bench:main",
             "fairseq-eatt-experiment = fairseq_eatt.cli.experiment:main",
             "fairseq-eatt-aggregate = fairseq_eatt.cli.aggregate:main",
+            "fairseq-eatt-export = fairseq_eatt.cli.export:main",
+            "fairseq-eatt-deploy-bench = fairseq_eatt.cli.deploy_bench:main",
         ],
     },
 )

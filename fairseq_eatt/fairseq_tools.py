@@ -118,7 +118,9 @@ def load_checkpoint(path: str, data: str):
 
     import fairseq_eatt  # noqa: F401  (registers the model; checkpoint loading on torch >= 2.6)
 
-    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
+    # activation checkpointing is for training; its wrappers cannot be scripted or exported
+    overrides = {"data": data, "checkpoint_activations": False, "offload_activations": False}
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
     model = models[0]
     model.eval()
     return model, task

@@ -17,11 +17,12 @@ def provenance(command: str) -> Dict:
 
 def renderers() -> Dict[str, Callable[[Dict], str]]:
     from .energy.files import checkpoint_markdown, tables_markdown
+    from .perf.deploy import markdown as deploy_markdown
     from .perf.params import markdown as params_markdown
     from .perf.precision import markdown as precision_markdown
 
     return {"tables": tables_markdown, "checkpoint": checkpoint_markdown, "precision": precision_markdown,
-            "params": params_markdown}
+            "params": params_markdown, "deploy": deploy_markdown}
 
 
 def render(record: Dict) -> str:
@@ -40,6 +41,14 @@ def write(out_prefix: str, record: Dict) -> str:
     with atomic_output(out_prefix + ".md") as handle:
         handle.write(text)
     return text
+
+
+def publish(out_prefix, record: Dict):
+    """A command's report: written to OUT.json and OUT.md when ``out_prefix`` is given, printed either way."""
+    if out_prefix:
+        write(out_prefix, record)
+        print(f"wrote {out_prefix}.md and {out_prefix}.json")
+    print(render(record), end="")
 
 
 def regenerate(json_path: str) -> str:

@@ -235,7 +235,7 @@ def test_learned_thresholds_are_parameters_that_train():
     # moving one feature's threshold above every input switches that feature off
     with torch.no_grad():
         self_attn.q_threshold[3] = 1e6
-    bits = self_attn.binarize(x, self_attn.q_norm, "query")
+    bits = self_attn.binarize(x, "query")
     assert bits[..., 3].sum() == 0
 
 

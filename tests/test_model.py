@@ -13,6 +13,7 @@ from fairseq_eatt.attention import AttentionSpecError, available_attentions, reg
 from fairseq_eatt.attention import registry as attention_registry
 from fairseq_eatt.attention.eatt import EattAttention
 from fairseq_eatt.attention.vanilla import VanillaAttention
+from fairseq_eatt.models.transformer_eatt import decode_metadata, encode_metadata
 
 from .helpers import PLUGIN_DIR, write_dicts
 
@@ -187,7 +188,7 @@ def test_checkpoint_with_other_attention_settings_is_refused_before_loading(data
 
     _, eatt, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
     state = eatt.state_dict()
-    assert state["_extra_state"]["attention"]["--decoder-cross-attention"]["variant"] == "eatt"
+    assert decode_metadata(state["_extra_state"])["attention"]["--decoder-cross-attention"]["variant"] == "eatt"
     # eatt_select has the very same parameter names: without the check this would load silently
     _, select, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--encoder-self-attention", "eatt_select")
     before = [p.clone() for p in select.parameters()]
@@ -206,7 +207,8 @@ def test_checkpoint_of_another_plugin_format_is_refused_and_old_ones_load(data_d
 
     _, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
     state = model.state_dict()
-    future = dict(state, _extra_state=dict(state["_extra_state"], format=CHECKPOINT_FORMAT + 1, version="9.9"))
+    future = dict(state, _extra_state=encode_metadata(dict(decode_metadata(state["_extra_state"]),
+                                                            format=CHECKPOINT_FORMAT + 1, version="9.9")))
     with pytest.raises(CheckpointMismatchError, match="fairseq_eatt 9.9 .*use fairseq_eatt 9.9 for this checkpoint"):
         model.load_state_dict(future, strict=True)
     old = {k: v for k, v in state.items() if k != "_extra_state"}  # saved before the metadata existed

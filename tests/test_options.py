@@ -101,16 +101,16 @@ def test_variants_with_a_maximum_length_refuse_longer_batches_naming_the_flag(na
     module(x[:6], x[:6], x[:6])  # within the limit
 
 
-def test_the_readmes_example_variant_works_end_to_end():
+def test_the_readmes_example_variant_works_end_to_end(tmp_path):
     """The README's "Adding an attention variant" example, run as written: registered, flags in the parser,
     built by the factory, padding-proof and incremental = full pass, declared = executed operations."""
+    import importlib.util
     import re
+    import sys
 
     import torch
 
-    from fairseq_eatt.attention import Capabilities, register_attention, registry
-    from fairseq_eatt.attention.options import positive
-    from fairseq_eatt.attention.vanilla import VanillaAttention
+    from fairseq_eatt.attention import registry
     from fairseq_eatt.energy.measure import measure
     from fairseq_eatt.energy.ops import projection
 
@@ -119,9 +119,18 @@ def test_the_readmes_example_variant_works_end_to_end():
     readme = open(f"{REPO_ROOT}/README.md", encoding="utf-8").read()
     section = readme.split("### Adding an attention variant", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace = dict(Option=Option, positive=positive, register_attention=register_attention,
-                     Capabilities=Capabilities, VanillaAttention=VanillaAttention)
-    exec(code, namespace)  # noqa: S102 (the README's own example)
+    # as a module file of its own: TorchScript compiles from source
+    header = ("from typing import Optional\n\nfrom torch import Tensor\n\n"
+              "from fairseq_eatt.attention import Capabilities, Positions, register_attention\n"
+              "from fairseq_eatt.attention.functional import dot_product_scores\n"
+              "from fairseq_eatt.attention.options import Option, positive\n"
+              "from fairseq_eatt.attention.vanilla import VanillaAttention\n\n")
+    path = tmp_path / "readme_band_example.py"
+    path.write_text(header + code)
+    spec = importlib.util.spec_from_file_location("readme_band_example", str(path))
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # inspect (and so TorchScript) finds the source through sys.modules
+    spec.loader.exec_module(example)
     try:
         from fairseq_eatt.attention import build_attention
 
@@ -136,6 +145,7 @@ def test_the_readmes_example_variant_works_end_to_end():
             out, _ = module(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)
             steps.append(out)
         torch.testing.assert_close(torch.cat(steps), full, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.jit.script(module)(x, x, x, attn_mask=causal)[0], full)  # scriptable
         encoder = build_attention("band", 16, 2, "encoder_self").eval()
         _, measured = measure(encoder, x, x, x, need_weights=False)
         declared = encoder.op_counts(6, 6, 16, 2, "complete", self_attention=True)["attention"] + projection(6, 16, 16)
@@ -144,6 +154,7 @@ def test_the_readmes_example_variant_works_end_to_end():
             build_attention("band", 16, 2, "encoder_self", window=0)
     finally:
         registry._REGISTRY.pop("band", None)
+        sys.modules.pop("readme_band_example", None)
 
 
 def _bad_value(option: Option) -> str:

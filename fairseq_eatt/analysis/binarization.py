@@ -63,10 +63,24 @@ class BinarizationStats:
             if position == "cross":
                 self._add(("cross_query", layer), counts.get("query"), tgt_pad, module.embed_dim)
                 self._add(("cross_key", layer), counts.get("key"), src_pad, module.kdim)
-            else:
-                pad = src_pad if position == "encoder_self" else tgt_pad
+            elif position == "encoder_self":
                 for side in ("query", "key"):
-                    self._add((position, layer), counts.get(side), pad, module.embed_dim, weight=0.5)
+                    self._add((position, layer), counts.get(side), src_pad, module.embed_dim, weight=0.5)
+            else:
+                self._add((position, layer), counts.get("query"), tgt_pad, module.embed_dim, weight=0.5)
+                keys = counts.get("key")
+                self._add((position, layer), keys, self._decoder_key_padding(keys, src_pad, tgt_pad),
+                          module.embed_dim, weight=0.5)
+
+    @staticmethod
+    def _decoder_key_padding(keys: Optional[Tensor], src_pad: Optional[Tensor], tgt_pad: Optional[Tensor]):
+        """The padding of decoder self-attention's keys: the target's, or with --cross-self-attention the source's
+        followed by the target's."""
+        if keys is None or tgt_pad is None or keys.size(0) == tgt_pad.size(1):
+            return tgt_pad
+        src = src_pad if src_pad is not None else torch.zeros(tgt_pad.size(0), keys.size(0) - tgt_pad.size(1),
+                                                              dtype=torch.bool, device=tgt_pad.device)
+        return torch.cat([src, tgt_pad], dim=1)
 
     def _add(self, key, counts: Optional[Tensor], pad: Optional[Tensor], dim: int, weight: float = 1.0):
         if counts is None:

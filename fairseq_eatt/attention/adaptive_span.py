@@ -71,6 +71,7 @@ class AdaptiveSpanAttention(VanillaAttention):
 
     def reweight(self, probs: Tensor, pos: Optional[Positions]) -> Tensor:
         """The soft span mask m_z(distance), then renormalized."""
+        assert pos is not None
         distance = (pos.query.unsqueeze(-1) - pos.key.unsqueeze(-2)).abs().float().unsqueeze(1)  # (B|1, 1, T, S)
         span = self.span_ratio.clamp(0.0, 1.0) * self.max_span  # (H, 1, 1)
         probs = probs * ((self.ramp + span - distance) / self.ramp).clamp(0.0, 1.0)

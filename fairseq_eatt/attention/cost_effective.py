@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import AttentionBase, Positions
 from .fixed_length import FixedLengthAttention
+from .functional import dot_product_scores
 from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
 
@@ -46,8 +47,8 @@ def _scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
 class _ScaledDotProduct:
     """Scores q k^T / sqrt(d_k) (queries are scaled when projected)."""
 
-    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
-        return torch.matmul(q, k.transpose(-1, -2)).float()
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
+        return dot_product_scores(q, k)
 
 
 @register_attention("optimized")
@@ -104,7 +105,9 @@ class EfficientAttention(_EfficientBase):
 
 @register_attention("super")
 class SuperAttention(_EfficientBase, FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True, cross_self_attention=False,
+                                cross_self_why_not="learns weights per position up to the target's maximum length; "
+                                                   "keys that start with the source go past it")
     limited = ("key",)  # W_A mixes the values of at most max_key_length positions
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
@@ -128,7 +131,7 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
 
     def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                         attn_mask: Optional[Tensor]) -> Tensor:
-        self._check_lengths(pos)
+        pos = self._check_lengths(pos)
         bsz, _, new, _ = v.shape
         src_len = k.size(2)
         rows = pos.key[:, src_len - new:].expand(bsz, -1)  # positions of the new values
@@ -136,8 +139,8 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         table = self.mixing[: pos.key_len_bound, : pos.key_len_bound]
         weights = table[rows.unsqueeze(-1), cols.unsqueeze(1)]  # (B, new, S)
         if attn_mask is not None:  # causal use: only the entries the attention may see (lower triangle)
-            weights = weights.masked_fill(torch.isneginf(attn_mask[-new:].float()).unsqueeze(0), 0.0)
+            weights = weights.masked_fill((attn_mask[-new:].float() == float("-inf")).unsqueeze(0), 0.0)
         if key_padding_mask is not None:  # padding never mixes into real positions
-            weights = weights.masked_fill(key_padding_mask.bool().unsqueeze(1), 0.0)
+            weights = weights.masked_fill(key_padding_mask.to(torch.bool).unsqueeze(1), 0.0)
         # k holds X split into heads (K_i = X_i); mix the positions, the same W_A for every head
         return torch.einsum("bns,bhsd->bhnd", weights.to(k.dtype), k)

@@ -38,8 +38,8 @@ from ..energy.ops import (
     projection,
     weighted_sum,
 )
-from .base import AttentionBase
-from .functional import binarize, pairwise_l1
+from .base import AttentionBase, Positions
+from .functional import binarize, binarize_learned, pairwise_l1
 from .options import Option, argparse_type, parse_bool
 from .registry import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, Capabilities, register_attention
 from .vanilla import VanillaAttention
@@ -423,7 +423,8 @@ class EattAttention(AttentionBase):
                 nn.init.uniform_(lin.bias, -plain, plain)
 
     # ---- hooks
-    def normalize_inputs(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
+    def normalize_inputs(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]
+                         ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """The module-owned norm (authors' code): self-attention normalizes its input once and uses it for
         Q, K and V; cross-attention normalizes the query side only."""
         if self.module_norm_kind == "none":
@@ -431,62 +432,78 @@ class EattAttention(AttentionBase):
         normed = self.module_norm(query)
         if self.encoder_decoder_attention:
             return normed, key, value
-        done = [(query, normed)]  # each distinct input tensor is normalized once
+        # each distinct input tensor is normalized once
+        normed_key: Optional[Tensor] = None
+        if key is not None:
+            normed_key = normed if key is query else self.module_norm(key)
+        normed_value: Optional[Tensor] = None
+        if value is not None:
+            if value is query:
+                normed_value = normed
+            elif value is key:
+                normed_value = normed_key
+            else:
+                normed_value = self.module_norm(value)
+        return normed, normed_key, normed_value
 
-        def norm(x: Optional[Tensor]) -> Optional[Tensor]:
-            if x is None:
-                return None
-            for source, out in done:
-                if source is x:
-                    return out
-            done.append((x, self.module_norm(x)))
-            return done[-1][1]
-
-        return normed, norm(key), norm(value)
-
-    def _bits(self, x: Tensor, norm: nn.Module, side: str) -> Tensor:
-        threshold = self.k_threshold if (side == "key" and self.k_threshold is not None) else self.q_threshold
-        return binarize(norm(x), self.threshold if threshold is None else threshold)
+    def _bits(self, x: Tensor, side: str) -> Tensor:
+        """The binarized input of one side (``query`` or ``key``), afresh."""
+        if side == "key":
+            x = self.k_norm(x)
+            threshold = self.k_threshold if self.k_threshold is not None else self.q_threshold
+        else:
+            x = self.q_norm(x)
+            threshold = self.q_threshold
+        if threshold is None:
+            return binarize(x, self.threshold)
+        return binarize_learned(x, threshold)
 
     def binary_codes(self, query: Tensor, key: Tensor) -> Tuple[Tensor, Tensor]:
         """The binarized inputs (T, B, d) and (S, B, d) that select Q and K for these inputs, computed afresh
         (for analysis; the forward pass is untouched)."""
         query, key, _ = self.normalize_inputs(query, key, None)
-        return self._bits(query, self.q_norm, "query"), self._bits(key, self.k_norm, "key")
+        assert key is not None
+        return self._bits(query, "query"), self._bits(key, "key")
 
-    def binarize(self, x: Tensor, norm: nn.Module, side: str, bits: Optional[Tensor] = None) -> Tensor:
+    def binarize(self, x: Tensor, side: str, bits: Optional[Tensor] = None) -> Tensor:
         """The binarized input of one side; ``bits``: already computed for this input (self-attention)."""
         if bits is None:
-            bits = self._bits(x, norm, side)
-        if self.track_binarization:  # ones per token, (T, B); see fairseq_eatt.analysis.binarization
-            self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
+            bits = self._bits(x, side)
+        if not torch.jit.is_scripting() and self.track_binarization:
+            self._record_binarization(side, bits)
         return bits
 
-    def project(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]):
-        q_bits = self.binarize(query, self.q_norm, "query")
-        k = None
+    @torch.jit.unused
+    def _record_binarization(self, side: str, bits: Tensor):
+        """Ones per token, (T, B), of the last forward (see fairseq_eatt.analysis.binarization)."""
+        self.binarization_counts[side] = bits.detach().sum(dim=-1, dtype=torch.float32)
+
+    def project(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor]
+                ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        q_bits = self.binarize(query, "query")
+        k: Optional[Tensor] = None
         if key is not None:
             # self-attention with one input: the key side binarizes it with the same norm, so once is enough
             same = key is query and self.k_threshold is None and self.input_norm != "learnable"
-            k_bits = self.binarize(key, self.k_norm, "key", q_bits if same else None)
+            k_bits = self.binarize(key, "key", q_bits if same else None)
             k = self._split_heads(self.k_select(k_bits))
-        return (self._split_heads(self.q_select(q_bits)), k,
-                self.project_value(value) if value is not None else None)
+        v: Optional[Tensor] = None
+        if value is not None:
+            v = self.project_value(value)
+        return self._split_heads(self.q_select(q_bits)), k, v
 
     def project_query(self, query: Tensor) -> Tensor:
-        return self._split_heads(self.q_select(self.binarize(query, self.q_norm, "query")))
+        return self._split_heads(self.q_select(self.binarize(query, "query")))
 
     def project_key(self, key: Tensor) -> Tensor:
-        return self._split_heads(self.k_select(self.binarize(key, self.k_norm, "key")))
+        return self._split_heads(self.k_select(self.binarize(key, "key")))
 
-    def score_multiplier(self):
-        """-1 / scale, times each head's learned temperature when there is one: a number or (H, 1, 1)."""
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
+        """-|q - k|_1 / scale, times each head's learned temperature when there is one."""
+        distances = pairwise_l1(q, k)
         if self.log_temperature is None:
-            return -1.0 / self.score_divisor
-        return self.log_temperature.exp().mul(-1.0 / self.score_divisor).view(-1, 1, 1)
-
-    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
-        return pairwise_l1(q, k).mul(self.score_multiplier())
+            return distances.mul(-1.0 / self.score_divisor)
+        return distances.mul(self.log_temperature.exp().mul(-1.0 / self.score_divisor).view(-1, 1, 1))
 
     def extra_repr(self) -> str:
         return (
@@ -500,7 +517,7 @@ class EattAttention(AttentionBase):
 class EattSelectAttention(EattAttention):
     """Ablation "discrete selection": binarized selection for Q and K, ordinary scaled dot-product scores."""
 
-    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         return torch.matmul(q, k.transpose(-1, -2)).float().mul_(q.size(-1) ** -0.5)
 
     @classmethod
@@ -530,7 +547,7 @@ class EattL1Attention(VanillaAttention):
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query))  # no 1/sqrt(d) here: the L1 score is scaled instead
 
-    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         return pairwise_l1(q, k).mul(-1.0 / self.score_divisor)
 
     @classmethod

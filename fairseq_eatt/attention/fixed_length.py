@@ -7,6 +7,8 @@ counted over real tokens (:class:`~fairseq_eatt.attention.base.Positions`), so l
 result. A longer batch raises a clear error naming the flag; the model also reports the limit to fairseq
 (``max_positions``), which then filters long training pairs and stops generation in time.
 """
+from typing import List, Optional
+
 from .base import AttentionBase, Positions
 from .options import Option, positive
 from .registry import DECODER_CROSS, DECODER_SELF, Capabilities, arg_or_default
@@ -32,6 +34,7 @@ class FixedLengthAttention(AttentionBase):
         self.max_query_length = int(max_query_length)
         self.max_key_length = int(max_key_length)
         self.max_length_flag = max_length_flag
+        self.limits_query, self.limits_key = "query" in self.limited, "key" in self.limited
 
     @classmethod
     def kwargs_from_args(cls, args, position: str) -> dict:
@@ -53,13 +56,18 @@ class FixedLengthAttention(AttentionBase):
 
     limited = ("query", "key")  # the axes whose length the learned per-position weights fix
 
-    def _check_lengths(self, pos: Positions):
-        over = [f"{got} {axis} positions (at most {most})" for axis, got, most in
-                (("query", pos.query_len_bound, self.max_query_length), ("key", pos.key_len_bound, self.max_key_length))
-                if axis in self.limited and got > most]
-        if over:
+    def _check_lengths(self, pos: Optional[Positions]) -> Positions:
+        """``pos``, after checking that its lengths fit the learned per-position weights."""
+        assert pos is not None, "fixed-length attention needs positions"
+        over: List[str] = []
+        if self.limits_query and pos.query_len_bound > self.max_query_length:
+            over.append(f"{pos.query_len_bound} query positions (at most {self.max_query_length})")
+        if self.limits_key and pos.key_len_bound > self.max_key_length:
+            over.append(f"{pos.key_len_bound} key positions (at most {self.max_key_length})")
+        if len(over) > 0:
             raise ValueError(
                 f"{self.variant_name}: a batch has {' and '.join(over)}, more than its learned per-position weights "
                 f"were built for (set by {self.max_length_flag}); raise it, or filter long sentences "
                 f"(--max-source-positions / --max-target-positions with --skip-invalid-size-inputs-valid-test)"
             )
+        return pos

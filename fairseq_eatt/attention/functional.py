@@ -21,6 +21,12 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 LOG_SQRT_2_OVER_PI = math.log(SQRT_2_OVER_PI)
 
 
+def dot_product_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Q K^T in float32 (queries come scaled). A function of its own, not a method that variants reach through
+    super(): TorchScript compiles no super() calls."""
+    return torch.matmul(q, k.transpose(-1, -2)).float()
+
+
 def _at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -70,12 +76,48 @@ class BinarizeLearnedThreshold(torch.autograd.Function):
         return grad_x, grad_tau
 
 
-def binarize(x: Tensor, threshold) -> Tensor:
-    """1[x > threshold] with the paper's surrogate gradient; ``threshold``: a number, or a tensor of one learned
-    threshold per feature (last dimension of ``x``), which then gets the surrogate gradient too."""
+def binarize(x: Tensor, threshold: float) -> Tensor:
+    """1[x > threshold] with the paper's surrogate gradient; in eager mode ``threshold`` may also be a tensor of
+    learned thresholds (see :func:`binarize_learned`)."""
+    if torch.jit.is_scripting():  # TorchScript (inference) has no autograd Functions: the forward alone
+        return (x > threshold).to(x.dtype)
     if isinstance(threshold, Tensor):
-        return BinarizeLearnedThreshold.apply(x, threshold)
+        return _binarize_learned_threshold(x, threshold)
+    return _binarize_with_surrogate(x, threshold)
+
+
+def binarize_learned(x: Tensor, threshold: Tensor) -> Tensor:
+    """1[x > threshold] for a tensor of one learned threshold per feature (last dimension of ``x``), which gets
+    the surrogate gradient too."""
+    if torch.jit.is_scripting():
+        return (x > threshold).to(x.dtype)
+    return _binarize_learned_threshold(x, threshold)
+
+
+@torch.jit.unused
+def _binarize_with_surrogate(x: Tensor, threshold: float) -> Tensor:
     return BinarizeWithSurrogate.apply(x, threshold)
+
+
+@torch.jit.unused
+def _binarize_learned_threshold(x: Tensor, threshold: Tensor) -> Tensor:
+    return BinarizeLearnedThreshold.apply(x, threshold)
+
+
+def l1_by_feature(q: Tensor, k: Tensor) -> Tensor:
+    """(n, t, d), (n, s, d) -> (n, t, s) L1 distances in at least float32, one feature at a time into
+    preallocated buffers (memory O(n t s), never (n, t, s, d)). The reference forward, and what TorchScript runs."""
+    n, t, d = q.shape
+    s = k.size(1)
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    qt = q.to(dtype).transpose(1, 2).contiguous()  # (n, d, t)
+    kt = k.to(dtype).transpose(1, 2).contiguous()  # (n, d, s)
+    out = torch.zeros(n, t, s, dtype=dtype, device=q.device)
+    term = torch.empty_like(out)
+    for c in range(d):
+        torch.sub(qt[:, c, :, None], kt[:, c, None, :], out=term)
+        out.add_(term.abs_())
+    return out
 
 
 class PairwiseL1(torch.autograd.Function):
@@ -88,16 +130,7 @@ class PairwiseL1(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor) -> Tensor:
         ctx.save_for_backward(q, k)
-        n, t, d = q.shape
-        s = k.size(1)
-        qt = _at_least_fp32(q).transpose(1, 2).contiguous()  # (n, d, t)
-        kt = _at_least_fp32(k).transpose(1, 2).contiguous()  # (n, d, s)
-        out = torch.zeros(n, t, s, dtype=qt.dtype, device=q.device)
-        term = torch.empty_like(out)
-        for c in range(d):
-            torch.sub(qt[:, c, :, None], kt[:, c, None, :], out=term)
-            out.add_(term.abs_())
-        return out
+        return l1_by_feature(q, k)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -192,11 +225,34 @@ class PairwiseL1Kernel(torch.autograd.Function):
 
 def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
     """L1 distances between every query and key row: (..., T, d), (..., S, d) -> (..., T, S), at least float32."""
-    lead = q.shape[:-2]
-    n = math.prod(lead)
+    if not torch.jit.is_scripting() and _in_onnx_export():  # ONNX: one broadcast expression, any leading shape
+        return l1_broadcast(q, k)
+    lead = list(q.shape[:-2])
+    n = 1
+    for size in lead:
+        n *= size
     q3, k3 = q.reshape(n, q.size(-2), q.size(-1)), k.reshape(n, k.size(-2), k.size(-1))
-    if l1_implementation(q) == "kernel" and q3.size(0) > 0 and q3.size(1) > 0 and k3.size(1) > 0:
-        out = PairwiseL1Kernel.apply(q3, k3)
+    if torch.jit.is_scripting():  # no autograd Functions or compiled extension in TorchScript
+        out = l1_by_feature(q3, k3)
     else:
-        out = PairwiseL1.apply(q3, k3)
-    return out.view(*lead, q.size(-2), k.size(-2))
+        out = _pairwise_l1_autograd(q3, k3)
+    return out.view(lead + [q.size(-2), k.size(-2)])
+
+
+@torch.jit.unused
+def _in_onnx_export() -> bool:
+    return torch.onnx.is_in_onnx_export()
+
+
+def l1_broadcast(q: Tensor, k: Tensor) -> Tensor:
+    """The same L1 distances as one expression that ONNX can express: (..., T, 1, d) - (..., 1, S, d), summed
+    over d. It builds the (..., T, S, d) differences, acceptable for one sentence at a time (exported models)."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    return (q.to(dtype).unsqueeze(-2) - k.to(dtype).unsqueeze(-3)).abs().sum(-1)
+
+
+@torch.jit.unused
+def _pairwise_l1_autograd(q3: Tensor, k3: Tensor) -> Tensor:
+    if l1_implementation(q3) == "kernel" and q3.size(0) > 0 and q3.size(1) > 0 and k3.size(1) > 0:
+        return PairwiseL1Kernel.apply(q3, k3)
+    return PairwiseL1.apply(q3, k3)

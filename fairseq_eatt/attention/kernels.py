@@ -16,14 +16,14 @@ out = phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1): no (T x S) matrix, memory linea
 - ``need_weights`` (e.g. ``--print-alignment``) forms the (T x S) approximate weights explicitly, only then.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..energy.ops import OpCounts, check_convention, projection
-from .base import Positions
+from .base import Cache, IncrementalState, Positions
 from .options import Option, positive
 from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
@@ -45,8 +45,10 @@ def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
 
 @register_attention("performer")
 class PerformerAttention(VanillaAttention):
-    capabilities = Capabilities(causal=True, cross=True)
-    CHUNK = 64  # positions per chunk of the causal full pass
+    capabilities = Capabilities(causal=True, cross=True, cross_self_attention=False,
+                                cross_self_why_not="decodes step by step with running sums over its own earlier "
+                                                   "positions, not over keys that start with the source")
+    CHUNK: Final[int] = 64  # positions per chunk of the causal full pass
 
     options = (FEATURES,)
 
@@ -144,7 +146,7 @@ class PerformerAttention(VanillaAttention):
     def _key_features(self, k: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
         phi = self._features(k, is_query=False)
         if key_padding_mask is not None:
-            phi = phi.masked_fill(key_padding_mask.bool()[:, None, :, None], 0.0)
+            phi = phi.masked_fill(key_padding_mask.to(torch.bool)[:, None, :, None], 0.0)
         return phi
 
     @staticmethod
@@ -153,15 +155,15 @@ class PerformerAttention(VanillaAttention):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
-               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
+               cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
         tgt_len, src_len = q.size(2), k.size(2)
-        if cache is not None and cache.get("performer_phi_k") is not None and \
-                cache["performer_phi_k"].shape[:3] == k.shape[:3]:
-            phi_k = cache["performer_phi_k"]  # cross-attention while decoding: the source's features, once
+        cached_phi_k = self._cached(cache, "performer_phi_k")
+        if cached_phi_k is not None and cached_phi_k.shape[:3] == k.shape[:3]:
+            phi_k = cached_phi_k  # cross-attention while decoding: the source's features, once
         else:
             phi_k = self._key_features(k, key_padding_mask)
             if cache is not None:
-                cache.update(performer_phi_k=phi_k, performer_kv=None, performer_k_sum=None)
+                cache["performer_phi_k"], cache["performer_kv"], cache["performer_k_sum"] = phi_k, None, None
         phi_q = self._features(q, True)
         vf = v.float()
         if attn_mask is not None and tgt_len == src_len:
@@ -174,21 +176,22 @@ class PerformerAttention(VanillaAttention):
             kv, phi_k_sum = self._key_summary(phi_k, vf, cache)
             den = torch.einsum("bhtm,bhm->bht", phi_q, phi_k_sum)
             out = self._normalize(torch.einsum("bhtm,bhmd->bhtd", phi_q, kv), den)
-        weights = None
+        weights: Optional[Tensor] = None
         if need_weights:
             dense = torch.matmul(phi_q, phi_k.transpose(-1, -2))
             if attn_mask is not None:
-                dense = dense.masked_fill(torch.isneginf(attn_mask.float()), 0.0)
+                dense = dense.masked_fill(attn_mask.float() == float("-inf"), 0.0)
             weights = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
         return out.to(v.dtype), weights
 
-    def _key_summary(self, phi_k: Tensor, v: Tensor, cache: Optional[Dict[str, Tensor]]) -> Tuple[Tensor, Tensor]:
+    def _key_summary(self, phi_k: Tensor, v: Tensor, cache: Optional[Cache]) -> Tuple[Tensor, Tensor]:
         """(sum_s phi(k_s) v_s^T, sum_s phi(k_s)), kept in the decoding cache of cross-attention."""
-        if cache is not None and cache.get("performer_kv") is not None:
-            return cache["performer_kv"], cache["performer_k_sum"]
+        cached_kv, cached_k_sum = self._cached(cache, "performer_kv"), self._cached(cache, "performer_k_sum")
+        if cached_kv is not None and cached_k_sum is not None:
+            return cached_kv, cached_k_sum
         kv, k_sum = torch.einsum("bhsm,bhsd->bhmd", phi_k, v), phi_k.sum(dim=2)
         if cache is not None:
-            cache.update(performer_kv=kv, performer_k_sum=k_sum)
+            cache["performer_kv"], cache["performer_k_sum"] = kv, k_sum
         return kv, k_sum
 
     def _causal_chunked(self, phi_q: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
@@ -198,7 +201,7 @@ class PerformerAttention(VanillaAttention):
         bsz, heads, length, m = phi_q.shape
         chunk = min(self.CHUNK, length)
         pad = (-length) % chunk
-        if pad:  # padded positions have phi = 0 and v = 0: they add nothing and are dropped at the end
+        if pad > 0:  # padded positions have phi = 0 and v = 0: they add nothing and are dropped at the end
             phi_q, phi_k = F.pad(phi_q, (0, 0, 0, pad)), F.pad(phi_k, (0, 0, 0, pad))
             v = F.pad(v, (0, 0, 0, pad))
         n = (length + pad) // chunk
@@ -214,24 +217,27 @@ class PerformerAttention(VanillaAttention):
         out = self._normalize(num, den).view(bsz, heads, n * chunk, -1)
         return out[:, :, :length]
 
-    def forward(self, query, key, value, key_padding_mask=None, incremental_state=None, need_weights=True,
-                static_kv=False, attn_mask=None, before_softmax=False, need_head_weights=False):
-        if before_softmax:
-            raise NotImplementedError("performer never forms attention scores (before_softmax is not available)")
-        if incremental_state is None or static_kv or self.encoder_decoder_attention:
-            return super().forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
-                                   attn_mask, before_softmax, need_head_weights)
-        # decoder self-attention, step by step: running prefix sums instead of a key/value cache
+    def masked_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+                      attn_mask: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError("performer never forms attention scores (before_softmax is not available)")
+
+    def decode_step(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor],
+                    key_padding_mask: Optional[Tensor], incremental_state: IncrementalState
+                    ) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+        """Decoder self-attention, step by step: running prefix sums instead of a key/value cache."""
+        assert key is not None and value is not None
         buffer = self._get_input_buffer(incremental_state)
         q, k, v = self.project_query(query), self.project_key(key), self.project_value(value)
         phi_q, phi_k = self._features(q, True), self._key_features(k, key_padding_mask)
         kv = torch.einsum("bhsm,bhsd->bhsmd", phi_k, v.float()).cumsum(dim=2)
         z = phi_k.cumsum(dim=2)
-        if buffer.get("kv_state") is not None:
-            kv = kv + buffer["kv_state"].unsqueeze(2)
-            z = z + buffer["k_state"].unsqueeze(2)
-        self._set_input_buffer(incremental_state, {"kv_state": kv[:, :, -1], "k_state": z[:, :, -1]})
+        kv_state, k_state = buffer.get("kv_state"), buffer.get("k_state")
+        if kv_state is not None and k_state is not None:
+            kv = kv + kv_state.unsqueeze(2)
+            z = z + k_state.unsqueeze(2)
+        new_buffer: Cache = {"kv_state": kv[:, :, -1], "k_state": z[:, :, -1]}
+        self._set_input_buffer(incremental_state, new_buffer)
         out = self._normalize(torch.einsum("bhtm,bhtmd->bhtd", phi_q, kv), (phi_q * z).sum(-1)).to(v.dtype)
-        tgt_len, bsz = query.shape[:2]
+        tgt_len, bsz = query.size(0), query.size(1)
         out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3)))
         return out, None

@@ -11,13 +11,13 @@ enters the projection, whatever side it is on. With ``need_weights`` the returne
 effective weights on the original values, softmax(Q K'^T) F.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
-from .base import Positions
+from .base import Cache, Positions
 from .fixed_length import FixedLengthAttention
 from .options import Option, positive
 from .registry import Capabilities, register_attention
@@ -42,6 +42,7 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
                  share_projection: bool = SHARE_PROJECTION.default, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
         self.projected_length = PROJECTED_LENGTH.validate(projected_length)
+        self.why_not_causal = WHY_NOT_CAUSAL
         std = 1.0 / math.sqrt(self.projected_length)
         self.key_length_proj = nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)  # E
         self.share_projection = SHARE_PROJECTION.validate(share_projection)
@@ -71,31 +72,37 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         length = OpCounts(mul=k * lk * d, add=k * (lk if convention == "paper" else lk - 1) * d)
         return {"alignment": projection(lk, d, d) + length, "attention": projection(lk, d, d).scaled(2) + length.scaled(2)}
 
-    def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor], bsz: int):
+    def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor],
+                           bsz: int) -> Tensor:
         cols = pos.key.expand(bsz, -1)  # (B, S)
         proj = table[:, cols].permute(1, 0, 2)  # (B, k, S)
         if key_padding_mask is not None:
-            proj = proj.masked_fill(key_padding_mask.bool().unsqueeze(1), 0.0)
+            proj = proj.masked_fill(key_padding_mask.to(torch.bool).unsqueeze(1), 0.0)
         return proj
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
-               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
+               cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
         if attn_mask is not None:
-            raise ValueError(f"linformer cannot apply an attention mask: it {WHY_NOT_CAUSAL}")
-        self._check_lengths(pos)
+            raise ValueError("linformer cannot apply an attention mask: it " + self.why_not_causal)
+        pos = self._check_lengths(pos)
         bsz = q.size(0)
         # cross-attention while decoding (cache): project the source once, not every step
-        if cache is not None and cache.get("linformer_k_low") is not None and cache["linformer_k_low"].size(0) == bsz:
-            k_low, v_low, f = cache["linformer_k_low"], cache["linformer_v_low"], cache["linformer_f"]
+        cached_k, cached_v, cached_f = self._cached(cache, "linformer_k_low"), self._cached(cache, "linformer_v_low"), \
+            self._cached(cache, "linformer_f")
+        if cached_k is not None and cached_v is not None and cached_f is not None and cached_k.size(0) == bsz:
+            k_low, v_low, f = cached_k, cached_v, cached_f
         else:
             e = self._length_projection(self.key_length_proj, pos, key_padding_mask, bsz)
-            f = e if self.share_projection else self._length_projection(self.value_length_proj, pos,
-                                                                         key_padding_mask, bsz)
+            f = e
+            if self.value_length_proj is not None:
+                f = self._length_projection(self.value_length_proj, pos, key_padding_mask, bsz)
             k_low = torch.einsum("bks,bhsd->bhkd", e.to(k.dtype), k)
             v_low = torch.einsum("bks,bhsd->bhkd", f.to(v.dtype), v)
             if cache is not None:
-                cache.update(linformer_k_low=k_low, linformer_v_low=v_low, linformer_f=f)
+                cache["linformer_k_low"], cache["linformer_v_low"], cache["linformer_f"] = k_low, v_low, f
         out, probs = self.weigh_values(torch.matmul(q, k_low.transpose(-1, -2)), v_low, masked=False)  # (B,H,T,k)
-        weights = torch.einsum("bhtk,bks->bhts", probs, f.float()) if need_weights else None
+        weights: Optional[Tensor] = None
+        if need_weights:
+            weights = torch.einsum("bhtk,bks->bhts", probs, f.float())
         return out, weights

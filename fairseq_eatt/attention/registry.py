@@ -31,6 +31,9 @@ class Capabilities:
     auxiliary_loss: bool = False  # auxiliary_loss() adds to the training loss (with the _with_aux criterion)
     weights_are_probabilities: bool = True  # False: the returned weights are effective weights (linformer)
     why_not: str = ""  # why a position is excluded, shown in the refusal message
+    # decoder self-attention over the source followed by the target (fairseq's --cross-self-attention)
+    cross_self_attention: bool = True
+    cross_self_why_not: str = ""
 
     def allowed_positions(self) -> List[str]:
         positions = [ENCODER_SELF]

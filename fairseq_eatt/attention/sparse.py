@@ -16,13 +16,14 @@ In decoder self-attention the causal mask is applied on top, so each pattern wor
 incrementally. They are not offered for cross-attention: the patterns relate positions of one sequence, and a
 source and a target share no positions.
 """
-from typing import Dict, Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..energy.ops import OpCounts, check_convention, projection
-from .base import Positions
+from .base import Cache, Positions
+from .functional import dot_product_scores
 from .options import Option, non_negative, positive
 from .registry import Capabilities, register_attention
 from .vanilla import VanillaAttention
@@ -53,12 +54,12 @@ class _SparsePattern(VanillaAttention):
             setattr(self, key, next(o for o in self.options if o.key == key).validate(value))
 
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
-        """Bool (B|1, T, S): may the query at position qpos see the key at position kpos."""
-        return self.pattern(qpos, kpos, **{o.key: getattr(self, o.key) for o in self.options})
-
-    @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, **options) -> Tensor:
+        """Bool (B|1, T, S): may the query at position qpos see the key at position kpos: the variant's
+        ``pattern`` at this module's options (each variant passes them explicitly, which TorchScript compiles)."""
         raise NotImplementedError
+
+    # the pattern: a function of positions and the variant's options, by name (op_counts passes them so)
+    pattern = None
 
     @classmethod
     def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
@@ -74,40 +75,53 @@ class _SparsePattern(VanillaAttention):
                 "attention": alignment + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)}
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
-        scores = super().compute_scores(q, k, pos)
+        assert pos is not None
+        scores = dot_product_scores(q, k)
         allowed = self.allowed(pos.query.unsqueeze(-1), pos.key.unsqueeze(-2))
         return scores.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+
+
+def strided_pattern(qpos: Tensor, kpos: Tensor, stride: int) -> Tensor:
+    rel = qpos - kpos
+    return (rel.abs() < stride) | (torch.remainder(rel, stride) == 0)
+
+
+def block_sparse_pattern(qpos: Tensor, kpos: Tensor, block_size: int, neighbors: int, global_blocks: int) -> Tensor:
+    qb, kb = torch.div(qpos, block_size, rounding_mode="floor"), torch.div(kpos, block_size, rounding_mode="floor")
+    return ((qb - kb).abs() <= neighbors) | (kb < global_blocks) | (qb < global_blocks)
+
+
+def local_pattern(qpos: Tensor, kpos: Tensor, window: int) -> Tensor:
+    return (qpos - kpos).abs() <= window
 
 
 @register_attention("strided")
 class StridedAttention(_SparsePattern):
     options = (STRIDE,)
+    pattern = staticmethod(strided_pattern)
 
-    @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, stride: int, **_) -> Tensor:
-        rel = qpos - kpos
-        return (rel.abs() < stride) | (torch.remainder(rel, stride) == 0)
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        return strided_pattern(qpos, kpos, self.stride)
 
 
 @register_attention("block_sparse")
 class BlockSparseAttention(_SparsePattern):
     options = (BLOCK_SIZE, NEIGHBORS, GLOBAL_BLOCKS)
+    pattern = staticmethod(block_sparse_pattern)
 
-    @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, block_size: int, neighbors: int, global_blocks: int, **_) -> Tensor:
-        qb, kb = qpos // block_size, kpos // block_size
-        return ((qb - kb).abs() <= neighbors) | (kb < global_blocks) | (qb < global_blocks)
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        return block_sparse_pattern(qpos, kpos, self.block_size, self.neighbors, self.global_blocks)
 
 
 @register_attention("local")
 class LocalAttention(_SparsePattern):
-    DENSE_UP_TO = 4  # keys per window up to which the dense masked form is used (see attend)
+    DENSE_UP_TO: Final[int] = 4  # keys per window up to which the dense masked form is used (see attend)
 
     options = (WINDOW,)
+    pattern = staticmethod(local_pattern)
 
-    @staticmethod
-    def pattern(qpos: Tensor, kpos: Tensor, window: int, **_) -> Tensor:
-        return (qpos - kpos).abs() <= window
+    def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
+        return local_pattern(qpos, kpos, self.window)
 
     def _attend_chunks(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
                        attn_mask: Optional[Tensor], need_weights: bool) -> Tuple[Tensor, Optional[Tensor]]:
@@ -131,10 +145,10 @@ class LocalAttention(_SparsePattern):
         if attn_mask is not None:
             scores = scores + attn_mask.float()[qc, kc]
         if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask.bool()[:, kc].unsqueeze(1), float("-inf"))
+            scores = scores.masked_fill(key_padding_mask.to(torch.bool)[:, kc].unsqueeze(1), float("-inf"))
         out, probs = self.weigh_values(scores, vw, masked=True)
         out = out.reshape(bsz, heads, padded, dim)[:, :, :length]
-        weights = None
+        weights: Optional[Tensor] = None
         if need_weights:  # dense (T, S) weights only when fairseq asks for them
             dense = probs.new_zeros(bsz, heads, padded, length + 3 * c)
             dense[:, :, qidx.expand_as(kidx), kidx + c] = probs
@@ -180,7 +194,7 @@ class LocalAttention(_SparsePattern):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
-               cache: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Optional[Tensor]]:
+               cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
         # Real tokens are contiguous whatever the padding side, so a window of array indices around a query is
         # its window of positions; padding inside it is masked. Decoding steps (few queries): each query's
         # 2W+1 keys gathered, memory (B, H, T, 2W+1, d).
@@ -189,7 +203,7 @@ class LocalAttention(_SparsePattern):
         if src_len <= self.DENSE_UP_TO * (2 * self.window + 1):
             # short sequences (most MT sentences): the masked (T, S) product is the same attention and far
             # cheaper than gathering 2W+1 copies of every key and value; the band takes over where it pays
-            return super().attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights, cache)
+            return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
         if tgt_len == src_len:
             return self._attend_chunks(q, k, v, key_padding_mask, attn_mask, need_weights)
         offsets = torch.arange(-self.window, self.window + 1, device=q.device)
@@ -202,10 +216,10 @@ class LocalAttention(_SparsePattern):
         if attn_mask is not None:
             scores = scores + attn_mask.float().gather(1, index)
         if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask.bool()[:, index].unsqueeze(1), float("-inf"))
+            scores = scores.masked_fill(key_padding_mask.to(torch.bool)[:, index].unsqueeze(1), float("-inf"))
         out, probs = self.weigh_values(scores.unsqueeze(-2), v[:, :, index], masked=True)  # (B, H, T, 1, .)
         out, probs = out.squeeze(-2), probs.squeeze(-2)
-        weights = None
+        weights: Optional[Tensor] = None
         if need_weights:  # dense (T, S) weights only when fairseq asks for them
             weights = probs.new_zeros(bsz, heads, tgt_len, src_len)
             weights.scatter_add_(3, index.expand(bsz, heads, -1, -1), probs)

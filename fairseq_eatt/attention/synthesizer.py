@@ -29,7 +29,9 @@ from .registry import Capabilities, register_attention
 
 
 class SynthesizerBase(FixedLengthAttention):
-    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True)
+    capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True, cross_self_attention=False,
+                                cross_self_why_not="learns weights per position up to the target's maximum length; "
+                                                   "keys that start with the source go past it")
 
     # keys are not projected: the logits come from positions (and, for dense, the query input)
     def project_key(self, key: Tensor) -> Tensor:
@@ -72,7 +74,7 @@ class DenseSynthesizerAttention(SynthesizerBase):
         return self._split_heads(F.relu(self.hidden(query)))  # (B, H, T, d/h)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
-        self._check_lengths(pos)
+        pos = self._check_lengths(pos)
         width = pos.key_len_bound
         # logits over the first `width` key positions, then each key picks the column of its position
         logits = torch.einsum("bhtc,hcs->bhts", q, self.logits_weight[:, :, :width]).float()
@@ -105,8 +107,10 @@ class _RandomSynthesizer(SynthesizerBase):
         return query.new_zeros(query.size(1), self.num_heads, query.size(0), 0)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
-        self._check_lengths(pos)
-        table = self.logits[:, : pos.query_len_bound, : pos.key_len_bound].float()  # (H, Tq, Sk)
+        pos = self._check_lengths(pos)
+        # every query row of the table, picked by position below (no slice by the query bound: a traced decoding
+        # step would freeze it)
+        table = self.logits[:, :, : pos.key_len_bound].float()  # (H, max query length, Sk)
         bsz = max(pos.query.size(0), pos.key.size(0), q.size(0))
         heads, tq, sk = table.shape
         rows = pos.query.expand(bsz, -1)  # (B, T)

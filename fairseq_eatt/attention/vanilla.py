@@ -4,12 +4,13 @@ Numerically the same as fairseq's ``MultiheadAttention`` (a test checks it with 
 ablations are compared against a baseline that runs through the very same code path.
 """
 import math
+from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
-from .base import AttentionBase
+from .base import AttentionBase, Positions
+from .functional import dot_product_scores
 from .registry import Capabilities, register_attention
 
 
@@ -36,8 +37,8 @@ class VanillaAttention(AttentionBase):
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(self.k_proj(key))
 
-    def compute_scores(self, q: Tensor, k: Tensor, pos=None) -> Tensor:
-        return torch.matmul(q, k.transpose(-1, -2)).float()
+    def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
+        return dot_product_scores(q, k)
 
     @classmethod
     def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):

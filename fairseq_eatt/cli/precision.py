@@ -14,7 +14,7 @@ import sys
 
 from .. import reports
 from ..fairseq_tools import PLUGIN_DIR
-from ..perf.precision import MODES, PrecisionError, compare, markdown, record
+from ..perf.precision import MODES, PrecisionError, compare, record
 
 
 def parse_args(argv):
@@ -44,10 +44,7 @@ def main(argv=None):
     except PrecisionError as err:
         sys.exit(f"fairseq-eatt-precision: {err}")
     rec = record(shlex.join(["fairseq-eatt-precision"] + argv), args.data, args.path, flags, result, args.note)
-    if args.out:
-        reports.write(args.out, rec)
-        print(f"wrote {args.out}.md and {args.out}.json")
-    print(markdown(rec), end="")
+    reports.publish(args.out, rec)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,13 @@ A stock fairseq transformer whose three attention positions are built from the a
 registered variant name allowed in that position, so hybrids (e.g. vanilla self-attention with E-ATT
 cross-attention) need no extra code.
 """
+import hashlib
+import json
 import logging
+from typing import Optional
+
+import torch
+from torch import nn
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.logging import metrics
@@ -18,6 +24,7 @@ from fairseq.models.transformer import (
     base_architecture,
 )
 from fairseq.modules import transformer_layer
+from fairseq.modules.quant_noise import quant_noise
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from ..attention import (
@@ -41,10 +48,20 @@ POSITION_ATTRS = {position: flag[2:].replace("-", "_") for position, flag in POS
 
 
 def attention_for(cfg, position: str, embed_dim: int, num_heads: int, kdim=None, vdim=None):
-    """The attention module chosen for ``position`` by its flag, with its options from the flags."""
+    """The attention module chosen for ``position`` by its flag, with its options from the flags; with
+    ``--quant-noise-pq``, fairseq's quantization noise on its linear maps, as on those of fairseq's attention."""
     name = getattr(cfg, POSITION_ATTRS[position], None) or DEFAULT_ATTENTION
-    return build_attention(name, embed_dim, num_heads, position, kdim=kdim, vdim=vdim,
-                           dropout=cfg.attention_dropout, args=cfg)
+    module = build_attention(name, embed_dim, num_heads, position, kdim=kdim, vdim=vdim,
+                             dropout=cfg.attention_dropout, args=cfg)
+    noise, block = cfg.quant_noise.pq, cfg.quant_noise.pq_block_size
+    if noise > 0:
+        for linear in [m for m in module.modules() if isinstance(m, nn.Linear)]:
+            if linear.in_features % block != 0:
+                raise AttentionSpecError(
+                    f"--quant-noise-pq-block-size {block} must divide the input size of every linear map of "
+                    f"{POSITION_FLAGS[position]} {name} ({linear.in_features} does not)")
+            quant_noise(linear, noise, block)
+    return module
 
 
 class EattEncoderLayer(transformer_layer.TransformerEncoderLayerBase):
@@ -63,6 +80,19 @@ class EattDecoderLayer(transformer_layer.TransformerDecoderLayerBase):
             cfg, DECODER_CROSS, embed_dim, cfg.decoder.attention_heads,
             kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
         )
+
+
+# fairseq's module names (FairseqDropout.module_name) of the stock transformer's parts -> this plugin's classes
+STOCK_MODULE_NAMES = {
+    "TransformerEncoder": "EattTransformerEncoder",
+    "TransformerEncoderBase": "EattTransformerEncoder",
+    "TransformerDecoder": "EattTransformerDecoder",
+    "TransformerDecoderBase": "EattTransformerDecoder",
+    "TransformerEncoderLayer": "EattEncoderLayer",
+    "TransformerEncoderLayerBase": "EattEncoderLayer",
+    "TransformerDecoderLayer": "EattDecoderLayer",
+    "TransformerDecoderLayerBase": "EattDecoderLayer",
+}
 
 
 def _wrap_layer(layer, cfg):
@@ -125,6 +155,35 @@ def checkpoint_metadata(args) -> dict:
             "attention": attention_settings(args)}
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def encode_metadata(metadata: dict) -> torch.Tensor:
+    """The metadata as an int64 tensor of the UTF-8 bytes of its JSON and that JSON's digest, so that every entry of
+    a state dict is a tensor: fairseq's scripts/average_checkpoints.py sums integer tensors and floor-divides them by
+    their count, which gives identical metadata back; the digest exposes an average of different metadata."""
+    text = json.dumps(metadata, sort_keys=True)
+    record = json.dumps({"metadata": text, "sha256": _digest(text)})
+    return torch.tensor(list(record.encode("utf-8")), dtype=torch.int64)
+
+
+def decode_metadata(stored) -> dict:
+    """The metadata of :func:`encode_metadata`, or as stored by plugin versions that kept a dict."""
+    if isinstance(stored, dict):
+        return stored
+    if isinstance(stored, torch.Tensor) and stored.dim() == 1 and not stored.is_floating_point():
+        try:
+            record = json.loads(bytes(stored.tolist()).decode("utf-8"))
+            if _digest(record["metadata"]) == record["sha256"]:
+                return json.loads(record["metadata"])
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            pass
+    raise CheckpointMismatchError(
+        f"the checkpoint's fairseq_eatt metadata is unreadable ({stored!r:.200}); an average of checkpoints with "
+        f"other attention settings or plugin versions gives this: average only checkpoints of one training run")
+
+
 def _options_differ(variant: str, mine: dict, theirs: dict) -> bool:
     """Options compared key by key; an option the checkpoint predates matches the value that computes what the
     checkpoint's version computed (the variant's ``added_options``)."""
@@ -142,7 +201,8 @@ def check_checkpoint_metadata(stored, args):
     """Refuse a checkpoint made by another plugin format or with other attention settings than ``args``."""
     from .. import __version__
 
-    if not isinstance(stored, dict) or stored.get("plugin") != "fairseq_eatt":
+    stored = decode_metadata(stored)
+    if stored.get("plugin") != "fairseq_eatt":
         raise CheckpointMismatchError(f"the checkpoint's fairseq_eatt metadata is unreadable ({stored!r:.200})")
     fmt = stored.get("format")
     if fmt == 0:  # saved before the plugin recorded its settings
@@ -183,13 +243,22 @@ def validate_attention_args(args):
                 f"{POSITION_FLAGS[position]} {cls.variant_name}: its auxiliary loss needs --criterion "
                 f"{AUX_CRITERION} (--criterion {criterion} would drop it)"
             )
+    noise, block = getattr(args, "quant_noise_pq", 0) or 0, getattr(args, "quant_noise_pq_block_size", 8) or 8
+    dims = {getattr(args, f"{side}_embed_dim", None) for side in ("encoder", "decoder")} - {None}
+    if noise > 0 and any(d % block for d in dims):
+        raise AttentionSpecError(f"--quant-noise-pq-block-size {block} must divide the input size of every linear "
+                                 f"map, among them the model dimensions {sorted(dims)}")
+    if getattr(args, "cross_self_attention", False):
+        name = getattr(args, POSITION_ATTRS[DECODER_SELF]) or DEFAULT_ATTENTION
+        caps = get_attention_class(name).capabilities
+        if not caps.cross_self_attention:
+            raise AttentionSpecError(f"--cross-self-attention with --decoder-self-attention {name}: it "
+                                     f"{caps.cross_self_why_not}; use another decoder self-attention variant")
     try:
         for position, attr in POSITION_ATTRS.items():  # every option a variant reads, e.g. E-ATT's thresholds
             get_attention_class(getattr(args, attr)).kwargs_from_args(args, position)
     except ValueError as err:
         raise AttentionSpecError(str(err)) from None
-    if getattr(args, "quant_noise_pq", 0) or 0:
-        logger.warning("--quant-noise-pq applies to the feed-forward layers only; plugin attention ignores it")
 
 
 @register_model("transformer_eatt")
@@ -226,31 +295,61 @@ class TransformerEattModel(TransformerModel):
         validate_attention_args(args)
         return super().build_model(args, task)
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, return_all_hiddens: bool = True,
+                features_only: bool = False, alignment_layer: Optional[int] = None,
+                alignment_heads: Optional[int] = None):
+        """fairseq's forward (its signature, which TorchScript can compile); in eager validation it also logs
+        the binarization ratios (``--log-binarization``)."""
+        if not torch.jit.is_scripting() and self._logs_binarization():
+            return self._forward_logging_binarization(src_tokens, src_lengths, prev_output_tokens,
+                                                      return_all_hiddens, features_only, alignment_layer,
+                                                      alignment_heads)
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
+        return self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
+                            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+                            src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
+
+    @torch.jit.unused
+    def _logs_binarization(self) -> bool:
         how = getattr(self.args, "log_binarization", None) or "per-layer"
-        track = not self.training and how != "off" and any(True for _ in binarizing_modules(self))
-        if not track:
-            return super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
+        return not self.training and how != "off" and any(True for _ in binarizing_modules(self))
+
+    @torch.jit.unused
+    def _forward_logging_binarization(self, src_tokens, src_lengths, prev_output_tokens, return_all_hiddens: bool,
+                                      features_only: bool, alignment_layer: Optional[int],
+                                      alignment_heads: Optional[int]):
         set_tracking(self, True)
         try:
-            out = super().forward(src_tokens, src_lengths, prev_output_tokens, **kwargs)
+            out = super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens=return_all_hiddens,
+                                  features_only=features_only, alignment_layer=alignment_layer,
+                                  alignment_heads=alignment_heads)
             stats = BinarizationStats()
             stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx))
-            log_binarization(stats, how)
+            log_binarization(stats, getattr(self.args, "log_binarization", None) or "per-layer")
         finally:
             set_tracking(self, False)
         return out
 
     # ---- checkpoints: the plugin's format and the attention settings travel with the weights ----
     def get_extra_state(self):
-        return checkpoint_metadata(self.args)
+        return encode_metadata(checkpoint_metadata(self.args))
 
     def set_extra_state(self, state):
         check_checkpoint_metadata(state, self.args)  # runs before any weight is loaded into a layer
 
     def upgrade_state_dict_named(self, state_dict, name):
         super().upgrade_state_dict_named(state_dict, name)
-        state_dict.setdefault((name + "." if name else "") + "_extra_state", {"plugin": "fairseq_eatt", "format": 0})
+        state_dict.setdefault((name + "." if name else "") + "_extra_state",
+                              encode_metadata({"plugin": "fairseq_eatt", "format": 0}))
+
+    def make_generation_fast_(self, **kwargs):
+        """``--retain-dropout-modules`` takes fairseq's names of the transformer's parts (TransformerEncoder,
+        TransformerDecoderLayerBase, MultiheadAttention, ...) as well as this plugin's."""
+        modules = kwargs.get("retain_dropout_modules")
+        if modules is not None:
+            kwargs["retain_dropout_modules"] = list(modules) + [ours for stock, ours in STOCK_MODULE_NAMES.items()
+                                                                if stock in modules and ours not in modules]
+        super().make_generation_fast_(**kwargs)
 
     def set_beam_size(self, beam_size):
         """fairseq's SequenceGenerator calls this where a model has it: the decoder's cross-attention then keeps

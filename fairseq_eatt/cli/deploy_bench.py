@@ -1,0 +1,83 @@
+"""fairseq-eatt-deploy-bench: one checkpoint as PyTorch eager, int8, TorchScript and ONNX Runtime, compared.
+
+    fairseq-eatt-deploy-bench DATA --path ckpt.pt --source test.bpe.en --reference test.de [--export DIR]
+        [--target-lang de] [--beam 4] [--limit N] [--out results/deploy_demo]
+
+--source: the test sentences tokenized and split into subwords as the model was trained (e.g. the demo's
+work/demo/bpe8000/test_2016_flickr.en); --reference: the raw reference translations. Hypotheses are detokenized
+(BPE removed, Moses detokenizer of --target-lang) before sacreBLEU. --export: an existing fairseq-eatt-export
+directory of the checkpoint (default: export into a temporary one). With --out, writes OUT.json (measurements and
+provenance) and OUT.md (rendered from it).
+"""
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+
+from .. import reports
+from ..deploy.onnx_export import ExportError, export_checkpoint
+from ..perf.deploy import DeployBenchError, measure, record
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="fairseq-eatt-deploy-bench", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="binarized fairseq data directory of the checkpoint")
+    p.add_argument("--path", required=True, help="checkpoint")
+    p.add_argument("--source", required=True, help="test source sentences, tokenized and with BPE, one per line")
+    p.add_argument("--reference", required=True, help="raw reference translations, one per line")
+    p.add_argument("--export", default=None, help="fairseq-eatt-export directory of the checkpoint")
+    p.add_argument("--target-lang", default="de", help="language of the Moses detokenizer (default: de)")
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--max-len-b", type=int, default=200)
+    p.add_argument("--limit", type=int, default=None, help="the first N sentences only")
+    p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    p.add_argument("--note", default=None, help="what the checkpoint is, for the report")
+    args = p.parse_args(argv)
+    for path, flag in ((args.data, "DATA"), (args.path, "--path"), (args.source, "--source"),
+                       (args.reference, "--reference")):
+        if not os.path.exists(path):
+            p.error(f"{flag} {path}: no such file or folder")
+    if args.export and not os.path.isfile(os.path.join(args.export, "export.json")):
+        p.error(f"--export {args.export}: no export.json there (write one with fairseq-eatt-export)")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be at least 1, got {args.limit}")
+    return args
+
+
+def detokenizer(lang: str):
+    from sacremoses import MosesDetokenizer
+
+    moses = MosesDetokenizer(lang=lang)
+    return lambda line: moses.detokenize((line + " ").replace("@@ ", "").split())
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    with open(args.source, encoding="utf-8") as handle:
+        sources = handle.read().splitlines()
+    with open(args.reference, encoding="utf-8") as handle:
+        references = handle.read().splitlines()
+    if len(sources) != len(references):
+        sys.exit(f"fairseq-eatt-deploy-bench: --source has {len(sources)} lines, --reference {len(references)}")
+    if args.limit:
+        sources, references = sources[:args.limit], references[:args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        export_dir = args.export or os.path.join(tmp, "export")
+        try:
+            if not args.export:
+                export_checkpoint(args.data, args.path, export_dir)
+            measured = measure(args.data, args.path, export_dir, sources, references, detokenizer(args.target_lang),
+                               args.beam, args.lenpen, args.max_len_b)
+        except (ExportError, DeployBenchError) as err:
+            sys.exit(f"fairseq-eatt-deploy-bench: {err}")
+    rec = record(shlex.join(["fairseq-eatt-deploy-bench"] + argv), args.data, args.path, args.export, measured,
+                 args.note)
+    reports.publish(args.out, rec)
+
+
+if __name__ == "__main__":
+    main()
