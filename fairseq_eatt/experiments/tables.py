@@ -236,6 +236,12 @@ def figure1(results: str, scale: str, figure_dir: Optional[str], recipe: str = "
     return status, "\n".join(out) + "\n"
 
 
+def figure_header(status: str, recipe: str, scale: str, eatt_recipe: str, how: str) -> List[str]:
+    """A figure report's status, scale and command lines; ``how`` continues the command's parenthesis."""
+    return [f"Status: {status}.", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
+            f"Command: `fairseq-eatt-experiment {recipe} --scale {scale} --eatt-recipe {eatt_recipe}` ({how}", ""]
+
+
 def figure3(figure_dir: str, scale: str, recipe: str = "paper") -> Tuple[str, str]:
     files = sorted(glob.glob(os.path.join(figure_dir, "figure3_*_seed*.json")))
     out = [f"# Figure 3 ({scale} scale): ratio of nonzero binarized values per layer (E-ATT models, dev set)", ""]
@@ -252,12 +258,10 @@ def figure3(figure_dir: str, scale: str, recipe: str = "paper") -> Tuple[str, st
     expected = len(R.default_seeds("figure3", scale))
     status = (f"complete ({len(files)} seeds)" if len(files) >= expected
               else f"partial ({len(files)} of {expected} seeds)")
-    out += [f"Status: {status}: {', '.join(os.path.basename(f) for f in files)}.", "",
-            f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
-            f"Command: `fairseq-eatt-experiment figure3 --scale {scale} --eatt-recipe {recipe}` "
-            "(fairseq-eatt-binarization on each "
-            "E-ATT seed's best checkpoint, dev set, padding excluded). Mean ± std over seeds.", "",
-            "| layer | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
+    out += figure_header(f"{status}: {', '.join(os.path.basename(f) for f in files)}", "figure3", scale, recipe,
+                         "fairseq-eatt-binarization on each E-ATT seed's best checkpoint, dev set, padding "
+                         "excluded). Mean ± std over seeds.")
+    out += ["| layer | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
     for layer in layers:
         cells = []
         for p in positions:
@@ -284,10 +288,8 @@ def figure2(figure_dir: str, scale: str, recipe: str = "paper") -> Tuple[str, st
     out = [f"# Figure 2 ({scale} scale): cross-attention heat maps", ""]
     if not files:
         return not_run(out, "figure2")
-    out += [f"Status: complete ({len(files)} heat maps).", "", f"Scale: {SCALE_NOTES.get(scale, scale)}", "",
-            f"Command: `fairseq-eatt-experiment figure2 --scale {scale} --eatt-recipe {recipe}` "
-            "(fairseq-eatt-heatmap on the seed-1 "
-            "checkpoints, first test sentence, teacher-forced on its reference, weights averaged over heads, one "
-            "panel per decoder layer).", ""]
+    out += figure_header(f"complete ({len(files)} heat maps)", "figure2", scale, recipe,
+                         "fairseq-eatt-heatmap on the seed-1 checkpoints, first test sentence, teacher-forced on its "
+                         "reference, weights averaged over heads, one panel per decoder layer).")
     out += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]
     return "complete", "\n".join(out) + "\n"
