@@ -178,23 +178,26 @@ def measure_report(args, argv=None):
 
 
 def roofline_report(args, argv=None):
-    from ..energy.roofline import figure, markdown, measure_machine, record
+    from ..energy.roofline import figure, measure_machine, record
 
     machine = measure_machine() if args.measure_machine else {"peak_gops": args.peak_gops,
                                                               "bandwidth_gbs": args.bandwidth_gbs}
-    rec = record(command_line(argv), machine, args.l, args.d, args.heads, args.precision)
-    if args.out:
-        reports.write(args.out, rec)
-        figure(rec, args.out + ".png")
-        print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
-    print(markdown(rec))
+    return publish_with_figure(args.out, record(command_line(argv), machine, args.l, args.d, args.heads,
+                                                args.precision), figure)
+
+
+def publish_with_figure(out, rec, figure):
+    """A report with its figure: OUT.json, OUT.md and OUT.png when ``out`` is given; the markdown printed."""
+    if out:
+        reports.write(out, rec)
+        figure(rec, out + ".png")
+        print(f"wrote {out}.md, {out}.json and {out}.png")
+    print(reports.render(rec))
     return rec
 
 
 def pareto_report(args, argv=None):
-    from ..energy.pareto import figure, markdown, record
-
-    from ..energy.pareto import parse_measured
+    from ..energy.pareto import figure, parse_measured, record
 
     if not os.path.isfile(args.pareto):
         raise SystemExit(f"--pareto {args.pareto}: no such file (a fairseq-eatt-energy --decode --out report's JSON)")
@@ -207,12 +210,7 @@ def pareto_report(args, argv=None):
     rec = record(command_line(argv), args.pareto, args.runs, args.pareto_batch, measured)
     if not rec["points"]:
         raise SystemExit(f"--pareto: no variant of {args.pareto} at batch {args.pareto_batch} has a run in {args.runs}")
-    if args.out:
-        reports.write(args.out, rec)
-        figure(rec, args.out + ".png")
-        print(f"wrote {args.out}.md, {args.out}.json and {args.out}.png")
-    print(markdown(rec))
-    return rec
+    return publish_with_figure(args.out, rec, figure)
 
 
 def decode_report(args, argv=None):
