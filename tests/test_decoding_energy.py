@@ -12,8 +12,7 @@ from .test_deployment import mix_flags, sample_of
 
 
 def unpadded(task, seed=1, bsz=3, length=7):
-    """Sentences of one length: E-ATT's declaration takes its nonzero ratio over real tokens, and padded tokens
-    are binarized too (padding is covered call by call in test_energy_measured)."""
+    """Sentences of one length: the rows of a call share their positions (what a per-call mask computes once)."""
     sample = sample_of(task, seed, bsz, length)
     tokens = sample["net_input"]["src_tokens"]
     tokens[0, :2] = 5
@@ -32,10 +31,12 @@ def tiny(data_dir, variant, seed=0):
     return task, model.eval()
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["same-length", "left-padded"])
 @pytest.mark.parametrize("variant", available_attentions())
-def test_every_beam_search_step_declares_what_it_executes(data_dir, variant):
+def test_every_beam_search_step_declares_what_it_executes(data_dir, variant, padded):
     task, model = tiny(data_dir, variant)
-    count = count_generation(model, task, [unpadded(task)], beam=3, max_len_b=4)
+    sample = sample_of(task, bsz=3, length=7) if padded else unpadded(task)
+    count = count_generation(model, task, [sample], beam=3, max_len_b=4)
     positions = {c.position for c in count.calls}
     assert positions == {ENCODER_SELF, DECODER_SELF, DECODER_CROSS}
     steps = [c for c in count.calls if c.position == DECODER_SELF]

@@ -60,9 +60,9 @@ class AdaptiveSpanAttention(VanillaAttention):
         return {"alignment": counts["alignment"], "attention": counts["attention"] + mask}
 
     @classmethod
-    def per_call_op_counts(cls, lq, lk, d, heads, convention="paper", **options):
-        """The mask itself (span, distance ramp) is computed once per call when every row has the same positions."""
-        pairs = heads * lq * lk
+    def per_call_op_counts(cls, lq, lk, d, heads, convention="paper", shared_positions=True, **options):
+        """The spans are computed once per call; the distance ramp too when every row has the same positions."""
+        pairs = heads * lq * lk if shared_positions else 0
         return only_complete(convention, OpCounts(mul=heads + pairs, add=heads + pairs))
 
     def spans(self) -> Tensor:

@@ -186,9 +186,9 @@ class AttentionBase(nn.Module):
 
     @classmethod
     def per_call_op_counts(cls, lq: int, lk: int, d: int, heads: int, convention: str = "paper",
-                           **options) -> "OpCounts":
-        """The part of :meth:`op_counts` (one row) that a call of several rows computes only once when the rows
-        share their positions (no padding), e.g. a mask of distances. None by default."""
+                           shared_positions: bool = True, **options) -> "OpCounts":
+        """The part of :meth:`op_counts` (one row) that a call of several rows computes only once, e.g. a mask of
+        distances when the rows share their positions (``shared_positions``: no padding). None by default."""
         return OpCounts()
 
     @classmethod

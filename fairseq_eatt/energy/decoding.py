@@ -163,8 +163,9 @@ class _Recorder:
             if kwargs.get("need_weights", True) or per_head:
                 declared = declared + cls.weights_op_counts(lq, lk, d, heads, not per_head, **options).scaled(rows)
             padding = kwargs.get("key_padding_mask")
-            if rows > 1 and (padding is None or not bool(padding.any())):  # rows share their positions
-                declared = declared - cls.per_call_op_counts(lq, lk, d, heads, "complete", **options).scaled(rows - 1)
+            shared = padding is None or not bool(padding.any())  # rows share their positions
+            declared = declared - cls.per_call_op_counts(lq, lk, d, heads, "complete", shared,
+                                                         **options).scaled(rows - 1)
             traffic = cls.byte_counts(lq, lk, d, heads, self.precision, new_keys=new,
                                       self_attention=position != DECODER_CROSS, rows=rows, **options)
             # the output projection, a block weight: read once per call
