@@ -1,0 +1,74 @@
+"""Binary, ternary and 8-bit weights: quantizers, straight-through gradients, packed storage, declared operations."""
+import pytest
+import torch
+
+from fairseq_eatt.quantization import (QuantizedLinear, check_weight_bits, matvec_op_counts, pack, parse_modules,
+                                       quantize, straight_through, unpack)
+
+
+@pytest.mark.parametrize("bits, levels", [(1, 2), (2, 3)])
+def test_binary_and_ternary_rows_take_two_or_three_values(bits, levels):
+    torch.manual_seed(0)
+    w = torch.randn(6, 32)
+    q = quantize(w, bits)
+    for row in q:
+        assert len(torch.unique(row)) <= levels
+        assert torch.allclose(row.abs()[row != 0], row.abs().max().expand(int((row != 0).sum())))
+    assert torch.equal(torch.sign(q[q != 0]), torch.sign(w[q != 0]))  # signs kept
+    if bits == 1:
+        assert torch.allclose(q.abs()[:, 0], w.abs().mean(dim=1))  # XNOR's scale: mean |w| of the row
+
+
+def test_ternary_zeroes_small_weights_by_the_row_threshold():
+    w = torch.tensor([[0.05, -0.9, 1.1, -0.02, 0.3, -0.4]])
+    q = quantize(w, 2)
+    delta = 0.7 * w.abs().mean()
+    assert torch.equal(q != 0, w.abs() > delta)
+    assert q[0, 1] == -q[0, 2] == -(w.abs()[w.abs() > delta].mean())
+
+
+def test_eight_bits_is_close():
+    torch.manual_seed(0)
+    w = torch.randn(4, 64)
+    assert (quantize(w, 8) - w).abs().max() <= w.abs().max() / 127 / 2 + 1e-6
+
+
+def test_gradients_reach_the_float_weights_through_the_straight_through_estimator():
+    torch.manual_seed(0)
+    layer = QuantizedLinear(8, 4, bits=2)
+    x = torch.randn(3, 8)
+    layer(x).pow(2).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    w = torch.randn(4, 8, requires_grad=True)
+    straight_through(w, 1).sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # the identity's gradient
+    # the forward pass uses the quantized weights
+    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, quantize(layer.weight, 2), layer.bias))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8])
+def test_packed_weights_unpack_to_the_quantized_weights(bits):
+    torch.manual_seed(1)
+    w = torch.randn(5, 13)  # odd sizes: padding inside the last byte
+    packed = pack(w, bits)
+    torch.testing.assert_close(unpack(packed, bits), quantize(w, bits), rtol=1e-6, atol=1e-6)
+    expected_bytes = {1: -(-65 // 8), 2: -(-65 // 4), 8: 65}[bits]
+    assert packed["codes"].numel() == expected_bytes
+
+
+def test_binary_and_ternary_products_declare_no_multiplication_but_the_scales():
+    binary = matvec_op_counts(10, 64, 32, 1)
+    assert binary.mul == 10 * 32 and binary.add == 10 * 32 * 64
+    ternary = matvec_op_counts(10, 64, 32, 2, nonzero=0.5)
+    assert ternary.mul == 10 * 32 and ternary.add == 10 * 32 * 32
+    assert matvec_op_counts(10, 64, 32, 8).mul == 10 * 64 * 32
+
+
+def test_bad_values_are_refused_with_the_flag():
+    with pytest.raises(ValueError, match="--weight-bits must be one of 1, 2, 8"):
+        check_weight_bits(4)
+    with pytest.raises(ValueError, match="--quantize-modules"):
+        parse_modules("attn,embeddings")
+    with pytest.raises(ValueError, match="--quantize-modules"):
+        parse_modules("")
+    assert parse_modules("ffn,attn,ffn") == ("ffn", "attn")
