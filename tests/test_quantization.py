@@ -5,6 +5,8 @@ import torch
 from fairseq_eatt.quantization import (QuantizedLinear, check_weight_bits, matvec_op_counts, pack, parse_modules,
                                        quantize, straight_through, unpack)
 
+from .test_model import data_dir  # noqa: F401  (the dictionaries fixture)
+
 
 @pytest.mark.parametrize("bits, levels", [(1, 2), (2, 3)])
 def test_binary_and_ternary_rows_take_two_or_three_values(bits, levels):
@@ -72,3 +74,32 @@ def test_bad_values_are_refused_with_the_flag():
     with pytest.raises(ValueError, match="--quantize-modules"):
         parse_modules("")
     assert parse_modules("ffn,attn,ffn") == ("ffn", "attn")
+
+
+def test_weight_bits_quantize_the_chosen_modules_of_the_model(data_dir):
+    from .test_model import build
+
+    torch.manual_seed(0)
+    _, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--weight-bits", "2", "--quantize-modules", "attn")
+    layer = model.encoder.layers[0]
+    assert all(isinstance(m, QuantizedLinear) for m in layer.self_attn.modules() if isinstance(m, torch.nn.Linear))
+    assert not isinstance(layer.fc1, QuantizedLinear)
+    _, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--weight-bits", "1")
+    dec = model.decoder.layers[0]
+    assert isinstance(dec.fc1, QuantizedLinear) and isinstance(dec.encoder_attn.out_proj, QuantizedLinear)
+    keys = set(model.state_dict())
+    _, plain, _ = build(data_dir, "--arch", "transformer_eatt_tiny")
+    assert keys == set(plain.state_dict())  # checkpoints keep the float weights under the same names
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--weight-bits", "3"], "invalid choice"),
+    (["--weight-bits", "2", "--quantize-modules", "attn,emb"], "--quantize-modules"),
+    (["--quantize-modules", "attn"], "--quantize-modules needs --weight-bits"),
+])
+def test_bad_quantization_flags_are_refused(data_dir, flags, message, capsys):
+    from .test_model import build
+
+    with pytest.raises((SystemExit, ValueError)) as err:
+        build(data_dir, "--arch", "transformer_eatt_tiny", *flags)
+    assert message in str(err.value) + capsys.readouterr().err

@@ -40,6 +40,7 @@ from ..attention import (
 )
 from ..analysis.binarization import BinarizationStats, attention_modules, binarizing_modules, set_tracking
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
+from ..quantization import WEIGHT_BITS, QuantizedLinear, check_weight_bits, parse_modules
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +62,41 @@ def attention_for(cfg, position: str, embed_dim: int, num_heads: int, kdim=None,
                     f"--quant-noise-pq-block-size {block} must divide the input size of every linear map of "
                     f"{POSITION_FLAGS[position]} {name} ({linear.in_features} does not)")
             quant_noise(linear, noise, block)
+    bits = getattr(cfg, "weight_bits", None)
+    if bits and "attn" in parse_modules(getattr(cfg, "quantize_modules", None) or "attn,ffn"):
+        quantize_linear_maps(module, bits)
     return module
 
 
+def quantize_linear_maps(module: nn.Module, bits: int):
+    """Every nn.Linear inside ``module`` becomes a QuantizedLinear sharing its parameters (checkpoint keys stay)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, QuantizedLinear.from_linear(child, bits))
+
+
+def _quantized_fc(layer_fc, cfg):
+    bits = getattr(cfg, "weight_bits", None)
+    if bits and "ffn" in parse_modules(getattr(cfg, "quantize_modules", None) or "attn,ffn"):
+        return QuantizedLinear.from_linear(layer_fc, bits)
+    return layer_fc
+
+
 class EattEncoderLayer(transformer_layer.TransformerEncoderLayerBase):
+    def __init__(self, cfg, return_fc=False):
+        super().__init__(cfg, return_fc)
+        self.fc1, self.fc2 = _quantized_fc(self.fc1, cfg), _quantized_fc(self.fc2, cfg)
+
     def build_self_attention(self, embed_dim, cfg):
         return attention_for(cfg, ENCODER_SELF, embed_dim, cfg.encoder.attention_heads)
 
 
 class EattDecoderLayer(transformer_layer.TransformerDecoderLayerBase):
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+        self.fc1, self.fc2 = _quantized_fc(self.fc1, cfg), _quantized_fc(self.fc2, cfg)
+
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
             raise AttentionSpecError("transformer_eatt does not support add_bias_kv / add_zero_attn")
@@ -248,6 +275,15 @@ def validate_attention_args(args):
     if noise > 0 and any(d % block for d in dims):
         raise AttentionSpecError(f"--quant-noise-pq-block-size {block} must divide the input size of every linear "
                                  f"map, among them the model dimensions {sorted(dims)}")
+    bits, modules = getattr(args, "weight_bits", None), getattr(args, "quantize_modules", None)
+    try:
+        if bits is not None:
+            check_weight_bits(bits)
+            parse_modules(modules or "attn,ffn")
+        elif modules:
+            raise ValueError("--quantize-modules needs --weight-bits (1, 2 or 8)")
+    except ValueError as err:
+        raise AttentionSpecError(str(err)) from None
     if getattr(args, "cross_self_attention", False):
         name = getattr(args, POSITION_ATTRS[DECODER_SELF]) or DEFAULT_ATTENTION
         caps = get_attention_class(name).capabilities
@@ -285,6 +321,13 @@ class TransformerEattModel(TransformerModel):
             help="during validation, log the ratio of nonzero binarized inputs of E-ATT-style attention "
                  "(the paper's Figure 3): per-layer (default), mean (one value per position) or off",
         )
+        parser.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, metavar="BITS",
+                            help="quantization-aware training of weights: 1 (binary, XNOR scale), 2 (ternary, TWN "
+                                 "threshold) or 8 bits, one scale per output channel, straight-through gradients "
+                                 "(default: float weights)")
+        parser.add_argument("--quantize-modules", metavar="MODULES",
+                            help="with --weight-bits: comma-separated subset of attn (every attention's linear "
+                                 "maps, E-ATT's selections included), ffn (the feed-forward layers); default attn,ffn")
         flags = set()  # each flag once, though several variants share options
         for name in names:
             get_attention_class(name).add_args(parser, flags)
