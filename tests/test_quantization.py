@@ -103,3 +103,11 @@ def test_bad_quantization_flags_are_refused(data_dir, flags, message, capsys):
     with pytest.raises((SystemExit, ValueError)) as err:
         build(data_dir, "--arch", "transformer_eatt_tiny", *flags)
     assert message in str(err.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8])
+def test_a_quantized_map_scripts(bits):
+    torch.manual_seed(0)
+    layer = QuantizedLinear(8, 4, bits=bits).eval()
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(torch.jit.script(layer)(x), layer(x))
