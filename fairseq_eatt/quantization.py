@@ -126,3 +126,32 @@ def matvec_op_counts(tokens: int, d_in: int, d_out: int, bits: int, nonzero: flo
         return OpCounts(mul=n, add=n)
     terms = d_in * (nonzero if bits == 2 else 1.0)
     return OpCounts(mul=tokens * d_out, add=tokens * d_out * terms)
+
+
+# ---- packed checkpoints ------------------------------------------------------------------------------------------
+PACKED = ".weight_packed_"  # X.weight -> X.weight_packed_{codes,scale,shape,bits}: every entry a tensor
+
+
+def pack_state(state: Dict[str, Tensor], quantized: Dict[str, int]) -> Dict[str, Tensor]:
+    """``state`` with the weight of every quantized map (``quantized``: module name -> bits) replaced by its packed
+    codes and scales (the float weights a training run keeps are not needed to decode)."""
+    out = dict(state)
+    for name, bits in quantized.items():
+        packed = pack(out.pop(name + ".weight"), bits)
+        for part, value in packed.items():
+            out[name + PACKED + part] = value
+        out[name + PACKED + "bits"] = torch.tensor(bits)
+    return out
+
+
+def unpack_state(state: Dict[str, Tensor]):
+    """In place: packed weights back to (quantized) float weights, so that the model loads them."""
+    for key in [k for k in state if k.endswith(PACKED + "bits")]:
+        name = key[: -len(PACKED + "bits")]
+        parts = {part: state.pop(name + PACKED + part) for part in ("codes", "scale", "shape")}
+        bits = int(state.pop(key))
+        state[name + ".weight"] = unpack(parts, bits)
+
+
+def quantized_maps(model: nn.Module) -> Dict[str, int]:
+    return {name: m.bits for name, m in model.named_modules() if isinstance(m, QuantizedLinear)}

@@ -111,3 +111,41 @@ def test_a_quantized_map_scripts(bits):
     layer = QuantizedLinear(8, 4, bits=bits).eval()
     x = torch.randn(2, 8)
     torch.testing.assert_close(torch.jit.script(layer)(x), layer(x))
+
+
+def test_a_packed_checkpoint_is_smaller_and_decodes_with_the_quantized_weights(data_dir, tmp_path):
+    from fairseq import checkpoint_utils
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from fairseq_eatt.cli import pack as pack_cli
+
+    from .test_deployment import sample_of, same_hypotheses, write_checkpoint
+    from .test_model import build
+
+    torch.manual_seed(0)
+    task, model, args = build(data_dir, "--arch", "transformer_eatt_tiny", "--weight-bits", "2")
+    write_checkpoint(tmp_path / "float.pt", model, args)
+    pack_cli.main([str(tmp_path / "float.pt"), str(tmp_path / "packed.pt")])
+    assert (tmp_path / "packed.pt").stat().st_size < 0.7 * (tmp_path / "float.pt").stat().st_size
+    stored = torch.load(tmp_path / "packed.pt", weights_only=False)["model"]
+    assert all(isinstance(v, torch.Tensor) for v in stored.values())  # averaging tools still see tensors
+    assert not any(k.endswith("fc1.weight") for k in stored)
+    (loaded,), _ = checkpoint_utils.load_model_ensemble([str(tmp_path / "packed.pt")], task=task)
+    sample = sample_of(task)
+    with torch.no_grad():
+        expected = SequenceGenerator([model.eval()], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
+        got = SequenceGenerator([loaded.eval()], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
+    same_hypotheses(expected, got)
+
+
+def test_packing_a_float_checkpoint_is_refused(data_dir, tmp_path, capsys):
+    from fairseq_eatt.cli import pack as pack_cli
+
+    from .test_deployment import write_checkpoint
+    from .test_model import build
+
+    _, model, args = build(data_dir, "--arch", "transformer_eatt_tiny")
+    write_checkpoint(tmp_path / "float.pt", model, args)
+    with pytest.raises(SystemExit):
+        pack_cli.main([str(tmp_path / "float.pt"), str(tmp_path / "packed.pt")])
+    assert "no quantized weights" in capsys.readouterr().err and not (tmp_path / "packed.pt").exists()

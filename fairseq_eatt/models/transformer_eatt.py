@@ -40,7 +40,7 @@ from ..attention import (
 )
 from ..analysis.binarization import BinarizationStats, attention_modules, binarizing_modules, set_tracking
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
-from ..quantization import WEIGHT_BITS, QuantizedLinear, check_weight_bits, parse_modules
+from ..quantization import WEIGHT_BITS, QuantizedLinear, check_weight_bits, parse_modules, unpack_state
 
 logger = logging.getLogger(__name__)
 
@@ -381,6 +381,7 @@ class TransformerEattModel(TransformerModel):
         check_checkpoint_metadata(state, self.args)  # runs before any weight is loaded into a layer
 
     def upgrade_state_dict_named(self, state_dict, name):
+        unpack_state(state_dict)  # a packed checkpoint (fairseq-eatt-pack): its quantized weights as floats
         super().upgrade_state_dict_named(state_dict, name)
         state_dict.setdefault((name + "." if name else "") + "_extra_state",
                               encode_metadata({"plugin": "fairseq_eatt", "format": 0}))
