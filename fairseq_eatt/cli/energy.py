@@ -166,12 +166,10 @@ def measure_report(args, argv=None):
         print(f"{name}: {c['joules']:.3f} J measured over {result['seconds']:.2f} s; idle {c['idle_watts']:.2f} W; "
               f"{c['joules_above_idle']:.3f} J above idle")
     if args.out:
-        from ..fairseq_tools import git_commit, machine
-        import datetime
+        from ..data.text import atomic_output
 
-        record = {"kind": "energy-measured", "command": command_line(argv), "date": str(datetime.date.today()),
-                  "git_commit": git_commit(), "machine": machine(), "result": result}
-        with open(args.out + ".json", "w", encoding="utf-8") as handle:
+        record = {"kind": "energy-measured", "result": result, **reports.provenance(command_line(argv))}
+        with atomic_output(args.out + ".json") as handle:
             json.dump(record, handle, indent=1)
         print(f"wrote {args.out}.json")
     return result

@@ -96,16 +96,14 @@ class _Recorder:
         self.state: Dict[int, dict] = {}
         self.counters: List[OpCounter] = []
         self.steps: Dict[tuple, int] = {}  # keys seen by fixed-state self-attention, per module and decoding
+        attention = {name for name, m in model.named_modules() if isinstance(m, AttentionBase)}
         for name, module in model.named_modules():
             position = attention_position(name)
-            if isinstance(module, AttentionBase) and position is not None:
+            if name in attention and position is not None:
                 self._watch_attention(module, position)
-            elif isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) and not self._inside_attention(name):
+            elif isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)) and \
+                    not any(name.startswith(a + ".") for a in attention):
                 self.handles.append(module.register_forward_hook(self._other_hook))
-
-    def _inside_attention(self, name: str) -> bool:
-        parent = name.rsplit(".", 1)[0]
-        return any(isinstance(m, AttentionBase) for n, m in self.model.named_modules() if n == parent)
 
     def _watch_attention(self, module, position):
         cls = type(module)
@@ -116,9 +114,7 @@ class _Recorder:
             state = kwargs.get("incremental_state")
             buffer = mod._get_input_buffer(state) if state is not None else {}
             prev = buffer.get("prev_key") if buffer else None
-            fixed = buffer.get("kv_state") if buffer else None
-            self.state[id(mod)] = {"cached": 0 if prev is None else prev.size(2),
-                                   "stepped": fixed is not None, "incremental": state is not None}
+            self.state[id(mod)] = {"cached": 0 if prev is None else prev.size(2), "incremental": state is not None}
             if module.capabilities.binarizes:
                 mod.track_binarization = True
             counter = OpCounter()
