@@ -13,7 +13,7 @@ A binary or ternary matrix-vector product is additions and subtractions of the i
 multiplication by alpha_c per output: :func:`matvec_op_counts` declares it.
 """
 import math
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -60,11 +60,15 @@ def straight_through(weight: Tensor, bits: int) -> Tensor:
 
 
 class QuantizedLinear(nn.Linear):
-    """nn.Linear whose forward uses its weights quantized to ``bits`` (straight-through in training)."""
+    """nn.Linear whose forward uses its weights quantized to ``bits`` (straight-through in training). In evaluation
+    the quantized weights are computed once and kept until the float weights change (a deployed model stores them:
+    fairseq-eatt-pack), so decoding does not redo, nor get charged for, the quantization."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 2):
         super().__init__(in_features, out_features, bias)
         self.bits = check_weight_bits(bits)
+        self._deployed: Optional[Tensor] = None
+        self._deployed_of: Tuple[int, int, int, torch.dtype] = (0, -1, 0, torch.float32)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, bits: int) -> "QuantizedLinear":
@@ -74,7 +78,52 @@ class QuantizedLinear(nn.Linear):
         return q
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.linear(x, straight_through(self.weight, self.bits), self.bias)
+        if self.training or torch.jit.is_scripting():
+            return nn.functional.linear(x, straight_through(self.weight, self.bits), self.bias)
+        return nn.functional.linear(x, self.deployed_weight(), self.bias)
+
+    @torch.jit.unused
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode:
+            self.deployed_weight()  # quantized when the model is put to use, not within its first call
+        return self
+
+    @torch.jit.unused
+    def deployed_weight(self) -> Tensor:
+        """The quantized weights, recomputed only when the float weights changed (in place, replaced or cast)."""
+        w = self.weight
+        key = (id(w), w._version, w.data_ptr(), w.dtype)
+        if self._deployed is None or self._deployed_of != key:
+            with torch.no_grad():
+                self._deployed = quantize(w.detach(), self.bits)
+            self._deployed_of = key
+        return self._deployed
+
+    def op_counts(self, rows: int, selection: bool = False) -> OpCounts:
+        """What ``rows`` input vectors cost through this map: binary/ternary weights, per output channel c with
+        n_c nonzero weights, n_c - 1 additions (+ 1 for the bias) and one multiplication by its scale; 8 bits, a
+        dense product. ``selection``: the input is E-ATT's 0/1 code, a sum of selected rows either way (as for float
+        weights: see fairseq_eatt.energy.measure)."""
+        if selection or self.bits == 8:
+            return OpCounts()  # charged as for float weights
+        weights = quantize(self.weight.detach(), self.bits) if self.training else self.deployed_weight()
+        nonzero = (weights != 0).sum(dim=1)
+        adds = float((nonzero - 1).clamp_min(0).sum()) + (self.out_features if self.bias is not None else 0)
+        return OpCounts(mul=rows * self.out_features, add=rows * adds)
+
+    def float_op_counts(self, rows: int, selection: bool = False) -> OpCounts:
+        """The same rows through float weights (what a float declaration charges for this map)."""
+        if selection or self.bits == 8:
+            return OpCounts()
+        bias = self.out_features if self.bias is not None else 0
+        return OpCounts(mul=rows * self.in_features * self.out_features,
+                        add=rows * ((self.in_features - 1) * self.out_features + bias))
+
+    def stored_bytes(self, scale_bytes: float = 4.0) -> float:
+        """Bytes of the weight matrix as a deployed model stores it: ``bits`` per weight (packed) and one scale per
+        output channel (the bias is not included)."""
+        return self.weight.numel() * self.bits / 8 + self.out_features * scale_bytes
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bits={self.bits}"
