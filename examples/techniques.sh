@@ -3,7 +3,7 @@
 #   bash examples/techniques.sh small --jobs 2     Multi30k En-De on a 2-core CPU:
 #     1. vanilla and E-ATT alone and with each technique (fairseq-eatt-experiment techniques, 650 updates),
 #     2. their curves (BLEU vs kept ratio, vs mean exit depth) and comparison rows with decoding energy
-#        (fairseq-eatt-techniques -> results/small/techniques.md, techniques_prune.png, techniques_exit.png).
+#        (fairseq-eatt-techniques -> results/techniques.md, techniques_prune.png, techniques_exit.png).
 #   bash examples/techniques.sh paper ...          step 1 at the paper's scale (GPU); step 2 reads small-scale runs
 # Options after the scale go to fairseq-eatt-experiment (--jobs, --configs, --only, --dry-run...).
 source "$(dirname "$0")/common.sh"
@@ -14,5 +14,5 @@ for arg in "$@"; do
   previous="$arg"
 done
 if [[ "${1:-paper}" == small && " $* " != *" --dry-run "* ]]; then
-  "$PY" -m fairseq_eatt.cli.techniques --jobs "$jobs" --out results/small/techniques
+  "$PY" -m fairseq_eatt.cli.techniques --jobs "$jobs" --out results/techniques
 fi

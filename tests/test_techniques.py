@@ -80,7 +80,7 @@ def test_a_threshold_keeps_tokens_within_a_share_of_the_largest_importance():
 def test_pruning_keeps_incremental_decoding_equal_to_the_full_pass(data_dir, variant, importance):
     torch.manual_seed(0)
     task, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--encoder-self-attention", variant,
-                           "--prune-layer", "1", "--prune-keep-ratio", "0.6", "--prune-importance", importance)
+                           "--prune-layer", "1", "--prune-keep-ratio", "0.6", "--prune-importance", importance, *AUX)
     spread(model)
     if importance == "learned":  # scores that differ between tokens
         torch.nn.init.normal_(model.encoder.pruner.scorer.weight, std=0.5)
@@ -136,7 +136,8 @@ def test_a_pruned_model_scripts(data_dir):
     sample = sample_of(task)
     expected = SequenceGenerator([model], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
     scripted = script_and_reload(SequenceGenerator([model], task.target_dictionary, beam_size=2, max_len_b=6))
-    same_hypotheses(expected, scripted.forward(sample))
+    with torch.no_grad():
+        same_hypotheses(expected, scripted.forward(sample))
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "eatt"])
@@ -199,12 +200,31 @@ def exit_model(data_dir, variant="vanilla", threshold=None, layers=3, seed=0, ex
 
 def mixed_threshold(model, task, sample):
     """A threshold at which some target tokens exit after the first layer and others go on."""
-    prev = torch.randint(4, len(task.target_dictionary), (3, 6))
+    prev = torch.randint(4, len(task.target_dictionary), (sample["net_input"]["src_tokens"].size(0), 6))
     with torch.no_grad():
         _, extra = model(**sample["net_input"], prev_output_tokens=prev)
         first = extra["inner_states"][1]
         confidence = torch.softmax(model.decoder.output_layer(model.decoder.exit_features(first)), -1).amax(-1)
     return float(confidence.median())
+
+
+def step_depths(model, task, sample, beam, max_len_b):
+    """Exit depths of every decoding step of every hypothesis in fairseq's incremental beam search."""
+    seen = []
+    forward = model.decoder.forward
+
+    def watch(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        seen.extend(out[1]["exit_layer"][0].flatten().tolist())
+        return out
+
+    model.decoder.forward = watch
+    try:
+        with torch.no_grad():
+            SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_b=max_len_b).forward(sample)
+    finally:
+        del model.decoder.forward
+    return seen
 
 
 @pytest.mark.parametrize("variant", DECODER_VARIANTS)
@@ -214,13 +234,8 @@ def test_early_exit_keeps_incremental_decoding_equal_to_the_full_pass(data_dir, 
     model.decoder.exit_threshold = mixed_threshold(model, task, sample)
     fast, slow = searches(model, task, sample, beam=3, max_len_b=10)
     same_hypotheses(fast, slow)
-    # the exits of the decoded tokens: some after the first layer, some deeper
-    hyp = torch.stack([h[0]["tokens"][:4] for h in fast])
-    prev = torch.cat([torch.full((3, 1), task.target_dictionary.eos()), hyp[:, :-1]], dim=1)
-    with torch.no_grad():
-        _, extra = model(**sample["net_input"], prev_output_tokens=prev)
-    depths = set(extra["exit_layer"][0].flatten().tolist())
-    assert 1 in depths and len(depths) > 1
+    depths = step_depths(model, task, sample, beam=3, max_len_b=10)
+    assert 1 in depths and len(set(depths)) > 1  # tokens left at different layers
 
 
 def test_a_token_exits_at_its_first_confident_layer_and_skipped_layers_see_its_copied_state(data_dir):
@@ -253,11 +268,7 @@ def test_when_every_token_exits_the_skipped_layers_fill_their_caches(data_dir):
     model.decoder.exit_threshold = mixed_threshold(model, task, sample)
     fast, slow = searches(model, task, sample, beam=1, max_len_b=12)
     same_hypotheses(fast, slow)
-    tokens = fast[0][0]["tokens"]
-    prev = torch.cat([torch.tensor([task.target_dictionary.eos()]), tokens[:-1]]).unsqueeze(0)
-    with torch.no_grad():
-        _, extra = model(**sample["net_input"], prev_output_tokens=prev)
-    depth = extra["exit_layer"][0][0].tolist()
+    depth = step_depths(model, task, sample, beam=1, max_len_b=12)  # one hypothesis: one depth per step
     assert min(depth) < 4 and any(depth[i] > min(depth[:i]) for i in range(1, len(depth)))
 
 
@@ -266,7 +277,8 @@ def test_threshold_one_is_the_model_without_exits(data_dir):
     sample = sample_of(task)
     prev = torch.randint(4, len(task.target_dictionary), (3, 6))
     torch.manual_seed(0)
-    _, plain, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--decoder-layers", "3")
+    _, plain, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--decoder-layers", "3",
+                        "--decoder-self-attention", "vanilla")
     spread(plain)
     with torch.no_grad():
         a, extra = model(**sample["net_input"], prev_output_tokens=prev)
@@ -276,13 +288,11 @@ def test_threshold_one_is_the_model_without_exits(data_dir):
 
 
 def test_training_takes_the_mean_of_every_layers_loss(data_dir):
-    from fairseq import criterions
-    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterionConfig
+    from fairseq_eatt.criterions.label_smoothed_cross_entropy_with_aux import (
+        LabelSmoothedCrossEntropyWithAuxCriterion)
 
     task, model = exit_model(data_dir)
-    model.train()
-    criterion = criterions.build_criterion(LabelSmoothedCrossEntropyCriterionConfig(
-        _name="label_smoothed_cross_entropy_with_aux", label_smoothing=0.1), task)
+    criterion = LabelSmoothedCrossEntropyWithAuxCriterion(task, sentence_avg=False, label_smoothing=0.1)
     sample = sample_of(task)
     prev = torch.randint(4, len(task.target_dictionary), (3, 6))
     target = torch.randint(4, len(task.target_dictionary), (3, 6))
@@ -308,7 +318,8 @@ def test_an_early_exit_model_scripts(data_dir):
     model.decoder.exit_threshold = mixed_threshold(model, task, sample)
     expected = SequenceGenerator([model], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
     scripted = script_and_reload(SequenceGenerator([model], task.target_dictionary, beam_size=2, max_len_b=6))
-    same_hypotheses(expected, scripted.forward(sample))
+    with torch.no_grad():
+        same_hypotheses(expected, scripted.forward(sample))
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "eatt", "performer"])
@@ -361,7 +372,7 @@ def test_eatt_with_ternary_weights_keeps_few_multiplications():
     module = EattAttention(16, 2, self_attention=True, threshold=0.0).eval()
     x = torch.randn(5, 2, 16)
     _, dense = measure(lambda: module(x, x, x, need_weights=False))
-    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+    for name in ("q_select", "k_select", "v_proj", "out_proj"):
         setattr(module, name, QuantizedLinear.from_linear(getattr(module, name), 2))
     module.eval()
     _, ternary = measure(lambda: module(x, x, x, need_weights=False))
@@ -412,3 +423,67 @@ def test_onnx_export_refuses_what_a_traced_graph_cannot_follow(data_dir, tmp_pat
     with pytest.raises(ExportError, match=message):
         export_tiny(data_dir, tmp_path, *flags)
     assert not (tmp_path / "export").exists()
+
+
+# ---- the techniques report --------------------------------------------------------------------------------------------
+
+def fake_point(config, overrides, dev, test, depth=None, kept=None):
+    stats = {"seconds": 10.0, "sentences": 1000, "kept_ratio": kept, "mean_exit_depth": depth}
+    from fairseq_eatt.experiments.techniques import label_of
+
+    return {"config": config, "overrides": overrides, "label": label_of(overrides),
+            "dev": {"bleu": dev, **stats}, "test": {"bleu": test, **stats}}
+
+
+def test_each_technique_row_takes_a_setting_chosen_on_dev():
+    from fairseq_eatt.experiments.techniques import chosen
+
+    points = [fake_point("eatt+exit", {"exit_threshold": 1.0}, 20.0, 21.0, depth=3.0),
+              fake_point("eatt+exit", {"exit_threshold": 0.9}, 19.5, 10.0, depth=2.0),  # test BLEU is not looked at
+              fake_point("eatt+exit", {"exit_threshold": 0.6}, 18.0, 30.0, depth=1.5),  # more than 1 BLEU lost on dev
+              fake_point("eatt+prune", {"prune_keep_ratio": 0.5}, 25.0, 25.0, kept=0.5),
+              fake_point("eatt+prune", {"prune_keep_ratio": 0.7}, 20.0, 20.0, kept=0.7),
+              fake_point("eatt", {}, 22.0, 23.0), fake_point("eatt", {"prune_layer": 1, "prune_keep_ratio": 0.5},
+                                                           24.0, 24.0)]
+    assert chosen("eatt+exit", points)["overrides"] == {"exit_threshold": 0.9}
+    assert chosen("eatt+prune", points)["overrides"] == {"prune_keep_ratio": 0.7}  # its training ratio
+    assert chosen("eatt", points)["overrides"] == {}
+    assert chosen("vanilla+exit", points) is None
+
+
+def test_the_report_renders_rows_curves_and_findings(tmp_path):
+    from fairseq_eatt import reports
+    from fairseq_eatt.experiments.techniques import plot
+
+    energy = lambda arith, dram, mul: {"params": 1000, "stored_bytes": 4000.0, "mul_per_sentence": mul,  # noqa: E731
+                                       "attention_mul_per_sentence": mul / 4, "declared_equals_executed": True,
+                                       "energy_uj_per_sentence": {"arithmetic": arith, "dram": dram, "sram": arith}}
+    points = [fake_point("vanilla", {}, 25.0, 26.0), fake_point("eatt+ternary", {}, 22.0, 23.5),
+              fake_point("eatt", {}, 24.0, 25.0),
+              fake_point("eatt", {"prune_layer": 1, "prune_keep_ratio": 0.5}, 23.0, 24.0, kept=0.52)]
+    rows = [{"config": "vanilla", "run": "v", "point": points[0], "what": "no technique",
+             "energy": energy(100.0, 1000.0, 400.0)},
+            {"config": "eatt", "run": "e", "point": points[2], "what": "no technique",
+             "energy": energy(80.0, 900.0, 300.0)},
+            {"config": "eatt+ternary", "run": "t", "point": points[1], "what": "ternary",
+             "energy": energy(40.0, 300.0, 100.0)}]
+    record = {"kind": "techniques", "points": points, "rows": rows, "missing": ["vanilla+exit"],
+              "energy_sentences": 5, "beam": 4, "energy_table": "horowitz-45nm-fp32", "setting": {"max_update": 650},
+              "command": "fairseq-eatt-techniques (test)", "date": "2026-12-01", "machine": {}, "git_commit": "x"}
+    record["figures"] = plot(record, str(tmp_path / "techniques"))
+    text = reports.render(record)
+    assert "| `t` | ternary (as trained) | 1,000 | 0.0 | 22.00 | 23.50 | -1.50 | 40 | 300 | 100 | 25 |" in text
+    assert "within the 2-BLEU target" in text and "Not run yet: vanilla+exit" in text
+    assert "25 attention multiplications per sentence (25.0% of vanilla's)" in text
+    assert (tmp_path / "techniques_prune.png").exists() and "techniques_prune.png" in text
+
+
+def test_the_report_command_needs_trained_runs(tmp_path, capsys):
+    from fairseq_eatt.cli import techniques as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--configs", "eatt+nothing"])
+    assert "unknown configuration eatt+nothing" in capsys.readouterr().err

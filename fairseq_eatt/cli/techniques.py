@@ -2,7 +2,7 @@
 binary/ternary weights) on vanilla and E-ATT, from the runs of ``fairseq-eatt-experiment techniques``.
 
     fairseq-eatt-experiment techniques --scale small --jobs 2      # train (resumable)
-    fairseq-eatt-techniques --jobs 2 --out results/small/techniques
+    fairseq-eatt-techniques --jobs 2 --out results/techniques
 
 Every run's checkpoint is decoded on dev and test at its technique's settings (pruning keep ratios, early-exit
 thresholds; the base runs also with pruning added at inference), each technique's row at a setting chosen on dev;
@@ -20,7 +20,7 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default=os.path.join("work", "experiments"),
                    help="fairseq-eatt-experiment's --workdir (prepared data and run folders with checkpoints)")
     p.add_argument("--results", default=os.path.join("results", "runs"), help="the runs' JSON results")
-    p.add_argument("--out", default=os.path.join("results", "small", "techniques"),
+    p.add_argument("--out", default=os.path.join("results", "techniques"),
                    help="report prefix: OUT.md, OUT.json and OUT_prune.png / OUT_exit.png")
     p.add_argument("--jobs", type=int, default=1, help="decoding processes side by side (one thread each)")
     p.add_argument("--energy-sentences", type=int, default=100,

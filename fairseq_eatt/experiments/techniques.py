@@ -340,6 +340,14 @@ def findings(rec: Dict) -> List[str]:
         out.append(f"`{config}` ({row['point']['label']}): {delta:+.2f} test BLEU against `{base_of(config)}`, "
                    f"{verdict} the 2-BLEU target; decoding energy {e['arithmetic'] / eb['arithmetic']:.0%} "
                    f"(arithmetic) and {e['dram'] / eb['dram']:.0%} (with DRAM) of its base's.")
+    if "eatt+ternary" in rows and "vanilla" in rows:
+        e, v = rows["eatt+ternary"]["energy"], rows["vanilla"]["energy"]
+        out.append(f"E-ATT with ternary weights keeps {e['attention_mul_per_sentence']:,.0f} attention "
+                   f"multiplications per sentence ({e['attention_mul_per_sentence'] / v['attention_mul_per_sentence']:.1%}"
+                   f" of vanilla's): the softmax-weighted sums of values and one scale per output of the value and "
+                   f"output projections; Q and K are selections, the L1 scores additions. The whole model keeps "
+                   f"{e['mul_per_sentence'] / v['mul_per_sentence']:.1%} of vanilla's multiplications (the output "
+                   f"layer over the vocabulary stays in float).")
     return out
 
 

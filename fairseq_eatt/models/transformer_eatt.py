@@ -310,7 +310,8 @@ class EattTransformerDecoder(TransformerDecoderBase):
         x = x.transpose(0, 1)  # T x B x C -> B x T x C
         if self.project_out_dim is not None:
             x = self.project_out_dim(x)
-        return x, {"attn": [attn], "inner_states": inner_states, "exit_layer": [depth]}
+        exit_layer: List[Optional[Tensor]] = [depth]
+        return x, {"attn": [attn], "inner_states": inner_states, "exit_layer": exit_layer}
 
 
 
