@@ -487,3 +487,42 @@ def test_the_report_command_needs_trained_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--configs", "eatt+nothing"])
     assert "unknown configuration eatt+nothing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, named", [(["--weight-bits", "2"], "--weight-bits 2"),
+                                          (["--prune-layer", "1"], "--prune-layer 1"),
+                                          (["--exit-threshold", "0.5"], "--exit-threshold 0.5")])
+def test_the_formula_count_of_a_checkpoint_refuses_what_it_cannot_follow(data_dir, flags, named):
+    from fairseq_eatt.energy.checkpoint import dataset_energy
+    from fairseq_eatt.energy.tables import BUILTIN
+
+    task, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", *flags)
+    with pytest.raises(ValueError, match=f"{named}.*--decode"):
+        dataset_energy(model, task, "test", BUILTIN["horowitz-45nm-fp32"], "complete", {})
+
+
+def test_binarization_statistics_of_a_pruned_eatt_model_count_the_kept_tokens(data_dir):
+    """fairseq-train logs E-ATT's nonzero ratios in validation: after the pruning layer they are taken over the kept
+    tokens (a pruned model's validation failed on the source padding before)."""
+    from fairseq_eatt.analysis.binarization import BinarizationStats, set_tracking
+
+    torch.manual_seed(0)
+    task, model, _ = build(data_dir, "--arch", "transformer_eatt_tiny", "--encoder-layers", "3", "--prune-layer", "1",
+                           "--prune-keep-ratio", "0.5", "--eatt-threshold", "0.0")
+    model.eval()
+    sample = sample_of(task, bsz=3, length=8)
+    prev = torch.randint(4, len(task.target_dictionary), (3, 5))
+    with torch.no_grad():
+        model(**sample["net_input"], prev_output_tokens=prev)  # validation's forward logs the ratios
+        set_tracking(model, True)
+        encoder_out = model.encoder(**sample["net_input"])
+        model.decoder(prev, encoder_out=encoder_out)
+    stats = BinarizationStats()
+    kept = encoder_out["encoder_padding_mask"][0]
+    stats.update(model, sample["net_input"]["src_tokens"].eq(task.source_dictionary.pad()),
+                 prev.eq(task.target_dictionary.pad()), kept, 1)
+    totals = {key: total for key, (_, total) in stats.counts().items()}
+    real, kept_real = int(sample["net_input"]["src_lengths"].sum()), int((~kept).sum())
+    assert totals[("encoder_self", 1)] == real * 64 and totals[("encoder_self", 2)] == kept_real * 64
+    assert totals[("cross_key", 1)] == kept_real * 64 and kept_real < real
+    set_tracking(model, False)

@@ -6,8 +6,13 @@ charged as follows, and nothing else is:
 - matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``): n*k*m multiplications and n*(k-1)*m additions, plus
   n*m additions for a bias. If the left operand is all 0/1 with some 1 over k > 1 terms (E-ATT's binarized input) the product is a selection:
   no multiplications, and each output sums its selected rows (|selected| - 1 additions, plus the bias).
+  If instead the right operand's columns each hold one magnitude and zeros ({-a_c, 0, +a_c}: binary or ternary
+  weights with a scale per output channel), each output adds and subtracts its n_c kept inputs (n_c - 1
+  additions) and multiplies once by its scale.
 - elementwise ``add``/``sub`` (additions) and ``mul``/``div`` (multiplications): one per output element;
   ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
+- a ``max`` over n floating-point values: n - 1 comparisons; a ``sort`` of n: n * ceil(log2 n) (token pruning's
+  ranking, early exit's confidence).
 - comparisons (``gt``, ``lt``, ``ge``, ``le``) of floating-point data: one ``cmp`` per output element
   (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
 - E-ATT's L1 scores run through the reference implementation while counting (its per-feature subtractions and

@@ -585,11 +585,14 @@ class TransformerEattModel(TransformerModel):
                                       alignment_heads: Optional[int]):
         set_tracking(self, True)
         try:
-            out = super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens=return_all_hiddens,
-                                  features_only=features_only, alignment_layer=alignment_layer,
-                                  alignment_heads=alignment_heads)
+            encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
+            out = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
+                               alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+                               src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
             stats = BinarizationStats()
-            stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx))
+            pruned = self.encoder.pruner is not None
+            stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx),
+                         encoder_out["encoder_padding_mask"][0] if pruned else None, self.encoder.prune_after)
             log_binarization(stats, getattr(self.args, "log_binarization", None) or "per-layer")
         finally:
             set_tracking(self, False)
