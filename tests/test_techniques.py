@@ -526,3 +526,51 @@ def test_binarization_statistics_of_a_pruned_eatt_model_count_the_kept_tokens(da
     assert totals[("encoder_self", 1)] == real * 64 and totals[("encoder_self", 2)] == kept_real * 64
     assert totals[("cross_key", 1)] == kept_real * 64 and kept_real < real
     set_tracking(model, False)
+
+
+# ---- end to end: fairseq-train (validation included) and fairseq-generate ----------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("flags, overrides", [
+    (["--prune-layer", "1", "--prune-keep-ratio", "0.7"], "{'prune_keep_ratio': 0.5}"),
+    (["--prune-layer", "1", "--prune-importance", "learned"], None),
+    (["--early-exit"], "{'exit_threshold': 0.5}"),
+    (["--weight-bits", "2"], None),
+    (["--weight-bits", "1", "--quantize-modules", "attn"], None),
+], ids=["prune", "prune-learned", "exit", "ternary", "binary-attn"])
+def test_each_technique_trains_validates_and_generates_with_fairseq(demo_run, tmp_path, flags, overrides):
+    from .helpers import PLUGIN_DIR, fairseq
+    from .test_reliability import losses, train_flags
+
+    argv = train_flags(demo_run["data_bin"], tmp_path, ("eatt",) * 3, *flags, "--max-update", "4",
+                       "--log-binarization", "mean")
+    if "--early-exit" in flags:
+        argv[argv.index("--criterion") + 1] = "label_smoothed_cross_entropy_with_aux"
+    log = fairseq("train", *argv)
+    assert "valid on 'valid' subset" in log and "binz_" in log  # validation ran, with E-ATT's statistics
+    assert len(losses(log)) == 4
+    if "--early-exit" in flags:
+        assert "exit1_nll_loss" in log
+    out = fairseq("generate", demo_run["data_bin"], "--user-dir", PLUGIN_DIR, "--path", tmp_path / "checkpoint_last.pt",
+                  "--beam", "2", "--batch-size", "8", "--required-batch-size-multiple", "1", "--max-len-b", "10",
+                  *(["--model-overrides", overrides] if overrides else []))
+    assert "BLEU4" in out or "Generate test" in out
+    assert sum(1 for line in out.splitlines() if line.startswith("H-")) > 0
+
+
+def test_the_techniques_recipe_trains_each_technique_on_vanilla_and_eatt():
+    from fairseq_eatt.experiments import recipes as R
+    from fairseq_eatt.experiments.runner import AUX_CRITERION, criterion_for, train_flags
+    from fairseq_eatt.experiments.settings import setting
+
+    runs = R.runs_for("techniques", "small", ["multi30k-en-de"], [1])
+    names = {r.name for r in runs}
+    for technique in ("ternary", "binary", "prune", "exit"):
+        assert {f"vanilla-vanilla-vanilla+{technique}.seed1", f"eatt-eatt-eatt+{technique}.seed1"} <= names
+    assert {"vanilla-vanilla-vanilla.seed1", "eatt-eatt-eatt.seed1"} <= names  # the bases
+    exit_run = next(r for r in runs if r.tag == "eatt+exit")
+    assert criterion_for(exit_run) == AUX_CRITERION  # every exit's loss
+    flags = train_flags(next(r for r in runs if r.tag == "vanilla+prune"), setting("multi30k-en-de", "small"), [])
+    assert flags[flags.index("--prune-layer") + 1] == "1" and flags[flags.index("--prune-keep-ratio") + 1] == "0.7"
+    with pytest.raises(ValueError, match="unknown configuration"):
+        R.study_configs("eatt+prenorm", "techniques")  # a study lever is not a technique

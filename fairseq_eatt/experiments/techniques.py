@@ -14,7 +14,6 @@ maps at 1/2 bits per weight plus a scale per output channel), and decoding energ
 """
 import argparse
 import json
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -118,16 +117,27 @@ def translate(model, task, split: str, beam: int, lenpen: float, src: str, tgt: 
     return ordered, stats
 
 
-def decode_point(job: Dict) -> Dict:
-    """One (run, setting): dev and test BLEU and what decoding did (a worker process, one thread)."""
-    import sacrebleu
+def cached(job: Dict, compute) -> Dict:
+    """``compute(model, task)`` for the job's checkpoint and overrides, in one thread; kept in ``job["cache"]`` so
+    that an interrupted report resumes (each job runs in a worker process)."""
     import torch
+
+    from ..data.text import atomic_output
 
     torch.set_num_threads(1)
     if os.path.exists(job["cache"]):
         with open(job["cache"], encoding="utf-8") as handle:
             return json.load(handle)
     model, task, _ = load(job["checkpoint"], job["data_bin"], job["overrides"])
+    result = compute(job, model, task)
+    with atomic_output(job["cache"]) as handle:
+        json.dump(result, handle, indent=1)
+    return result
+
+
+def _decode(job: Dict, model, task) -> Dict:
+    import sacrebleu
+
     point = {"config": job["config"], "overrides": job["overrides"], "label": label_of(job["overrides"])}
     for split, key in (("valid", "dev"), ("test", "test")):
         hyps, stats = translate(model, task, split, job["beam"], job["lenpen"], job["src"], job["tgt"],
@@ -139,11 +149,12 @@ def decode_point(job: Dict) -> Dict:
         metric = sacrebleu.BLEU(tokenize="13a" if job["detok"] else "none")
         score = metric.corpus_score(hyps, [refs])
         point[key] = {"bleu": round(score.score, 2), "signature": str(metric.get_signature()), **stats}
-    from ..data.text import atomic_output
-
-    with atomic_output(job["cache"]) as handle:
-        json.dump(point, handle, indent=1)
     return point
+
+
+def decode_point(job: Dict) -> Dict:
+    """One (run, setting): dev and test BLEU and what decoding did."""
+    return cached(job, _decode)
 
 
 # ---- rows ---------------------------------------------------------------------------------------------------------------
@@ -159,20 +170,11 @@ def stored_bytes(model) -> float:
     return float(total)
 
 
-def energy_row(job: Dict) -> Dict:
-    """Decoding energy of the first ``sentences`` test sentences at batch 1 (a worker process)."""
-    import torch
-
+def _count_energy(job: Dict, model, task) -> Dict:
+    from ..energy.decoding import count_generation
     from ..energy.decoding_report import summarize
     from ..energy.tables import BUILTIN
     from ..perf.worker import batches
-
-    torch.set_num_threads(1)
-    if os.path.exists(job["cache"]):
-        with open(job["cache"], encoding="utf-8") as handle:
-            return json.load(handle)
-    model, task, _ = load(job["checkpoint"], job["data_bin"], job["overrides"])
-    from ..energy.decoding import count_generation
 
     samples = batches(task, model, "test", max_sentences=1, shuffle=False)[: job["sentences"]]
     count = count_generation(model, task, samples, beam=job["beam"])
@@ -181,11 +183,12 @@ def energy_row(job: Dict) -> Dict:
     summary.update(params=sum(p.numel() for p in model.parameters()), stored_bytes=stored_bytes(model),
                    mul_per_sentence=ops.mul / count.sentences, add_per_sentence=ops.add / count.sentences,
                    attention_mul_per_sentence=count.attention().mul / count.sentences)
-    from ..data.text import atomic_output
-
-    with atomic_output(job["cache"]) as handle:
-        json.dump(summary, handle, indent=1)
     return summary
+
+
+def energy_row(job: Dict) -> Dict:
+    """Decoding energy of the first ``sentences`` test sentences at batch 1."""
+    return cached(job, _count_energy)
 
 
 def chosen(config: str, points: List[Dict]) -> Optional[Dict]:
@@ -322,7 +325,7 @@ def markdown(rec: Dict) -> str:
         if rec.get("figures", {}).get(prefix):
             lines += ["", f"![{title}]({rec['figures'][prefix]})"]
         lines.append("")
-    lines += [f"## What it shows", ""] + [f"- {line}" for line in findings(rec)] + [""]
+    lines += ["## What it shows", ""] + [f"- {line}" for line in findings(rec)] + [""]
     return "\n".join(lines)
 
 
@@ -379,11 +382,3 @@ def plot(rec: Dict, out_prefix: str) -> Dict[str, str]:
         else:
             plt.close(fig)
     return figures
-
-
-def describe_missing(rec: Dict) -> str:
-    return ", ".join(rec.get("missing", []))
-
-
-def is_complete(rec: Dict) -> bool:
-    return not rec.get("missing") and all(math.isfinite(r["point"]["test"]["bleu"]) for r in rec["rows"])
