@@ -69,6 +69,8 @@ setup(
             "fairseq-eatt-aggregate = fairseq_eatt.cli.aggregate:main",
             "fairseq-eatt-export = fairseq_eatt.cli.export:main",
             "fairseq-eatt-deploy-bench = fairseq_eatt.cli.deploy_bench:main",
+            "fairseq-eatt-pack = fairseq_eatt.cli.pack:main",
+            "fairseq-eatt-techniques = fairseq_eatt.cli.techniques:main",
         ],
     },
 )

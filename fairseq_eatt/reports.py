@@ -20,13 +20,14 @@ def renderers() -> Dict[str, Callable[[Dict], str]]:
     from .energy.files import checkpoint_markdown, tables_markdown
     from .energy.pareto import markdown as pareto_markdown
     from .energy.roofline import markdown as roofline_markdown
+    from .experiments.techniques import markdown as techniques_markdown
     from .perf.deploy import markdown as deploy_markdown
     from .perf.params import markdown as params_markdown
     from .perf.precision import markdown as precision_markdown
 
     return {"tables": tables_markdown, "checkpoint": checkpoint_markdown, "precision": precision_markdown,
             "params": params_markdown, "deploy": deploy_markdown, "decoding": decoding_markdown,
-            "roofline": roofline_markdown, "pareto": pareto_markdown}
+            "roofline": roofline_markdown, "pareto": pareto_markdown, "techniques": techniques_markdown}
 
 
 def render(record: Dict) -> str:

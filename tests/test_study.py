@@ -38,7 +38,7 @@ def test_hashes_of_runs_without_options_are_those_of_earlier_versions():
 
 def test_study_cli_rejects_unknown_configurations_and_misplaced_flags():
     for args, message in ((["study", "--configs", "eatt+magic"], "unknown configuration eatt+magic"),
-                          (["table4", "--configs", "eatt"], "--configs applies to the study recipes only"),
+                          (["table4", "--configs", "eatt"], "--configs applies to the study and techniques recipes only"),
                           (["table4", "--curve-every", "5"], "--curve-every applies to study-long"),
                           (["study-long,table4"], "run it alone")):
         proc = experiment(*args, check=False)

@@ -56,16 +56,21 @@ class BinarizationStats:
         self.ones: Dict[Tuple[str, int], float] = defaultdict(float)
         self.total: Dict[Tuple[str, int], float] = defaultdict(float)
 
-    def update(self, model: nn.Module, src_pad: Optional[Tensor], tgt_pad: Optional[Tensor]):
-        """Add the counts of the last forward pass. ``*_pad``: (B, T) bool, True at padding."""
+    def update(self, model: nn.Module, src_pad: Optional[Tensor], tgt_pad: Optional[Tensor],
+               kept_pad: Optional[Tensor] = None, pruned_after: int = 0):
+        """Add the counts of the last forward pass. ``*_pad``: (B, T) bool, True at padding. With encoder token
+        pruning, ``kept_pad`` is the padding of the kept source tokens, which the encoder layers after layer
+        ``pruned_after`` and cross-attention's keys see."""
         for position, layer, module in binarizing_modules(model):
             counts = module.binarization_counts
+            source = kept_pad if kept_pad is not None else src_pad
             if position == "cross":
                 self._add(("cross_query", layer), counts.get("query"), tgt_pad, module.embed_dim)
-                self._add(("cross_key", layer), counts.get("key"), src_pad, module.kdim)
+                self._add(("cross_key", layer), counts.get("key"), source, module.kdim)
             elif position == "encoder_self":
+                pad = source if kept_pad is not None and layer > pruned_after else src_pad
                 for side in ("query", "key"):
-                    self._add((position, layer), counts.get(side), src_pad, module.embed_dim, weight=0.5)
+                    self._add((position, layer), counts.get(side), pad, module.embed_dim, weight=0.5)
             else:
                 self._add((position, layer), counts.get("query"), tgt_pad, module.embed_dim, weight=0.5)
                 keys = counts.get("key")
@@ -113,8 +118,11 @@ def collect(model, task, subset: str, max_tokens: int, max_sentences=None) -> Bi
                 # encoder and decoder directly: model.forward would log (and reset) the counts itself
                 encoder_out = model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
                 model.decoder(net["prev_output_tokens"], encoder_out=encoder_out)
+                pruned = getattr(model.encoder, "pruner", None) is not None
                 stats.update(model, net["src_tokens"].eq(task.source_dictionary.pad()),
-                             net["prev_output_tokens"].eq(task.target_dictionary.pad()))
+                             net["prev_output_tokens"].eq(task.target_dictionary.pad()),
+                             encoder_out["encoder_padding_mask"][0] if pruned else None,
+                             getattr(model.encoder, "prune_after", 0))
                 seen += sample["nsentences"]
                 if max_sentences and seen >= max_sentences:
                     break

@@ -139,10 +139,14 @@ def command_line(argv) -> str:
 
 def checkpoint_report(args, conventions, argv=None):
     from ..analysis.binarization import collect
-    from ..energy.checkpoint import dataset_energy, markdown
+    from ..energy.checkpoint import dataset_energy, formula_limits, markdown
     from ..fairseq_tools import load_checkpoint
 
     model, task = load_checkpoint(args.path, args.data)
+    limits = formula_limits(model.args)
+    if limits:  # a technique the formula cannot follow: refused before any work
+        raise SystemExit(f"fairseq-eatt-energy --path {args.path}: trained or decoded with {', '.join(limits)}, "
+                         f"which the per-sentence formula cannot follow; add --decode to count it as it runs")
     ratios = collect(model, task, args.subset, 4096, args.max_sentences).ratios()
     table = load_table(args.energy_table[0]) if args.energy_table else BUILTIN[args.cost]
     results = [dataset_energy(model, task, args.subset, table, c, ratios, args.max_sentences) for c in conventions]

@@ -9,6 +9,8 @@ Recipes that train (one JSON result per run under --results):
     variants  every registered variant in every position it supports (vanilla elsewhere)
     study     E-ATT's levers (the authors' released code, pre-norm, learned thresholds, ...) each alone and
               combined, with vanilla and the paper's E-ATT (--configs chooses; fairseq_eatt/experiments/recipes.py)
+    techniques  the survey's techniques (binary/ternary weights, token pruning, early exit) on vanilla and on
+              E-ATT, under the default E-ATT recipe (--configs chooses; fairseq_eatt/experiments/recipes.py)
     study-long  the longer budget (4,000 updates) for vanilla, the paper's E-ATT and --configs (default
               eatt+authors), with dev BLEU every 500 updates; results in results/study/long by default
 Recipes built on trained runs (they train nothing):
@@ -131,8 +133,8 @@ def parse_args(argv=None):
         args.curve_every = None
     if args.recipe == "study-long" and args.max_update is None and args.scale == "small":
         args.max_update = R.STUDY_LONG_UPDATES
-    if args.configs is not None and not any(r.startswith("study") for r in args.recipes):
-        p.error("--configs applies to the study recipes only")
+    if args.configs is not None and not any(r.startswith("study") or r == "techniques" for r in args.recipes):
+        p.error("--configs applies to the study and techniques recipes only")
     try:
         R.study_configs(args.configs, args.recipe)
     except ValueError as err:

@@ -120,6 +120,14 @@ def _dynamic_axes(module, args, input_names, output_names):
 def export(model, src_dict, tgt_dict, out_dir: str) -> Dict:
     """Write the three graphs and their weights and return the layout of the state (see the module's docstring).
     ``model`` itself is put in float32 evaluation mode with beam size 1 (one cache row per hypothesis)."""
+    if getattr(model.encoder, "pruner", None) is not None:
+        raise ExportError("encoder token pruning (--prune-layer) keeps a number of tokens that depends on the "
+                          "sentence, which a traced ONNX graph fixes at the example's: decode it with fairseq-generate "
+                          "or TorchScript (fairseq-eatt-deploy-bench), or export a model trained without pruning")
+    if getattr(model.decoder, "exit_threshold", 1.0) < 1.0:
+        raise ExportError("a depth-adaptive decoder (--exit-threshold below 1) chooses its layers per token, which a "
+                          "traced ONNX graph cannot: export with --exit-threshold 1 (every layer runs), or decode "
+                          "with fairseq-generate / TorchScript, which keep the exits")
     model = model.float().eval()
     for _, module in state_modules(model):
         module.set_beam_size(1)  # one cache row per hypothesis: the runtime reorders rows itself

@@ -51,8 +51,28 @@ def sentence_counts(args, src_len: int, tgt_len: int, ratios: Dict, convention: 
     return per_position
 
 
+def formula_limits(args) -> List[str]:
+    """The checkpoint's flags that its formula count cannot follow (it assumes float weights, every source token in
+    every layer and every decoder layer for every token)."""
+    found = []
+    if getattr(args, "weight_bits", None):
+        found.append(f"--weight-bits {args.weight_bits}")
+    if getattr(args, "prune_layer", None) is not None:
+        found.append(f"--prune-layer {args.prune_layer}")
+    threshold = getattr(args, "exit_threshold", None)
+    if threshold is not None and threshold < 1:
+        found.append(f"--exit-threshold {threshold}")
+    return found
+
+
 def dataset_energy(model, task, subset: str, table: EnergyTable, convention: str, ratios: Dict,
                    max_sentences=None) -> Dict:
+    limits = formula_limits(model.args)
+    if limits:
+        raise ValueError(f"this checkpoint was trained or decoded with {', '.join(limits)}: the per-sentence formula "
+                         f"count assumes float weights, every source token and every layer; count it as it runs with "
+                         f"fairseq-eatt-energy --decode --path CHECKPOINT (binary/ternary products, kept lengths and "
+                         f"skipped layers included)")
     task.load_dataset(subset)
     dataset = task.dataset(subset)
     n = len(dataset) if not max_sentences else min(len(dataset), max_sentences)

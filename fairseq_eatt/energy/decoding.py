@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionBase
-from .measure import OpCounter
+from ..quantization import QuantizedLinear
+from .measure import OpCounter, is_binary_code
 from .ops import OpCounts, projection
 from .traffic import Traffic, check_precision
 
@@ -109,6 +110,19 @@ class _Recorder:
         cls = type(module)
         options = cls.kwargs_from_args(self.args, position)
         original_reorder = module.reorder_incremental_state
+        quantized = [m for m in module.modules() if isinstance(m, QuantizedLinear)]
+
+        def quantized_call(linear, args, output):
+            # a binary/ternary map: its declared product replaces the float one the variant's declaration charges
+            x = args[0]
+            rows = x.numel() // x.shape[-1]
+            selection = x.shape[-1] > 1 and is_binary_code(x)  # E-ATT's code selects rows either way
+            info = self.state.get(id(module))
+            if info is not None:  # declared after the call's counter stops (the weights' codes are not model work)
+                info.setdefault("quantized", []).append((linear, rows, selection))
+
+        for linear in quantized:
+            self.handles.append(linear.register_forward_hook(quantized_call))
 
         def pre(mod, args, kwargs):
             state = kwargs.get("incremental_state")
@@ -155,6 +169,11 @@ class _Recorder:
             declared = cls.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
                                      self_attention=position != DECODER_CROSS, **options)["attention"]
             declared = declared.scaled(rows) + projection(tgt_len * hypotheses, d, d) + OpCounts(add=empty)
+            stored = 0.0  # bytes the quantized maps called do not read: their codes replace float weights
+            for linear, linear_rows, selection in info.get("quantized", []):
+                declared = declared + linear.op_counts(linear_rows, selection) \
+                    - linear.float_op_counts(linear_rows, selection)
+                stored += linear.weight.numel() * self.size - linear.stored_bytes(self.size)
             per_head = bool(kwargs.get("need_head_weights", False))
             if kwargs.get("need_weights", True) or per_head:
                 declared = declared + cls.weights_op_counts(lq, lk, d, heads, not per_head, **options).scaled(rows)
@@ -165,7 +184,8 @@ class _Recorder:
             traffic = cls.byte_counts(lq, lk, d, heads, self.precision, new_keys=new,
                                       self_attention=position != DECODER_CROSS, rows=rows, **options)
             # the output projection, a block weight: read once per call
-            traffic = traffic + Traffic(weights=sum(p.numel() for p in mod.out_proj.parameters())).scaled(self.size)
+            traffic = traffic + Traffic(weights=sum(p.numel() for p in mod.out_proj.parameters())).scaled(self.size) \
+                + Traffic(weights=-stored)
             self.count.calls.append(AttentionCall(position, rows, lq, lk, new, info["counter"].counts, declared,
                                                   traffic))
             self.attention_depth -= 1  # only now: the declarations above build modules on the meta device
@@ -189,11 +209,13 @@ class _Recorder:
             return
         x = args[0]
         if isinstance(mod, nn.Embedding):  # reads the rows of the tokens looked up
-            weights = output.numel()
+            weights = output.numel() * self.size
+        elif isinstance(mod, QuantizedLinear):  # its codes and scales, and the bias
+            weights = mod.stored_bytes(self.size) + (mod.bias.numel() * self.size if mod.bias is not None else 0)
         else:
-            weights = sum(p.numel() for p in mod.parameters(recurse=False))
+            weights = sum(p.numel() for p in mod.parameters(recurse=False)) * self.size
         activations = (0 if isinstance(mod, nn.Embedding) else x.numel()) + output.numel()
-        self.count.other_traffic = self.count.other_traffic + Traffic(weights=weights * self.size,
+        self.count.other_traffic = self.count.other_traffic + Traffic(weights=weights,
                                                                       activations=activations * self.size)
 
     def close(self):

@@ -6,8 +6,13 @@ charged as follows, and nothing else is:
 - matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``): n*k*m multiplications and n*(k-1)*m additions, plus
   n*m additions for a bias. If the left operand is all 0/1 with some 1 over k > 1 terms (E-ATT's binarized input) the product is a selection:
   no multiplications, and each output sums its selected rows (|selected| - 1 additions, plus the bias).
+  If instead the right operand's columns each hold one magnitude and zeros ({-a_c, 0, +a_c}: binary or ternary
+  weights with a scale per output channel), each output adds and subtracts its n_c kept inputs (n_c - 1
+  additions) and multiplies once by its scale.
 - elementwise ``add``/``sub`` (additions) and ``mul``/``div`` (multiplications): one per output element;
   ``sum`` reductions: inputs minus outputs additions; ``cumsum``: one addition per element past the first.
+- a ``max`` over n floating-point values: n - 1 comparisons; a ``sort`` of n: n * ceil(log2 n) (token pruning's
+  ranking, early exit's confidence).
 - comparisons (``gt``, ``lt``, ``ge``, ``le``) of floating-point data: one ``cmp`` per output element
   (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
 - E-ATT's L1 scores run through the reference implementation while counting (its per-feature subtractions and
@@ -20,6 +25,7 @@ charged as follows, and nothing else is:
   nothing is charged zero silently.
 """
 import math
+from typing import Optional
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -46,28 +52,49 @@ FREE = {
     aten.masked_fill, aten.tril_,
     # lookups, reorders and new buffers (embeddings, beam search's index_select), random draws (layerdrop)
     aten.embedding, aten.index_select, aten.empty, aten.fill_, aten.full, aten.uniform_,
+    # token pruning's and early exit's choices: a sigmoid score (an activation), picks by mask, kept counts rounded
+    aten.sigmoid, aten.where, aten.ceil, aten.scatter_, aten.full_like,
 }
+# comparisons whose output is not a floating-point tensor: a max over d values takes d - 1 comparisons; a sort of n
+# values n * ceil(log2 n) (token pruning's ranking, early exit's confidence)
+_SEARCHES = {aten.max, aten.sort}
 
 
 class UncountedOperation(RuntimeError):
     """A forward pass ran arithmetic the op counter does not know: its counts would be silently low."""
 
 
-def _is_binary(t: torch.Tensor) -> bool:
+def is_binary_code(t: torch.Tensor) -> bool:
     """0/1 data with at least one 1 (an all-zero operand, e.g. a layer norm of a constant vector, is a product
     of zeros, still computed)."""
     return bool(((t == 0) | (t == 1)).all()) and bool((t == 1).any())
+
+
+def _column_terms(b: torch.Tensor) -> Optional[torch.Tensor]:
+    """Nonzero terms per column of a 2-D right operand whose columns each hold one magnitude and zeros
+    ({-a_c, 0, +a_c}: binary or ternary weights with one scale per output channel), else None."""
+    if b.dim() != 2 or b.shape[0] < 2:
+        return None
+    magnitude = b.abs()
+    scale = magnitude.amax(dim=0, keepdim=True)
+    if not bool(((magnitude == 0) | (magnitude == scale)).all()):
+        return None
+    terms = (magnitude != 0).sum(dim=0)
+    return terms if bool((terms > 1).any()) else None
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> OpCounts:
     """a: (..., n, k), b: (..., k, m)."""
     m = b.shape[-1]
     # a one-term product (softmax over a single key gives probability 1) is a multiplication, not a selection
-    if a.shape[-1] > 1 and _is_binary(a):
+    if a.shape[-1] > 1 and is_binary_code(a):
         selected = a.reshape(-1, a.shape[-1]).sum(-1)
         return OpCounts(add=float((selected - 1).clamp(min=0).sum()) * m)
     batch = a.numel() // (a.shape[-2] * a.shape[-1])
     n, k = a.shape[-2], a.shape[-1]
+    terms = _column_terms(b)
+    if terms is not None:  # binary/ternary weights: add and subtract the kept inputs, then one scale per output
+        return OpCounts(mul=batch * n * m, add=batch * n * float((terms - 1).clamp(min=0).sum()))
     return OpCounts(mul=batch * n * k * m, add=batch * n * (k - 1) * m)
 
 
@@ -84,6 +111,15 @@ class OpCounter(TorchDispatchMode):
             d = math.prod(args[1])
             affine = len(args) > 2 and args[2] is not None
             self.counts = self.counts + layer_norm_ops(args[0].numel() // d, d, affine)
+            return out
+        if func.overloadpacket in _SEARCHES and isinstance(args[0], torch.Tensor) and args[0].is_floating_point() \
+                and args[0].dim() > 0:
+            dim = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("dim", None)
+            n = args[0].numel() if dim is None and func.overloadpacket is aten.max else args[0].shape[
+                -1 if dim is None else dim]
+            groups = args[0].numel() // max(n, 1)
+            per_group = n - 1 if func.overloadpacket is aten.max else n * math.ceil(math.log2(max(n, 2)))
+            self.counts = self.counts + OpCounts(cmp=groups * per_group)
             return out
         floating = isinstance(out, torch.Tensor) and out.is_floating_point()
         if not floating:

@@ -14,7 +14,7 @@ from .settings import PAPER_TASKS, SMALL_TASK
 TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete selection"),
                ("eatt_l1", "Replace with L1 distance"), ("eatt", "E-ATT"))
 TABLE6_AXIS = (("vanilla", "Vanilla"), ("synth_dense", "Dense"), ("synth_random", "RandInit"), ("eatt", "E-ATT"))
-TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long")
+TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long", "techniques")
 
 
 # ---- where the runs of an E-ATT recipe go: the paper's keep the names and folders they had before recipes existed
@@ -59,6 +59,21 @@ STUDY_CURVE_EVERY = {"small": 500, "paper": 5000}  # dev BLEU along the way: che
 STUDY_HYBRIDS = ("vanilla-vanilla-eatt", "eatt-eatt-vanilla", "synth_random-synth_random-eatt")
 STUDY_LONG_DEFAULT = ("eatt+authors",)  # configurations trained at the longer budget besides vanilla and E-ATT
 
+# The survey's techniques (issue 19) on vanilla and on E-ATT, under the plugin's default E-ATT recipe:
+# tag -> (variant, what it adds, model flags); the runs without a technique are the recipe's vanilla and E-ATT.
+_PRUNE = ("--prune-layer", "1", "--prune-keep-ratio", "0.7")
+_EXIT = ("--early-exit",)
+TECHNIQUE_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    **{f"{v}+ternary": (v, "ternary weights (2 bits, TWN threshold, per-channel scales) in attention and "
+                           "feed-forward layers", ("--weight-bits", "2")) for v in ("vanilla", "eatt")},
+    **{f"{v}+binary": (v, "binary weights (1 bit, XNOR scales) in attention and feed-forward layers",
+                       ("--weight-bits", "1")) for v in ("vanilla", "eatt")},
+    **{f"{v}+prune": (v, "encoder token pruning after layer 1, 70% of the source tokens kept (importance: the "
+                         "attention each token receives)", _PRUNE) for v in ("vanilla", "eatt")},
+    **{f"{v}+exit": (v, "depth-adaptive decoder: an exit at every decoder layer (shared output layer), trained "
+                        "with every layer's loss", _EXIT) for v in ("vanilla", "eatt")},
+}
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -89,9 +104,11 @@ def uniform(task: str, scale: str, variant: str, seed: int) -> RunSpec:
 
 
 def study_run(task: str, scale: str, config: str, seed: int) -> RunSpec:
-    """``config``: a variant (everywhere, the paper's settings), ENC-DEC-CROSS variants, or a STUDY_CONFIGS tag."""
-    if config in STUDY_CONFIGS:
-        variant, _, flags = STUDY_CONFIGS[config]
+    """``config``: a variant (everywhere, the paper's settings), ENC-DEC-CROSS variants, or a STUDY_CONFIGS or
+    TECHNIQUE_CONFIGS tag."""
+    tagged = {**STUDY_CONFIGS, **TECHNIQUE_CONFIGS}
+    if config in tagged:
+        variant, _, flags = tagged[config]
         return RunSpec(task, scale, variant, variant, variant, seed, tag=config, options=flags)
     parts = config.split("-")
     if len(parts) == 3:
@@ -105,7 +122,7 @@ def study_configs(names: Optional[str], recipe: str) -> List[str]:
     if names:
         chosen = [n.strip() for n in names.split(",") if n.strip()]
         variants = set(available_attentions())
-        valid = ["vanilla", "eatt"] + list(STUDY_CONFIGS)
+        valid = ["vanilla", "eatt"] + list(TECHNIQUE_CONFIGS if recipe == "techniques" else STUDY_CONFIGS)
         unknown = [n for n in chosen if n not in valid and not (len(n.split("-")) == 3
                                                                 and set(n.split("-")) <= variants)]
         if unknown:
@@ -114,6 +131,8 @@ def study_configs(names: Optional[str], recipe: str) -> List[str]:
         return chosen
     if recipe == "study-long":
         return ["vanilla", "eatt", *STUDY_LONG_DEFAULT]
+    if recipe == "techniques":
+        return ["vanilla", "eatt", *TECHNIQUE_CONFIGS]
     if recipe == "study-diagnose":
         return ["vanilla", "eatt", *STUDY_CONFIGS, *STUDY_HYBRIDS]
     return ["vanilla", "eatt", *STUDY_CONFIGS]
@@ -142,7 +161,7 @@ def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int]
     runs: List[RunSpec] = []
     for task in tasks:
         for seed in seeds:
-            if recipe in ("study", "study-long", "study-diagnose"):
+            if recipe in ("study", "study-long", "study-diagnose", "techniques"):
                 runs += [study_run(task, scale, c, seed) for c in study_configs(configs, recipe)]
             elif recipe == "table4":
                 runs += [uniform(task, scale, v, seed) for v in ("vanilla", "eatt")]

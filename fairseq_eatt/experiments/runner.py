@@ -65,7 +65,8 @@ def prepare_task(setting: TaskSetting, data_root: str, local_dir: Optional[str],
 
 def criterion_for(run: RunSpec) -> str:
     args = argparse.Namespace()
-    aux = any(get_attention_class(v).has_auxiliary_loss(args) for v in run.attention.values())
+    aux = any(get_attention_class(v).has_auxiliary_loss(args) for v in run.attention.values()) \
+        or "--early-exit" in run.options  # every decoder layer's exit has a loss
     return AUX_CRITERION if aux else "label_smoothed_cross_entropy"
 
 

@@ -155,7 +155,10 @@ def variants(col: Collection, scale: str, figure_dir: Optional[str]) -> Tuple[st
             out.append(f"| `{variant}` | {where} | {run['model']['params']:,} | {run['valid']['bleu']:.2f} | "
                        f"{run['test']['bleu']:.2f} | {delta} | {asic:.2f} | {fpga:.2f} |")
     out += ["", "Seed 1 for every variant. Attention energy as in Table 4 (paper convention; see `energy.md` for the "
-            "complete convention, which also charges selections and comparisons)."]
+            "complete convention, which also charges selections and comparisons).", "",
+            "Rows with the survey's techniques (ternary and binary weights, encoder token pruning, early exit) on "
+            "vanilla and E-ATT, with parameters, stored size and decoding energy: `results/techniques.md` "
+            "(`fairseq-eatt-experiment techniques`, then `fairseq-eatt-techniques`)."]
     if points and figure_dir:
         name = plot_points(points, os.path.join(figure_dir, "variants.png"),
                            "attention energy, ASIC (% of vanilla)", "test BLEU", f"All variants ({scale} scale)")

@@ -8,10 +8,10 @@ cross-attention) need no extra code.
 import hashlib
 import json
 import logging
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.logging import metrics
@@ -40,6 +40,8 @@ from ..attention import (
 )
 from ..analysis.binarization import BinarizationStats, attention_modules, binarizing_modules, set_tracking
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
+from ..pruning import IMPORTANCE, TokenPruner, check_prune_args
+from ..quantization import WEIGHT_BITS, QuantizedLinear, check_weight_bits, parse_modules, unpack_state
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +63,62 @@ def attention_for(cfg, position: str, embed_dim: int, num_heads: int, kdim=None,
                     f"--quant-noise-pq-block-size {block} must divide the input size of every linear map of "
                     f"{POSITION_FLAGS[position]} {name} ({linear.in_features} does not)")
             quant_noise(linear, noise, block)
+    bits = getattr(cfg, "weight_bits", None)
+    if bits and "attn" in parse_modules(getattr(cfg, "quantize_modules", None) or "attn,ffn"):
+        quantize_linear_maps(module, bits)
     return module
 
 
+def quantize_linear_maps(module: nn.Module, bits: int):
+    """Every nn.Linear inside ``module`` becomes a QuantizedLinear sharing its parameters (checkpoint keys stay)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, QuantizedLinear.from_linear(child, bits))
+
+
+def _quantized_fc(layer_fc, cfg):
+    bits = getattr(cfg, "weight_bits", None)
+    if bits and "ffn" in parse_modules(getattr(cfg, "quantize_modules", None) or "attn,ffn"):
+        return QuantizedLinear.from_linear(layer_fc, bits)
+    return layer_fc
+
+
 class EattEncoderLayer(transformer_layer.TransformerEncoderLayerBase):
+    def __init__(self, cfg, return_fc=False):
+        super().__init__(cfg, return_fc)
+        self.fc1, self.fc2 = _quantized_fc(self.fc1, cfg), _quantized_fc(self.fc2, cfg)
+
+    def forward_with_attention(self, x: Tensor, encoder_padding_mask: Optional[Tensor]
+                               ) -> Tuple[Tensor, Optional[Tensor]]:
+        """The layer's forward (fairseq's encoder layer, without an attention mask) that also returns its
+        self-attention's weights averaged over heads, (B, T, T): what attention-based token pruning reads."""
+        residual = x
+        if self.normalize_before:
+            x = self.self_attn_layer_norm(x)
+        x, weights = self.self_attn(query=x, key=x, value=x, key_padding_mask=encoder_padding_mask,
+                                    need_weights=True)
+        x = self.residual_connection(self.dropout_module(x), residual)
+        if not self.normalize_before:
+            x = self.self_attn_layer_norm(x)
+        residual = x
+        if self.normalize_before:
+            x = self.final_layer_norm(x)
+        x = self.fc2(self.activation_dropout_module(self.activation_fn(self.fc1(x))))
+        x = self.residual_connection(self.dropout_module(x), residual)
+        if not self.normalize_before:
+            x = self.final_layer_norm(x)
+        return x, weights
+
     def build_self_attention(self, embed_dim, cfg):
         return attention_for(cfg, ENCODER_SELF, embed_dim, cfg.encoder.attention_heads)
 
 
 class EattDecoderLayer(transformer_layer.TransformerDecoderLayerBase):
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+        self.fc1, self.fc2 = _quantized_fc(self.fc1, cfg), _quantized_fc(self.fc2, cfg)
+
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
             raise AttentionSpecError("transformer_eatt does not support add_bias_kv / add_zero_attn")
@@ -104,13 +153,166 @@ def _wrap_layer(layer, cfg):
 
 
 class EattTransformerEncoder(TransformerEncoderBase):
+    """fairseq's encoder, with optional token pruning after one layer (``--prune-layer``, see pruning.py)."""
+
+    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+        super().__init__(cfg, dictionary, embed_tokens, return_fc)
+        layer = getattr(cfg, "prune_layer", None)
+        self.prune_after = -1 if layer is None else int(layer)
+        self.pruner: Optional[TokenPruner] = None
+        if layer is not None:
+            self.pruner = TokenPruner(cfg.encoder.embed_dim, getattr(cfg, "prune_keep_ratio", None),
+                                      getattr(cfg, "prune_threshold", None),
+                                      getattr(cfg, "prune_importance", None) or "attention")
+
     def build_encoder_layer(self, cfg):
         return _wrap_layer(EattEncoderLayer(cfg, return_fc=self.return_fc), cfg)
 
+    def forward_scriptable(self, src_tokens, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
+                           token_embeddings: Optional[Tensor] = None):
+        """fairseq's encoder forward (same outputs), with the pruning step after layer ``prune_after``."""
+        padding_mask = src_tokens.eq(self.padding_idx)
+        x, encoder_embedding = self.forward_embedding(src_tokens, token_embeddings)
+        x = (x * (1 - padding_mask.unsqueeze(-1).type_as(x))).transpose(0, 1)  # B x T x C -> T x B x C
+        encoder_states: List[Tensor] = [x] if return_all_hiddens else []
+        fc_results: List[Tensor] = []  # filled in eager mode only, as in fairseq
+        pruner = self.pruner
+        for index, layer in enumerate(self.layers):
+            mask: Optional[Tensor] = padding_mask if bool(padding_mask.any()) else None
+            fc_result: Optional[Tensor] = None
+            if pruner is not None and index + 1 == self.prune_after:
+                weights: Optional[Tensor] = None
+                if pruner.uses_attention:
+                    x, weights = layer.forward_with_attention(x, mask)
+                else:
+                    x = layer(x, encoder_padding_mask=mask)
+                x, padding_mask = pruner(x, padding_mask, weights)
+            else:
+                out = layer(x, encoder_padding_mask=mask)
+                if isinstance(out, tuple) and len(out) == 2:  # return_fc
+                    x, fc_result = out
+                else:
+                    x = out
+            if return_all_hiddens and not torch.jit.is_scripting():
+                encoder_states.append(x)
+                fc_results.append(fc_result)  # type: ignore[arg-type]
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return {
+            "encoder_out": [x],  # T x B x C (with pruning: the kept tokens)
+            "encoder_padding_mask": [padding_mask],  # B x T
+            "encoder_embedding": [encoder_embedding],  # B x T x C: every source token
+            "encoder_states": encoder_states,
+            "fc_results": fc_results,
+            "src_tokens": [],
+            "src_lengths": [src_tokens.ne(self.padding_idx).sum(dim=1, dtype=torch.int32).reshape(-1, 1)],
+        }
+
 
 class EattTransformerDecoder(TransformerDecoderBase):
+    """fairseq's decoder, depth-adaptive when ``--exit-threshold`` is below 1 (Elbayad et al. 2020): after every
+    layer but the last, a token whose output distribution (the shared output layer on that layer's state) has a
+    largest probability of at least the threshold exits there. Its state is copied to the layers it skips: they
+    compute their self-attention keys and values from it (so that later tokens attend to it there), and their output
+    for it is that state. Each token's exit depends only on its own prefix, so beam search, incremental decoding and a
+    full pass take the same exits."""
+
+    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+        super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
+        threshold = getattr(cfg, "exit_threshold", None)
+        self.exit_threshold = 1.0 if threshold is None else float(threshold)
+
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         return _wrap_layer(EattDecoderLayer(cfg, no_encoder_attn), cfg)
+
+    def exit_features(self, state: Tensor) -> Tensor:
+        """(T, B, C) state of a layer -> (B, T, C) features for the shared output layer, as after the last layer."""
+        if self.layer_norm is not None:
+            state = self.layer_norm(state)
+        state = state.transpose(0, 1)
+        if self.project_out_dim is not None:
+            state = self.project_out_dim(state)
+        return state
+
+    def extract_features_scriptable(self, prev_output_tokens, encoder_out: Optional[Dict[str, List[Tensor]]],
+                                    incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+                                    full_context_alignment: bool = False, alignment_layer: Optional[int] = None,
+                                    alignment_heads: Optional[int] = None):
+        """fairseq's decoder forward (same outputs), with early exits in evaluation below threshold 1; the extra
+        output ``exit_layer`` holds each token's exit depth (1 = after the first layer), (B, T)."""
+        if alignment_layer is None:
+            alignment_layer = self.num_layers - 1
+        enc: Optional[Tensor] = None
+        padding_mask: Optional[Tensor] = None
+        if encoder_out is not None and len(encoder_out["encoder_out"]) > 0:
+            enc = encoder_out["encoder_out"][0]
+        if encoder_out is not None and len(encoder_out["encoder_padding_mask"]) > 0:
+            padding_mask = encoder_out["encoder_padding_mask"][0]
+        positions: Optional[Tensor] = None
+        if self.embed_positions is not None:
+            positions = self.embed_positions(prev_output_tokens, incremental_state=incremental_state)
+        if incremental_state is not None:
+            prev_output_tokens = prev_output_tokens[:, -1:]
+            if positions is not None:
+                positions = positions[:, -1:]
+        prev_output_tokens = prev_output_tokens.contiguous()
+        x = self.embed_scale * self.embed_tokens(prev_output_tokens)
+        if self.quant_noise is not None:
+            x = self.quant_noise(x)
+        if self.project_in_dim is not None:
+            x = self.project_in_dim(x)
+        if positions is not None:
+            x += positions
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        x = self.dropout_module(x).transpose(0, 1)  # B x T x C -> T x B x C
+        self_attn_padding_mask: Optional[Tensor] = None
+        if self.cross_self_attention or prev_output_tokens.eq(self.padding_idx).any():
+            self_attn_padding_mask = prev_output_tokens.eq(self.padding_idx)
+        exits = not self.training and self.exit_threshold < 1.0
+        depth = torch.full(prev_output_tokens.shape, self.num_layers, dtype=torch.long, device=x.device)
+        running = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # T x B: not exited yet
+        attn: Optional[Tensor] = None
+        inner_states: List[Optional[Tensor]] = [x]
+        for idx, layer in enumerate(self.layers):
+            self_attn_mask: Optional[Tensor] = None
+            if incremental_state is None and not full_context_alignment:
+                self_attn_mask = self.buffered_future_mask(x)
+            if exits and not bool(running.any()):
+                if incremental_state is not None:
+                    # every token has exited: this skipped layer's self-attention takes one step on the copied
+                    # state, for the keys and values it appends to the cache (its output is not needed;
+                    # cross-attention and the feed-forward layer are skipped)
+                    query = layer.self_attn_layer_norm(x) if layer.normalize_before else x
+                    layer.self_attn(query=query, key=query, value=query, key_padding_mask=self_attn_padding_mask,
+                                    incremental_state=incremental_state, need_weights=False)
+                inner_states.append(x)
+            else:
+                out, layer_attn, _ = layer(x, enc, padding_mask, incremental_state, self_attn_mask=self_attn_mask,
+                                           self_attn_padding_mask=self_attn_padding_mask,
+                                           need_attn=bool((idx == alignment_layer)),
+                                           need_head_weights=bool((idx == alignment_layer)))
+                x = torch.where(running.unsqueeze(-1), out, x) if exits else out
+                inner_states.append(x)
+                if layer_attn is not None and idx == alignment_layer:
+                    attn = layer_attn.float().to(x)
+                if exits and idx < self.num_layers - 1:
+                    probs = torch.softmax(self.output_layer(self.exit_features(x)), dim=-1)
+                    leaving = running & (probs.max(dim=-1).values.transpose(0, 1) >= self.exit_threshold)
+                    depth = torch.where(leaving.transpose(0, 1), torch.full_like(depth, idx + 1), depth)
+                    running = running & ~leaving
+        if attn is not None:
+            if alignment_heads is not None:
+                attn = attn[:alignment_heads]
+            attn = attn.mean(dim=0)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        x = x.transpose(0, 1)  # T x B x C -> B x T x C
+        if self.project_out_dim is not None:
+            x = self.project_out_dim(x)
+        exit_layer: List[Optional[Tensor]] = [depth]
+        return x, {"attn": [attn], "inner_states": inner_states, "exit_layer": exit_layer}
+
 
 
 def log_binarization(stats: BinarizationStats, how: str):
@@ -248,6 +450,22 @@ def validate_attention_args(args):
     if noise > 0 and any(d % block for d in dims):
         raise AttentionSpecError(f"--quant-noise-pq-block-size {block} must divide the input size of every linear "
                                  f"map, among them the model dimensions {sorted(dims)}")
+    bits, modules = getattr(args, "weight_bits", None), getattr(args, "quantize_modules", None)
+    try:
+        if bits is not None:
+            check_weight_bits(bits)
+            parse_modules(modules or "attn,ffn")
+        elif modules:
+            raise ValueError("--quantize-modules needs --weight-bits (1, 2 or 8)")
+    except ValueError as err:
+        raise AttentionSpecError(str(err)) from None
+    try:
+        check_prune_args(getattr(args, "prune_layer", None), getattr(args, "prune_keep_ratio", None),
+                         getattr(args, "prune_threshold", None), getattr(args, "prune_importance", None),
+                         getattr(args, "encoder_layers", None))
+    except ValueError as err:
+        raise AttentionSpecError(str(err)) from None
+    check_early_exit_args(args)
     if getattr(args, "cross_self_attention", False):
         name = getattr(args, POSITION_ATTRS[DECODER_SELF]) or DEFAULT_ATTENTION
         caps = get_attention_class(name).capabilities
@@ -259,6 +477,24 @@ def validate_attention_args(args):
             get_attention_class(getattr(args, attr)).kwargs_from_args(args, position)
     except ValueError as err:
         raise AttentionSpecError(str(err)) from None
+
+
+def check_early_exit_args(args):
+    threshold = getattr(args, "exit_threshold", None)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise AttentionSpecError(f"--exit-threshold must be in [0, 1] (the largest probability at which a token "
+                                 f"exits), got {threshold}")
+    exits = getattr(args, "early_exit", False) or (threshold is not None and threshold < 1.0)
+    criterion = getattr(args, "criterion", None)
+    if getattr(args, "early_exit", False) and criterion not in (None, AUX_CRITERION):
+        raise AttentionSpecError(f"--early-exit trains every decoder layer's exit with --criterion {AUX_CRITERION} "
+                                 f"(--criterion {criterion} would train the last layer only)")
+    if exits and getattr(args, "cross_self_attention", False):
+        raise AttentionSpecError("--early-exit / --exit-threshold with --cross-self-attention: a skipped layer's "
+                                 "cache would need the source's keys too; use one or the other")
+    if exits and getattr(args, "adaptive_softmax_cutoff", None):
+        raise AttentionSpecError("--early-exit / --exit-threshold need the full output layer for their "
+                                 "confidence; --adaptive-softmax-cutoff replaces it")
 
 
 @register_model("transformer_eatt")
@@ -285,6 +521,35 @@ class TransformerEattModel(TransformerModel):
             help="during validation, log the ratio of nonzero binarized inputs of E-ATT-style attention "
                  "(the paper's Figure 3): per-layer (default), mean (one value per position) or off",
         )
+        parser.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, metavar="BITS",
+                            help="quantization-aware training of weights: 1 (binary, XNOR scale), 2 (ternary, TWN "
+                                 "threshold) or 8 bits, one scale per output channel, straight-through gradients "
+                                 "(default: float weights)")
+        parser.add_argument("--quantize-modules", metavar="MODULES",
+                            help="with --weight-bits: comma-separated subset of attn (every attention's linear "
+                                 "maps, E-ATT's selections included), ffn (the feed-forward layers); default attn,ffn")
+        parser.add_argument("--prune-layer", type=int, metavar="N",
+                            help="token pruning: after encoder layer N (1 = the first), keep only the most important "
+                                 "source tokens; later encoder layers and cross-attention see only those (default: "
+                                 "no pruning)")
+        parser.add_argument("--prune-keep-ratio", type=float, metavar="R",
+                            help="with --prune-layer: keep ceil(R x length) tokens per sentence, R in (0, 1] "
+                                 "(default 0.7 unless --prune-threshold is given)")
+        parser.add_argument("--prune-threshold", type=float, metavar="T",
+                            help="with --prune-layer: keep the tokens whose importance is at least T x the "
+                                 "sentence's largest, T in [0, 1] (instead of --prune-keep-ratio)")
+        parser.add_argument("--prune-importance", choices=IMPORTANCE, metavar="HOW",
+                            help="with --prune-layer: attention (default: the attention a token receives in that "
+                                 "layer, averaged over heads and queries) or learned (a sigmoid scorer that "
+                                 "also scales the kept tokens, trained by the translation loss)")
+        parser.add_argument("--early-exit", action="store_true",
+                            help="depth-adaptive decoder: train every decoder layer's exit (the shared output layer "
+                                 "on its state) with the mean of all layers' losses; needs --criterion "
+                                 f"{AUX_CRITERION}")
+        parser.add_argument("--exit-threshold", type=float, metavar="C",
+                            help="at inference, a target token leaves the decoder after the first layer whose exit "
+                                 "gives its largest probability >= C, C in [0, 1]; 1 (default) runs every layer. Set "
+                                 "it when decoding: fairseq-generate --model-overrides \"{'exit_threshold': 0.9}\"")
         flags = set()  # each flag once, though several variants share options
         for name in names:
             get_attention_class(name).add_args(parser, flags)
@@ -320,11 +585,14 @@ class TransformerEattModel(TransformerModel):
                                       alignment_heads: Optional[int]):
         set_tracking(self, True)
         try:
-            out = super().forward(src_tokens, src_lengths, prev_output_tokens, return_all_hiddens=return_all_hiddens,
-                                  features_only=features_only, alignment_layer=alignment_layer,
-                                  alignment_heads=alignment_heads)
+            encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
+            out = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
+                               alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+                               src_lengths=src_lengths, return_all_hiddens=return_all_hiddens)
             stats = BinarizationStats()
-            stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx))
+            pruned = self.encoder.pruner is not None
+            stats.update(self, src_tokens.eq(self.encoder.padding_idx), prev_output_tokens.eq(self.decoder.padding_idx),
+                         encoder_out["encoder_padding_mask"][0] if pruned else None, self.encoder.prune_after)
             log_binarization(stats, getattr(self.args, "log_binarization", None) or "per-layer")
         finally:
             set_tracking(self, False)
@@ -338,6 +606,7 @@ class TransformerEattModel(TransformerModel):
         check_checkpoint_metadata(state, self.args)  # runs before any weight is loaded into a layer
 
     def upgrade_state_dict_named(self, state_dict, name):
+        unpack_state(state_dict)  # a packed checkpoint (fairseq-eatt-pack): its quantized weights as floats
         super().upgrade_state_dict_named(state_dict, name)
         state_dict.setdefault((name + "." if name else "") + "_extra_state",
                               encode_metadata({"plugin": "fairseq_eatt", "format": 0}))
