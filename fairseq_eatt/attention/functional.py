@@ -262,6 +262,24 @@ def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
 
 
 @torch.jit.unused
+def fused_attention_wanted(q: Tensor) -> bool:
+    """Whether E-ATT attends through the fused Triton kernel: ``FAIRSEQ_EATT_FUSED`` auto (default: CUDA tensors
+    with triton installed, outside the op counter's reference block), 1 (always: a CPU runs it with
+    TRITON_INTERPRET=1), 0 (never)."""
+    choice = os.environ.get("FAIRSEQ_EATT_FUSED", "auto")
+    if choice not in ("auto", "0", "1"):
+        raise ValueError(f"FAIRSEQ_EATT_FUSED={choice!r}: valid values are auto, 1, 0")
+    if choice == "0" or _FORCED_REFERENCE.get() or _in_onnx_export():
+        return False
+    if choice == "1":
+        error = _triton_error()
+        if error is not None:
+            raise RuntimeError(f"FAIRSEQ_EATT_FUSED=1: {error}")
+        return True
+    return q.is_cuda and os.environ.get("FAIRSEQ_EATT_L1", "auto") != "reference" and _triton_error() is None
+
+
+@torch.jit.unused
 def _in_onnx_export() -> bool:
     return torch.onnx.is_in_onnx_export()
 

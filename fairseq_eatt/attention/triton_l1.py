@@ -149,3 +149,204 @@ class TritonPairwiseL1(torch.autograd.Function):
         grad_q, grad_k = l1_backward(q, k, grad_out.float(), ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return (grad_q.to(q.dtype) if grad_q is not None else None,
                 grad_k.to(k.dtype) if grad_k is not None else None)
+
+
+# ---- fused E-ATT attention (flash-style): L1 scores, masks, softmax and the weighted sum of values ---------------------
+# Forward: each program owns BLOCK_T queries of one (sentence, head) row and walks the keys BLOCK_S at a time with an
+# online softmax, so neither the scores nor the probabilities are stored; it keeps each query's log-sum-exp for the
+# backward. Backward recomputes the probabilities tile by tile (FlashAttention-2's split): one kernel owns queries and
+# accumulates dQ, one owns keys and accumulates dK and dV. The scores are s = -scale * |q - k|_1 plus the additive
+# mask (T, S) and -inf at padded keys; a query whose keys are all masked gets zeros (as the dense path).
+
+FUSED_T, FUSED_S = 16, 16
+
+if triton is not None:
+
+    @triton.jit
+    def _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
+                     pad_ptr, p_b, p_s, heads, scale, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr,
+                     BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
+        """(BT, BS) masked scores of one tile, -inf outside the lengths."""
+        acc = tl.zeros((BT, BS), dtype=tl.float32)
+        for d0 in range(0, D, BD):
+            feats = d0 + tl.arange(0, BD)
+            q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
+                        mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
+            k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
+                        mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
+            acc += tl.sum(tl.abs(q[:, None, :] - k[None, :, :]), axis=2)
+        s = -scale * acc
+        if HAS_MASK:
+            s += tl.load(mask_ptr + rows[:, None] * m_t + cols[None, :] * m_s,
+                         mask=(rows[:, None] < T) & (cols[None, :] < S), other=0.0).to(tl.float32)
+        if HAS_PAD:
+            padded = tl.load(pad_ptr + (n // heads) * p_b + cols * p_s, mask=cols < S, other=1)
+            s = tl.where(padded[None, :] != 0, float("-inf"), s)
+        return tl.where(cols[None, :] < S, s, float("-inf"))
+
+    @triton.jit
+    def _fused_forward_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, mask_ptr, pad_ptr, T, S, D, DV, heads, scale,
+                              q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, o_n, o_t, o_d, m_t, m_s, p_b, p_s,
+                              HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+                              BD: tl.constexpr, BV: tl.constexpr):
+        n = tl.program_id(0)
+        rows = tl.program_id(1) * BT + tl.arange(0, BT)
+        vcols = tl.arange(0, BV)
+        m_i = tl.full((BT,), float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros((BT,), dtype=tl.float32)
+        acc = tl.zeros((BT, BV), dtype=tl.float32)
+        for s0 in range(0, S, BS):
+            cols = s0 + tl.arange(0, BS)
+            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
+                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row masked so far: no NaN from -inf - -inf
+            p = tl.exp(s - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
+                        mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            m_i = m_new
+        empty = l_i == 0.0
+        out = acc / tl.where(empty, 1.0, l_i)[:, None]
+        tl.store(out_ptr + n * o_n + rows[:, None] * o_t + vcols[None, :] * o_d, out,
+                 mask=(rows[:, None] < T) & (vcols[None, :] < DV))
+        lse = tl.where(empty, float("inf"), m_i + tl.log(tl.where(empty, 1.0, l_i)))  # inf: probabilities 0
+        tl.store(lse_ptr + n * T + rows, lse, mask=rows < T)
+
+    @triton.jit
+    def _fused_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, mask_ptr, pad_ptr,
+                         T, S, D, DV, heads, scale,
+                         q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, g_n, g_t, g_d, r_n, r_t, r_d, m_t, m_s,
+                         p_b, p_s, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr,
+                         BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr):
+        n = tl.program_id(0)
+        rows = tl.program_id(1) * BT + tl.arange(0, BT)
+        vcols = tl.arange(0, BV)
+        lse = tl.load(lse_ptr + n * T + rows, mask=rows < T, other=float("inf"))
+        delta = tl.load(delta_ptr + n * T + rows, mask=rows < T, other=0.0)
+        do = tl.load(do_ptr + n * g_n + rows[:, None] * g_t + vcols[None, :] * g_d,
+                     mask=(rows[:, None] < T) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+        for s0 in range(0, S, BS):
+            cols = s0 + tl.arange(0, BS)
+            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
+                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            p = tl.exp(s - lse[:, None])
+            v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
+                        mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+            dp = tl.sum(do[:, None, :] * v[None, :, :], axis=2)
+            dl1 = -scale * p * (dp - delta[:, None])  # d loss / d |q - k|_1
+            for d0 in range(0, D, BD):
+                feats = d0 + tl.arange(0, BD)
+                inside = (rows[:, None] < T) & (feats[None, :] < D)
+                q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d, mask=inside,
+                            other=0.0).to(tl.float32)
+                k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
+                            mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
+                diff = q[:, None, :] - k[None, :, :]
+                sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
+                part = tl.sum(sign * dl1[:, :, None], axis=1)
+                target = dq_ptr + n * r_n + rows[:, None] * r_t + feats[None, :] * r_d
+                tl.store(target, tl.load(target, mask=inside, other=0.0) + part, mask=inside)  # rows of this program
+
+    @triton.jit
+    def _fused_dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, mask_ptr, pad_ptr,
+                          T, S, D, DV, heads, scale,
+                          q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, g_n, g_t, g_d, r_n, r_s, r_d,
+                          w_n, w_s, w_d, m_t, m_s, p_b, p_s, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr,
+                          BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr):
+        n = tl.program_id(0)
+        cols = tl.program_id(1) * BS + tl.arange(0, BS)
+        vcols = tl.arange(0, BV)
+        v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
+                    mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+        dv = tl.zeros((BS, BV), dtype=tl.float32)
+        for t0 in range(0, T, BT):
+            rows = t0 + tl.arange(0, BT)
+            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
+                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            lse = tl.load(lse_ptr + n * T + rows, mask=rows < T, other=float("inf"))
+            delta = tl.load(delta_ptr + n * T + rows, mask=rows < T, other=0.0)
+            p = tl.exp(s - lse[:, None])  # padded query rows: lse inf, p 0
+            do = tl.load(do_ptr + n * g_n + rows[:, None] * g_t + vcols[None, :] * g_d,
+                         mask=(rows[:, None] < T) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+            dv += tl.sum(p[:, :, None] * do[:, None, :], axis=0)
+            dp = tl.sum(do[:, None, :] * v[None, :, :], axis=2)
+            dl1 = -scale * p * (dp - delta[:, None])
+            for d0 in range(0, D, BD):
+                feats = d0 + tl.arange(0, BD)
+                inside = (cols[:, None] < S) & (feats[None, :] < D)
+                q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
+                            mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
+                k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d, mask=inside,
+                            other=0.0).to(tl.float32)
+                diff = q[:, None, :] - k[None, :, :]
+                sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
+                part = -tl.sum(sign * dl1[:, :, None], axis=0)
+                target = dk_ptr + n * r_n + cols[:, None] * r_s + feats[None, :] * r_d
+                tl.store(target, tl.load(target, mask=inside, other=0.0) + part, mask=inside)
+        tl.store(dv_ptr + n * w_n + cols[:, None] * w_s + vcols[None, :] * w_d, dv,
+                 mask=(cols[:, None] < S) & (vcols[None, :] < DV))
+
+
+def _next_power_of_two(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _mask_args(q: Tensor, attn_mask: Optional[Tensor], padding: Optional[Tensor]):
+    dummy = torch.zeros(1, dtype=torch.float32, device=q.device)
+    mask = attn_mask.float() if attn_mask is not None else dummy
+    pad = padding.to(torch.int8) if padding is not None else dummy.to(torch.int8)
+    mask_strides = mask.stride() if attn_mask is not None else (0, 0)
+    pad_strides = pad.stride() if padding is not None else (0, 0)
+    return mask, pad, mask_strides, pad_strides
+
+
+def fused_forward(q, k, v, scale: float, heads: int, attn_mask: Optional[Tensor], padding: Optional[Tensor]):
+    """(out (N, T, dv) float32, log-sum-exp (N, T))."""
+    n, t, d = q.shape
+    s, dv = k.size(1), v.size(2)
+    out = torch.zeros(n, t, dv, dtype=torch.float32, device=q.device)
+    lse = torch.full((n, t), float("inf"), dtype=torch.float32, device=q.device)
+    if n == 0 or t == 0:
+        return out, lse
+    mask, pad, ms, ps = _mask_args(q, attn_mask, padding)
+    _fused_forward_kernel[(n, _cdiv(t, FUSED_T))](
+        q, k, v, out, lse, mask, pad, t, s, d, dv, heads, scale, *q.stride(), *k.stride(), *v.stride(),
+        *out.stride(), *ms, *ps, HAS_MASK=attn_mask is not None, HAS_PAD=padding is not None,
+        BT=FUSED_T, BS=FUSED_S, BD=BLOCK_D, BV=_next_power_of_two(dv))
+    return out, lse
+
+
+class FusedEattAttention(torch.autograd.Function):
+    """softmax(-scale * |q - k|_1 + mask) @ v without storing the (T, S) scores; float32 accumulation."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale: float, heads: int, attn_mask: Optional[Tensor], padding: Optional[Tensor]):
+        out, lse = fused_forward(q, k, v, scale, heads, attn_mask, padding)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale, ctx.heads, ctx.attn_mask, ctx.padding = scale, heads, attn_mask, padding
+        return out.to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        n, t, d = q.shape
+        s, dv = k.size(1), v.size(2)
+        do = grad_out.float().contiguous()
+        delta = (do * out).sum(dim=-1).contiguous()  # rowsum(dO * O)
+        dq = torch.zeros(n, t, d, dtype=torch.float32, device=q.device)
+        dk = torch.zeros(n, s, d, dtype=torch.float32, device=q.device)
+        dvv = torch.zeros(n, s, dv, dtype=torch.float32, device=q.device)
+        if n and t and s:
+            mask, pad, ms, ps = _mask_args(q, ctx.attn_mask, ctx.padding)
+            common = dict(HAS_MASK=ctx.attn_mask is not None, HAS_PAD=ctx.padding is not None, BT=FUSED_T,
+                          BS=FUSED_S, BD=BLOCK_D, BV=_next_power_of_two(dv))
+            _fused_dq_kernel[(n, _cdiv(t, FUSED_T))](
+                q, k, v, do, lse, delta, dq, mask, pad, t, s, d, dv, ctx.heads, ctx.scale, *q.stride(),
+                *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *ms, *ps, **common)
+            _fused_dkv_kernel[(n, _cdiv(s, FUSED_S))](
+                q, k, v, do, lse, delta, dk, dvv, mask, pad, t, s, d, dv, ctx.heads, ctx.scale, *q.stride(),
+                *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dvv.stride(), *ms, *ps, **common)
+        return dq.to(q.dtype), dk.to(k.dtype), dvv.to(v.dtype), None, None, None, None
