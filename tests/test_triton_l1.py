@@ -114,3 +114,194 @@ def test_whole_eatt_layers_with_masks_and_padding_equal_the_reference(monkeypatc
 
     for a, b_ in zip(run("triton"), run("reference")):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+
+
+# ---- the fused E-ATT attention and the fused dot-product attention of vanilla positions -------------------------------
+
+def dense_eatt(q, k, v, scale, heads, mask, padding):
+    scores = -scale * (q[:, :, None, :] - k[:, None, :, :]).abs().sum(-1)
+    if mask is not None:
+        scores = scores + mask
+    if padding is not None:
+        scores = scores.masked_fill(padding.repeat_interleave(heads, 0)[:, None, :], float("-inf"))
+    probs = torch.softmax(scores, -1).masked_fill(scores.amax(-1, keepdim=True) == float("-inf"), 0.0)
+    return probs @ v
+
+
+@pytest.mark.parametrize("b, h, t, s, d, dv, causal", [
+    (2, 2, 5, 7, 9, 6, False),   # odd sizes, left/right padding and a fully padded sentence
+    (1, 3, 17, 17, 8, 16, True),  # the future mask across tiles
+    (2, 1, 1, 20, 5, 3, False),   # one query (a decoding step)
+])
+def test_fused_attention_equals_the_dense_path(b, h, t, s, d, dv, causal):
+    from fairseq_eatt.attention.triton_l1 import FusedEattAttention
+
+    torch.manual_seed(t + s)
+    n = b * h
+    q = torch.randn(n, t, d, requires_grad=True)
+    k, v = torch.randn(n, s, d, requires_grad=True), torch.randn(n, s, dv, requires_grad=True)
+    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+    padding = torch.zeros(b, s, dtype=torch.bool)
+    padding[0, -2:] = True
+    if not causal and b > 1:
+        padding[1, :] = True  # no key at all: zeros, as the dense path gives
+    out = FusedEattAttention.apply(q, k, v, 0.3, h, mask, padding)
+    g = torch.randn_like(out)
+    out.backward(g)
+    fused = [out.detach()] + [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    ref = dense_eatt(q, k, v, 0.3, h, mask, padding)
+    ref.backward(g)
+    for a, b_ in zip(fused, [ref.detach()] + [x.grad for x in (q, k, v)]):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(fused[0]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_attention_takes_half_inputs(dtype):
+    from fairseq_eatt.attention.triton_l1 import FusedEattAttention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 6, 16).to(dtype), torch.randn(2, 8, 16).to(dtype), torch.randn(2, 8, 4).to(dtype))
+    out = FusedEattAttention.apply(q, k, v, 0.1, 1, None, None)
+    assert out.dtype == dtype
+    exact = dense_eatt(q.double(), k.double(), v.double(), 0.1, 1, None, None)
+    torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["cross-padded", "causal-self"])
+def test_eatt_layers_attend_through_the_fused_kernel_like_the_dense_path(monkeypatch, causal):
+    from fairseq_eatt.attention import eatt as eatt_module
+    from fairseq_eatt.attention.eatt import EattAttention
+
+    torch.manual_seed(0)
+    d, heads, t, b = 16, 2, 6, 3
+    s = t if causal else 9
+    module = EattAttention(d, heads, self_attention=causal, encoder_decoder_attention=not causal, threshold=0.0)
+    query = torch.randn(t, b, d, requires_grad=True)
+    key = query if causal else torch.randn(s, b, d)
+    padding = torch.zeros(b, s, dtype=torch.bool)
+    padding[1, -3:] = True
+    if not causal:
+        padding[0, :2] = True
+    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+    calls = []
+    fused_attend = EattAttention._fused_attend
+    monkeypatch.setattr(eatt_module.EattAttention, "_fused_attend",
+                        lambda self, *a: calls.append(1) or fused_attend(self, *a))
+
+    def run(fused):
+        monkeypatch.setenv("FAIRSEQ_EATT_FUSED", fused)
+        module.zero_grad()
+        query.grad = None
+        out, _ = module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)
+        out.pow(2).sum().backward()
+        return [out.detach(), query.grad.clone()] + [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+    fused, dense = run("1"), run("0")
+    assert calls == [1]  # the fused kernel ran once, the dense path the other time
+    for a, b_ in zip(fused, dense):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("FAIRSEQ_EATT_FUSED", "1")
+    module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=True)  # weights: dense path
+    module.log_temperature = torch.nn.Parameter(torch.zeros(heads))
+    module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)  # temperatures: dense
+    assert calls == [1]
+
+
+def test_beam_search_with_fused_kernels_equals_the_dense_path(monkeypatch):
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from .helpers import write_dicts
+    from .test_deployment import same_hypotheses, sample_of, spread
+    from .test_model import build
+
+    import tempfile
+    import pathlib
+
+    directory = pathlib.Path(tempfile.mkdtemp())
+    write_dicts(directory, vocab_size=40)
+    torch.manual_seed(0)
+    task, model, _ = build(directory, "--arch", "transformer_eatt_tiny", "--decoder-self-attention", "vanilla",
+                           "--eatt-threshold", "0.0")
+    spread(model)
+    sample = sample_of(task)
+
+    def search(fused):
+        monkeypatch.setenv("FAIRSEQ_EATT_FUSED", fused)
+        monkeypatch.setenv("FAIRSEQ_EATT_SDPA", fused)
+        with torch.no_grad():
+            return SequenceGenerator([model], task.target_dictionary, beam_size=3, max_len_b=8).forward(sample)
+
+    same_hypotheses(search("1"), search("0"))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["cross-padded", "causal-self"])
+def test_vanilla_positions_through_scaled_dot_product_attention_equal_the_dense_path(monkeypatch, causal):
+    from fairseq_eatt.attention.vanilla import VanillaAttention
+
+    torch.manual_seed(0)
+    d, heads, t, b = 16, 2, 5, 3
+    s = t if causal else 7
+    module = VanillaAttention(d, heads, self_attention=causal, encoder_decoder_attention=not causal)
+    query = torch.randn(t, b, d, requires_grad=True)
+    key = query if causal else torch.randn(s, b, d)
+    padding = torch.zeros(b, s, dtype=torch.bool)
+    padding[1, -2:] = True
+    if not causal:
+        padding[0, :2] = True
+    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+
+    def run(sdpa):
+        monkeypatch.setenv("FAIRSEQ_EATT_SDPA", sdpa)
+        module.zero_grad()
+        query.grad = None
+        out, _ = module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)
+        out.pow(2).sum().backward()
+        return [out.detach(), query.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+
+    for a, b_ in zip(run("1"), run("0")):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
+
+
+def test_sdpa_is_kept_away_from_what_it_would_compute_differently(monkeypatch):
+    from fairseq_eatt.attention import vanilla as vanilla_module
+    from fairseq_eatt.attention.registry import get_attention_class
+
+    monkeypatch.setenv("FAIRSEQ_EATT_SDPA", "1")
+    calls = []
+    real = vanilla_module.F.scaled_dot_product_attention
+    monkeypatch.setattr(vanilla_module.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 16)
+    for name in ("adaptive_span", "local", "eatt_l1", "optimized"):
+        module = get_attention_class(name)(16, 2, self_attention=True)
+        module(x, x, x, need_weights=False)
+        if name == "optimized":  # its own projections, the same scores: fused
+            assert calls, name
+        else:
+            assert not module.sdpa_exact and not calls, name
+        calls.clear()
+    padding = torch.zeros(2, 4, dtype=torch.bool)
+    padding[0] = True  # a sentence without keys: zeros on the dense path, NaN from the fused kernel
+    vanilla = get_attention_class("vanilla")(16, 2, encoder_decoder_attention=True)
+    out, _ = vanilla(x, x, x, key_padding_mask=padding, need_weights=False)
+    assert not calls and torch.isfinite(out).all()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fused", ["0", "1"], ids=["l1-kernel", "fused-attention"])
+def test_fp16_training_through_the_triton_kernels(demo_run, tmp_path, fused):
+    """fairseq-train --fp16 (half-precision model, fp32 master weights, loss scaling) with E-ATT's scores from the
+    Triton kernels (on a CPU: Triton's interpreter), surrogate gradient included: finite losses and weights."""
+    from .test_reliability import losses, params, run, train_flags
+
+    env = dict(os.environ, FAIRSEQ_EATT_L1="triton", FAIRSEQ_EATT_FUSED=fused, TRITON_INTERPRET="1")
+    log = run([__import__("sys").executable, "-m", "fairseq_cli.train",
+               *train_flags(demo_run["data_bin"], tmp_path, ("eatt",) * 3, "--fp16", "--fp16-no-flatten-grads",
+                            "--max-update", "2", "--max-tokens", "128", "--disable-validation")], env=env)
+    values = list(losses(log).values())
+    assert len(values) == 2 and all(torch.isfinite(torch.tensor(v[0])) for v in values), log[-2000:]
+    assert all(torch.isfinite(w.float()).all() for w in params(tmp_path / "checkpoint_last.pt").values())
