@@ -13,6 +13,15 @@ from fairseq_eatt.attention.triton_l1 import BLOCK_D, BLOCK_S, BLOCK_T, TritonPa
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="no GPU and Triton's interpreter is off")
+# the interpreter runs the kernels on CPU tensors; on a GPU (scripts/gpu_check.sh) every tensor is made there
+DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def on_the_kernels_device():
+    torch.set_default_device(DEVICE)
+    yield
+    torch.set_default_device("cpu")
 
 
 def reference(q, k, g):
