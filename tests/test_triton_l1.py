@@ -314,3 +314,34 @@ def test_fp16_training_through_the_triton_kernels(demo_run, tmp_path, fused):
     values = list(losses(log).values())
     assert len(values) == 2 and all(torch.isfinite(torch.tensor(v[0])) for v in values), log[-2000:]
     assert all(torch.isfinite(w.float()).all() for w in params(tmp_path / "checkpoint_last.pt").values())
+
+
+# ---- the benchmark's GPU path, without a GPU --------------------------------------------------------------------------
+
+def test_the_benchmark_times_the_triton_kernels_on_a_gpu_and_checks_the_gpu_targets():
+    import argparse
+
+    from fairseq_eatt.perf import bench
+    from fairseq_eatt.perf.report import GPU_TARGETS, scores_table, targets
+
+    assert bench.l1_implementations(gpu=True) == ["triton", "reference"]
+    assert "triton" not in bench.l1_implementations(gpu=False)
+    # the score operation as the GPU path runs it (here on the interpreter): every implementation timed
+    args = argparse.Namespace(gpu=False, op_repeats=1, fp16=False)
+    original = bench.l1_implementations
+    bench.l1_implementations = lambda gpu: ["triton", "reference"]
+    try:
+        rows = bench.score_op(args, {"lengths": (8, 16), "op_n": 2})
+    finally:
+        bench.l1_implementations = original
+    assert all(r["l1_triton_s"]["median"] > 0 and r["l1_triton_largest_vs_5d"] < 0.5 for r in rows)
+    report = {"gpu": True, "scores": rows,
+              "train": {"eatt": {"target_tokens_per_s": [89.0], "ratio_per_round": [0.89], "peak_gpu_mib": 10.0,
+                                 "working_rss_mib": 1.0},
+                        "transformer": {"target_tokens_per_s": [100.0], "ratio_per_round": [1.0],
+                                        "peak_gpu_mib": 10.0, "working_rss_mib": 1.0}}}
+    table = "\n".join(scores_table(report))
+    assert "L1, Triton kernel (ms)" in table and "Triton / dot" in table
+    lines = "\n".join(targets(report))
+    assert f"(target >= {GPU_TARGETS['train']}): NOT met" in lines  # 0.89 < 0.9 on a GPU
+    assert "Triton kernel), forward + backward" in lines and f"(target <= {GPU_TARGETS['scores']})" in lines
