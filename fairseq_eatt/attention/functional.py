@@ -173,6 +173,11 @@ def reference_l1():
         _FORCED_REFERENCE.reset(token)
 
 
+def counting_reference() -> bool:
+    """True inside :func:`reference_l1` (the op counter): attention takes its dense, countable path."""
+    return _FORCED_REFERENCE.get()
+
+
 def l1_kernel():
     """The compiled CPU kernel, or None (with the reason in ``l1_kernel_error()``)."""
     global _KERNEL, _KERNEL_ERROR
