@@ -293,6 +293,11 @@ def test_sdpa_is_kept_away_from_what_it_would_compute_differently(monkeypatch):
         else:
             assert not module.sdpa_exact and not calls, name
         calls.clear()
+    from fairseq_eatt.attention.functional import reference_l1
+
+    with reference_l1():  # the op counter's block: the dense path, whose operations it charges
+        get_attention_class("vanilla")(16, 2, self_attention=True)(x, x, x, need_weights=False)
+    assert not calls
     padding = torch.zeros(2, 4, dtype=torch.bool)
     padding[0] = True  # a sentence without keys: zeros on the dense path, NaN from the fused kernel
     vanilla = get_attention_class("vanilla")(16, 2, encoder_decoder_attention=True)
