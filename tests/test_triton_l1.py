@@ -336,7 +336,7 @@ def test_the_benchmark_times_the_triton_kernels_on_a_gpu_and_checks_the_gpu_targ
     original = bench.l1_implementations
     bench.l1_implementations = lambda gpu: ["triton", "reference"]
     try:
-        rows = bench.score_op(args, {"lengths": (8, 16), "op_n": 2})
+        rows = bench.score_op(args, {"lengths": (32, 64), "op_n": 2})
     finally:
         bench.l1_implementations = original
     assert all(r["l1_triton_s"]["median"] > 0 and r["l1_triton_largest_vs_5d"] < 0.5 for r in rows)
