@@ -53,48 +53,28 @@ if triton is not None:
                  mask=(rows[:, None] < T) & (cols[None, :] < S))
 
     @triton.jit
-    def _grad_q_kernel(q_ptr, k_ptr, g_ptr, gq_ptr, T, S, D,
-                       q_n, q_t, q_d, k_n, k_s, k_d, g_n, g_t, g_s, r_n, r_t, r_d,
-                       BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
+    def _grad_kernel(a_ptr, b_ptr, g_ptr, out_ptr, T, S, D,
+                     a_n, a_t, a_d, b_n, b_s, b_d, g_n, g_t, g_s, r_n, r_t, r_d,
+                     BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
+        """out[i, c] = sum_j g[i, j] sign(a[i, c] - b[j, c]): grad_q with (q, k, g), grad_k with (k, q, g^T) since
+        d|q - k|/dk = sign(k - q)."""
         n = tl.program_id(0)
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         feats = tl.program_id(2) * BD + tl.arange(0, BD)
-        q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
+        a = tl.load(a_ptr + n * a_n + rows[:, None] * a_t + feats[None, :] * a_d,
                     mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
         acc = tl.zeros((BT, BD), dtype=tl.float32)
         for s0 in range(0, S, BS):
             cols = s0 + tl.arange(0, BS)
-            k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
+            b = tl.load(b_ptr + n * b_n + cols[:, None] * b_s + feats[None, :] * b_d,
                         mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
             g = tl.load(g_ptr + n * g_n + rows[:, None] * g_t + cols[None, :] * g_s,
                         mask=(rows[:, None] < T) & (cols[None, :] < S), other=0.0).to(tl.float32)
-            diff = q[:, None, :] - k[None, :, :]
+            diff = a[:, None, :] - b[None, :, :]
             sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-            acc += tl.sum(sign * g[:, :, None], axis=1)  # padded keys have g = 0
-        tl.store(gq_ptr + n * r_n + rows[:, None] * r_t + feats[None, :] * r_d, acc,
+            acc += tl.sum(sign * g[:, :, None], axis=1)  # rows of b beyond S have g = 0
+        tl.store(out_ptr + n * r_n + rows[:, None] * r_t + feats[None, :] * r_d, acc,
                  mask=(rows[:, None] < T) & (feats[None, :] < D))
-
-    @triton.jit
-    def _grad_k_kernel(q_ptr, k_ptr, g_ptr, gk_ptr, T, S, D,
-                       q_n, q_t, q_d, k_n, k_s, k_d, g_n, g_t, g_s, r_n, r_s, r_d,
-                       BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
-        n = tl.program_id(0)
-        cols = tl.program_id(1) * BS + tl.arange(0, BS)
-        feats = tl.program_id(2) * BD + tl.arange(0, BD)
-        k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
-                    mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
-        acc = tl.zeros((BS, BD), dtype=tl.float32)
-        for t0 in range(0, T, BT):
-            rows = t0 + tl.arange(0, BT)
-            q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
-                        mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            g = tl.load(g_ptr + n * g_n + rows[:, None] * g_t + cols[None, :] * g_s,
-                        mask=(rows[:, None] < T) & (cols[None, :] < S), other=0.0).to(tl.float32)
-            diff = q[:, None, :] - k[None, :, :]
-            sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-            acc -= tl.sum(sign * g[:, :, None], axis=0)  # d|q - k|/dk = -sign(q - k); padded queries: g = 0
-        tl.store(gk_ptr + n * r_n + cols[:, None] * r_s + feats[None, :] * r_d, acc,
-                 mask=(cols[:, None] < S) & (feats[None, :] < D))
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -120,18 +100,19 @@ def l1_backward(q: Tensor, k: Tensor, grad: Tensor, need_q: bool, need_k: bool
     n, t, d = q.shape
     s = k.size(1)
     grad_q = grad_k = None
+    g_n, g_t, g_s = grad.stride()
     if need_q:
         grad_q = torch.zeros(n, t, d, dtype=torch.float32, device=q.device)
         if grad_q.numel() and s:
-            _grad_q_kernel[(n, _cdiv(t, BLOCK_T), _cdiv(d, BLOCK_D))](
-                q, k, grad, grad_q, t, s, d, *q.stride(), *k.stride(), *grad.stride(), *grad_q.stride(),
+            _grad_kernel[(n, _cdiv(t, BLOCK_T), _cdiv(d, BLOCK_D))](
+                q, k, grad, grad_q, t, s, d, *q.stride(), *k.stride(), g_n, g_t, g_s, *grad_q.stride(),
                 BT=BLOCK_T, BS=BLOCK_S, BD=BLOCK_D)
     if need_k:
         grad_k = torch.zeros(n, s, d, dtype=torch.float32, device=q.device)
         if grad_k.numel() and t:
-            _grad_k_kernel[(n, _cdiv(s, BLOCK_S), _cdiv(d, BLOCK_D))](
-                q, k, grad, grad_k, t, s, d, *q.stride(), *k.stride(), *grad.stride(), *grad_k.stride(),
-                BT=BLOCK_T, BS=BLOCK_S, BD=BLOCK_D)
+            _grad_kernel[(n, _cdiv(s, BLOCK_S), _cdiv(d, BLOCK_D))](  # g transposed through its strides
+                k, q, grad, grad_k, s, t, d, *k.stride(), *q.stride(), g_n, g_s, g_t, *grad_k.stride(),
+                BT=BLOCK_S, BS=BLOCK_T, BD=BLOCK_D)
     return grad_q, grad_k
 
 
