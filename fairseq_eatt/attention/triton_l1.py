@@ -10,6 +10,7 @@ The scores are float32 (as the reference's); the gradients come back in the inpu
 Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is imported) runs the same kernels on CPU tensors:
 the test suite checks them there against the reference.
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -137,11 +138,20 @@ class TritonPairwiseL1(torch.autograd.Function):
 # online softmax, so neither the scores nor the probabilities are stored; it keeps each query's log-sum-exp for the
 # backward. Backward recomputes the probabilities tile by tile (FlashAttention-2's split): one kernel owns queries and
 # accumulates dQ, one owns keys and accumulates dK and dV. The scores are s = -scale * |q - k|_1 plus the additive
-# mask (T, S) and -inf at padded keys; a query whose keys are all masked gets zeros (as the dense path).
+# mask (T, S) and -inf at padded keys; a query whose keys are all masked gets zeros (as the dense path). Products with
+# the values (P V, dO V^T, P^T dO) are tl.dot matrix products; the L1 terms cannot be, they are reduced in registers.
 
 FUSED_T, FUSED_S = 16, 16
 
 if triton is not None:
+
+    @triton.jit
+    def _dot(a, b, DOT: tl.constexpr):
+        """a @ b with float32 accumulation: exact float32 products for float32 models, tensor-core products in the
+        model's half dtype otherwise (as the dense path's matrix products under autocast)."""
+        if DOT == tl.float32:
+            return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a.to(DOT), b.to(DOT))
 
     @triton.jit
     def _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
@@ -169,7 +179,7 @@ if triton is not None:
     def _fused_forward_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, mask_ptr, pad_ptr, T, S, D, DV, heads, scale,
                               q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, o_n, o_t, o_d, m_t, m_s, p_b, p_s,
                               HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-                              BD: tl.constexpr, BV: tl.constexpr):
+                              BD: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
         n = tl.program_id(0)
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         vcols = tl.arange(0, BV)
@@ -186,7 +196,7 @@ if triton is not None:
             alpha = tl.exp(m_i - m_safe)
             v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
                         mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
-            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            acc = acc * alpha[:, None] + _dot(p, v, DOT)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             m_i = m_new
         empty = l_i == 0.0
@@ -201,7 +211,7 @@ if triton is not None:
                          T, S, D, DV, heads, scale,
                          q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, g_n, g_t, g_d, r_n, r_t, r_d, m_t, m_s,
                          p_b, p_s, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr,
-                         BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr):
+                         BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
         n = tl.program_id(0)
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         vcols = tl.arange(0, BV)
@@ -216,7 +226,7 @@ if triton is not None:
             p = tl.exp(s - lse[:, None])
             v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
                         mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
-            dp = tl.sum(do[:, None, :] * v[None, :, :], axis=2)
+            dp = _dot(do, tl.trans(v), DOT)
             dl1 = -scale * p * (dp - delta[:, None])  # d loss / d |q - k|_1
             for d0 in range(0, D, BD):
                 feats = d0 + tl.arange(0, BD)
@@ -236,7 +246,8 @@ if triton is not None:
                           T, S, D, DV, heads, scale,
                           q_n, q_t, q_d, k_n, k_s, k_d, v_n, v_s, v_d, g_n, g_t, g_d, r_n, r_s, r_d,
                           w_n, w_s, w_d, m_t, m_s, p_b, p_s, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr,
-                          BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr):
+                          BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
+                          DOT: tl.constexpr):
         n = tl.program_id(0)
         cols = tl.program_id(1) * BS + tl.arange(0, BS)
         vcols = tl.arange(0, BV)
@@ -252,8 +263,8 @@ if triton is not None:
             p = tl.exp(s - lse[:, None])  # padded query rows: lse inf, p 0
             do = tl.load(do_ptr + n * g_n + rows[:, None] * g_t + vcols[None, :] * g_d,
                          mask=(rows[:, None] < T) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
-            dv += tl.sum(p[:, :, None] * do[:, None, :], axis=0)
-            dp = tl.sum(do[:, None, :] * v[None, :, :], axis=2)
+            dv += _dot(tl.trans(p), do, DOT)
+            dp = _dot(do, tl.trans(v), DOT)
             dl1 = -scale * p * (dp - delta[:, None])
             for d0 in range(0, D, BD):
                 feats = d0 + tl.arange(0, BD)
@@ -271,8 +282,19 @@ if triton is not None:
                  mask=(cols[:, None] < S) & (vcols[None, :] < DV))
 
 
-def _next_power_of_two(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
+def _value_block(dv: int) -> int:
+    """The value features' block: a power of two, at least 16 (the smallest matrix product tl.dot takes)."""
+    return max(16, 1 << max(0, (dv - 1).bit_length()))
+
+
+_DOT_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _dot_dtype(v: Tensor):
+    name = _DOT_DTYPES.get(v.dtype, "float32")
+    if name == "bfloat16" and os.environ.get("TRITON_INTERPRET") == "1":
+        name = "float32"  # Triton 3.x's interpreter multiplies bfloat16 blocks wrongly in tl.dot (GPUs do not)
+    return getattr(tl, name)
 
 
 def _mask_args(q: Tensor, attn_mask: Optional[Tensor], padding: Optional[Tensor]):
@@ -296,7 +318,7 @@ def fused_forward(q, k, v, scale: float, heads: int, attn_mask: Optional[Tensor]
     _fused_forward_kernel[(n, _cdiv(t, FUSED_T))](
         q, k, v, out, lse, mask, pad, t, s, d, dv, heads, scale, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), *ms, *ps, HAS_MASK=attn_mask is not None, HAS_PAD=padding is not None,
-        BT=FUSED_T, BS=FUSED_S, BD=BLOCK_D, BV=_next_power_of_two(dv))
+        BT=FUSED_T, BS=FUSED_S, BD=BLOCK_D, BV=_value_block(dv), DOT=_dot_dtype(v))
     return out, lse
 
 
@@ -323,7 +345,7 @@ class FusedEattAttention(torch.autograd.Function):
         if n and t and s:
             mask, pad, ms, ps = _mask_args(q, ctx.attn_mask, ctx.padding)
             common = dict(HAS_MASK=ctx.attn_mask is not None, HAS_PAD=ctx.padding is not None, BT=FUSED_T,
-                          BS=FUSED_S, BD=BLOCK_D, BV=_next_power_of_two(dv))
+                          BS=FUSED_S, BD=BLOCK_D, BV=_value_block(dv), DOT=_dot_dtype(v))
             _fused_dq_kernel[(n, _cdiv(t, FUSED_T))](
                 q, k, v, do, lse, delta, dq, mask, pad, t, s, d, dv, ctx.heads, ctx.scale, *q.stride(),
                 *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *ms, *ps, **common)
