@@ -38,7 +38,8 @@ def triton(q, k, g):
     return out, q.grad, k.grad
 
 
-SIZES = [(1, 1, 1, 1), (2, 5, 7, 13), (1, BLOCK_T, BLOCK_S, BLOCK_D), (2, BLOCK_T + 1, 2 * BLOCK_S - 1, 3 * BLOCK_D + 5),
+SIZES = [(1, 1, 1, 1), (2, 5, 7, 13), (1, BLOCK_T, BLOCK_S, BLOCK_D),
+         (2, BLOCK_T + 1, 2 * BLOCK_S - 1, 3 * BLOCK_D + 5),
          (3, 1, 40, 64)]
 
 
@@ -125,7 +126,7 @@ def test_whole_eatt_layers_with_masks_and_padding_equal_the_reference(monkeypatc
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
 
 
-# ---- the fused E-ATT attention and the fused dot-product attention of vanilla positions -------------------------------
+# ---- the fused E-ATT attention and the fused dot-product attention of vanilla positions ----
 
 def dense_eatt(q, k, v, scale, heads, mask, padding):
     scores = -scale * (q[:, :, None, :] - k[:, None, :, :]).abs().sum(-1)
@@ -321,7 +322,7 @@ def test_fp16_training_through_the_triton_kernels(demo_run, tmp_path, fused):
     assert all(torch.isfinite(w.float()).all() for w in params(tmp_path / "checkpoint_last.pt").values())
 
 
-# ---- the benchmark's GPU path, without a GPU --------------------------------------------------------------------------
+# ---- the benchmark's GPU path, without a GPU ----
 
 def test_the_benchmark_times_the_triton_kernels_on_a_gpu_and_checks_the_gpu_targets():
     import argparse

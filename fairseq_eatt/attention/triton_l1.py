@@ -133,7 +133,7 @@ class TritonPairwiseL1(torch.autograd.Function):
                 grad_k.to(k.dtype) if grad_k is not None else None)
 
 
-# ---- fused E-ATT attention (flash-style): L1 scores, masks, softmax and the weighted sum of values ---------------------
+# ---- fused E-ATT attention (flash-style): L1 scores, masks, softmax and the weighted sum of values ----
 # Forward: each program owns BLOCK_T queries of one (sentence, head) row and walks the keys BLOCK_S at a time with an
 # online softmax, so neither the scores nor the probabilities are stored; it keeps each query's log-sum-exp for the
 # backward. Backward recomputes the probabilities tile by tile (FlashAttention-2's split): one kernel owns queries and

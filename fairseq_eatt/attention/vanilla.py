@@ -77,7 +77,8 @@ class VanillaAttention(AttentionBase):
 def _sdpa_wanted(q: Tensor) -> bool:
     choice = os.environ.get("FAIRSEQ_EATT_SDPA", "auto")
     if choice not in ("auto", "0", "1"):
-        raise ValueError(f"FAIRSEQ_EATT_SDPA={choice!r}: valid values are auto (on CUDA tensors), 1 (always), 0 (never)")
+        raise ValueError(f"FAIRSEQ_EATT_SDPA={choice!r}: valid values are auto (on CUDA tensors), 1 (always), "
+                         "0 (never)")
     from .functional import counting_reference
 
     if counting_reference():  # the op counter charges the dense path's operations

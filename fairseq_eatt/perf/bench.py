@@ -295,7 +295,8 @@ def run(args, command: str) -> Dict:
               "preset_values": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
               "data": data, "gpu": args.gpu, "fp16": bool(getattr(args, "fp16", False)), "train": {}, "generate": {}}
     base = {"data": data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": preset["max_tokens"],
-            "gpu": args.gpu, "fp16": bool(getattr(args, "fp16", False)), "threads": args.threads, "warmup": preset["warmup"], "steps": preset["steps"],
+            "gpu": args.gpu, "fp16": report["fp16"], "threads": args.threads, "warmup": preset["warmup"],
+            "steps": preset["steps"],
             "repeats": preset["repeats"], "beam": 4, "gen_subset": args.gen_subset,
             "gen_batches": preset["gen_batches"], "gen_batch_size": preset["gen_batch_size"]}
     for mode in ("train", "generate"):

@@ -73,8 +73,8 @@ def scores_table(report: Dict) -> List[str]:
     if not rows:
         return []
     present = [(key, label, short) for key, label, short in L1_IMPLEMENTATIONS if f"l1_{key}_s" in rows[0]]
-    head = "| length | dot product (ms) |" + "".join(f" {label} (ms) | {short} / dot |" for _, label, short in present) \
-        + " largest tensor / (N x L x L x d) |"
+    head = ("| length | dot product (ms) |" + "".join(f" {label} (ms) | {short} / dot |" for _, label, short in present)
+            + " largest tensor / (N x L x L x d) |")
     lines = [head, "|---|---|" + "---|---|" * len(present) + "---|"]
     for r in rows:
         dot = r["dot_s"]["median"]
