@@ -36,20 +36,35 @@ def triton_error() -> Optional[str]:
 if triton is not None:
 
     @triton.jit
+    def _load(ptr, rows, cols, row_stride, col_stride, n_rows, n_cols):
+        """ptr[rows, cols] as float32, 0 outside (n_rows, n_cols)."""
+        return tl.load(ptr + rows[:, None] * row_stride + cols[None, :] * col_stride,
+                       mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _sign(x):
+        return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
+
+    @triton.jit
+    def _l1_tile(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d,
+                 BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
+        """(BT, BS) L1 distances of one sentence's query and key rows, BD features at a time in registers."""
+        acc = tl.zeros((BT, BS), dtype=tl.float32)
+        for d0 in range(0, D, BD):
+            feats = d0 + tl.arange(0, BD)
+            q = _load(q_ptr, rows, feats, q_t, q_d, T, D)
+            k = _load(k_ptr, cols, feats, k_s, k_d, S, D)
+            acc += tl.sum(tl.abs(q[:, None, :] - k[None, :, :]), axis=2)  # features beyond D are 0 - 0
+        return acc
+
+    @triton.jit
     def _forward_kernel(q_ptr, k_ptr, out_ptr, T, S, D,
                         q_n, q_t, q_d, k_n, k_s, k_d, o_n, o_t, o_s,
                         BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
         n = tl.program_id(0)
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         cols = tl.program_id(2) * BS + tl.arange(0, BS)
-        acc = tl.zeros((BT, BS), dtype=tl.float32)
-        for d0 in range(0, D, BD):
-            feats = d0 + tl.arange(0, BD)
-            q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
-                        mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
-                        mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            acc += tl.sum(tl.abs(q[:, None, :] - k[None, :, :]), axis=2)  # features beyond D are 0 - 0
+        acc = _l1_tile(q_ptr + n * q_n, k_ptr + n * k_n, rows, cols, T, S, D, q_t, q_d, k_s, k_d, BT, BS, BD)
         tl.store(out_ptr + n * o_n + rows[:, None] * o_t + cols[None, :] * o_s, acc,
                  mask=(rows[:, None] < T) & (cols[None, :] < S))
 
@@ -62,18 +77,13 @@ if triton is not None:
         n = tl.program_id(0)
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         feats = tl.program_id(2) * BD + tl.arange(0, BD)
-        a = tl.load(a_ptr + n * a_n + rows[:, None] * a_t + feats[None, :] * a_d,
-                    mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
+        a = _load(a_ptr + n * a_n, rows, feats, a_t, a_d, T, D)
         acc = tl.zeros((BT, BD), dtype=tl.float32)
         for s0 in range(0, S, BS):
             cols = s0 + tl.arange(0, BS)
-            b = tl.load(b_ptr + n * b_n + cols[:, None] * b_s + feats[None, :] * b_d,
-                        mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            g = tl.load(g_ptr + n * g_n + rows[:, None] * g_t + cols[None, :] * g_s,
-                        mask=(rows[:, None] < T) & (cols[None, :] < S), other=0.0).to(tl.float32)
-            diff = a[:, None, :] - b[None, :, :]
-            sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-            acc += tl.sum(sign * g[:, :, None], axis=1)  # rows of b beyond S have g = 0
+            b = _load(b_ptr + n * b_n, cols, feats, b_s, b_d, S, D)
+            g = _load(g_ptr + n * g_n, rows, cols, g_t, g_s, T, S)
+            acc += tl.sum(_sign(a[:, None, :] - b[None, :, :]) * g[:, :, None], axis=1)  # g = 0 beyond S
         tl.store(out_ptr + n * r_n + rows[:, None] * r_t + feats[None, :] * r_d, acc,
                  mask=(rows[:, None] < T) & (feats[None, :] < D))
 
@@ -154,26 +164,24 @@ if triton is not None:
         return tl.dot(a.to(DOT), b.to(DOT))
 
     @triton.jit
-    def _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
-                     pad_ptr, p_b, p_s, heads, scale, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr,
-                     BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr):
-        """(BT, BS) masked scores of one tile, -inf outside the lengths."""
-        acc = tl.zeros((BT, BS), dtype=tl.float32)
-        for d0 in range(0, D, BD):
-            feats = d0 + tl.arange(0, BD)
-            q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
-                        mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
-                        mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
-            acc += tl.sum(tl.abs(q[:, None, :] - k[None, :, :]), axis=2)
-        s = -scale * acc
+    def _tile_scores(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, mask_ptr, m_t, m_s, pad_ptr, p_s, scale,
+                     HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+                     BD: tl.constexpr):
+        """(BT, BS) masked scores of one tile, -inf outside the lengths (pad_ptr: this sentence's padding row)."""
+        s = -scale * _l1_tile(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, BT, BS, BD)
         if HAS_MASK:
-            s += tl.load(mask_ptr + rows[:, None] * m_t + cols[None, :] * m_s,
-                         mask=(rows[:, None] < T) & (cols[None, :] < S), other=0.0).to(tl.float32)
+            s += _load(mask_ptr, rows, cols, m_t, m_s, T, S)
         if HAS_PAD:
-            padded = tl.load(pad_ptr + (n // heads) * p_b + cols * p_s, mask=cols < S, other=1)
+            padded = tl.load(pad_ptr + cols * p_s, mask=cols < S, other=1)
             s = tl.where(padded[None, :] != 0, float("-inf"), s)
         return tl.where(cols[None, :] < S, s, float("-inf"))
+
+    @triton.jit
+    def _add_to(ptr, rows, cols, row_stride, col_stride, n_rows, n_cols, value):
+        """ptr[rows, cols] += value inside (n_rows, n_cols); only this program writes these places."""
+        inside = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+        target = ptr + rows[:, None] * row_stride + cols[None, :] * col_stride
+        tl.store(target, tl.load(target, mask=inside, other=0.0) + value, mask=inside)
 
     @triton.jit
     def _fused_forward_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, mask_ptr, pad_ptr, T, S, D, DV, heads, scale,
@@ -181,6 +189,7 @@ if triton is not None:
                               HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
                               BD: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
         n = tl.program_id(0)
+        q_ptr, k_ptr, v_ptr, pad_ptr = q_ptr + n * q_n, k_ptr + n * k_n, v_ptr + n * v_n, pad_ptr + (n // heads) * p_b
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
         vcols = tl.arange(0, BV)
         m_i = tl.full((BT,), float("-inf"), dtype=tl.float32)
@@ -188,15 +197,13 @@ if triton is not None:
         acc = tl.zeros((BT, BV), dtype=tl.float32)
         for s0 in range(0, S, BS):
             cols = s0 + tl.arange(0, BS)
-            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
-                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            s = _tile_scores(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, mask_ptr, m_t, m_s, pad_ptr, p_s,
+                             scale, HAS_MASK, HAS_PAD, BT, BS, BD)
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row masked so far: no NaN from -inf - -inf
             p = tl.exp(s - m_safe[:, None])
             alpha = tl.exp(m_i - m_safe)
-            v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
-                        mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
-            acc = acc * alpha[:, None] + _dot(p, v, DOT)
+            acc = acc * alpha[:, None] + _dot(p, _load(v_ptr, cols, vcols, v_s, v_d, S, DV), DOT)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             m_i = m_new
         empty = l_i == 0.0
@@ -213,33 +220,23 @@ if triton is not None:
                          p_b, p_s, HAS_MASK: tl.constexpr, HAS_PAD: tl.constexpr, BT: tl.constexpr,
                          BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, DOT: tl.constexpr):
         n = tl.program_id(0)
+        q_ptr, k_ptr, v_ptr, pad_ptr = q_ptr + n * q_n, k_ptr + n * k_n, v_ptr + n * v_n, pad_ptr + (n // heads) * p_b
         rows = tl.program_id(1) * BT + tl.arange(0, BT)
-        vcols = tl.arange(0, BV)
         lse = tl.load(lse_ptr + n * T + rows, mask=rows < T, other=float("inf"))
         delta = tl.load(delta_ptr + n * T + rows, mask=rows < T, other=0.0)
-        do = tl.load(do_ptr + n * g_n + rows[:, None] * g_t + vcols[None, :] * g_d,
-                     mask=(rows[:, None] < T) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+        do = _load(do_ptr + n * g_n, rows, tl.arange(0, BV), g_t, g_d, T, DV)
         for s0 in range(0, S, BS):
             cols = s0 + tl.arange(0, BS)
-            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
-                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            s = _tile_scores(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, mask_ptr, m_t, m_s, pad_ptr, p_s,
+                             scale, HAS_MASK, HAS_PAD, BT, BS, BD)
             p = tl.exp(s - lse[:, None])
-            v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
-                        mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
-            dp = _dot(do, tl.trans(v), DOT)
+            dp = _dot(do, tl.trans(_load(v_ptr, cols, tl.arange(0, BV), v_s, v_d, S, DV)), DOT)
             dl1 = -scale * p * (dp - delta[:, None])  # d loss / d |q - k|_1
             for d0 in range(0, D, BD):
                 feats = d0 + tl.arange(0, BD)
-                inside = (rows[:, None] < T) & (feats[None, :] < D)
-                q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d, mask=inside,
-                            other=0.0).to(tl.float32)
-                k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d,
-                            mask=(cols[:, None] < S) & (feats[None, :] < D), other=0.0).to(tl.float32)
-                diff = q[:, None, :] - k[None, :, :]
-                sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-                part = tl.sum(sign * dl1[:, :, None], axis=1)
-                target = dq_ptr + n * r_n + rows[:, None] * r_t + feats[None, :] * r_d
-                tl.store(target, tl.load(target, mask=inside, other=0.0) + part, mask=inside)  # rows of this program
+                diff = _load(q_ptr, rows, feats, q_t, q_d, T, D)[:, None, :] - \
+                    _load(k_ptr, cols, feats, k_s, k_d, S, D)[None, :, :]
+                _add_to(dq_ptr + n * r_n, rows, feats, r_t, r_d, T, D, tl.sum(_sign(diff) * dl1[:, :, None], axis=1))
 
     @triton.jit
     def _fused_dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, mask_ptr, pad_ptr,
@@ -249,35 +246,26 @@ if triton is not None:
                           BT: tl.constexpr, BS: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
                           DOT: tl.constexpr):
         n = tl.program_id(0)
+        q_ptr, k_ptr, v_ptr, pad_ptr = q_ptr + n * q_n, k_ptr + n * k_n, v_ptr + n * v_n, pad_ptr + (n // heads) * p_b
         cols = tl.program_id(1) * BS + tl.arange(0, BS)
         vcols = tl.arange(0, BV)
-        v = tl.load(v_ptr + n * v_n + cols[:, None] * v_s + vcols[None, :] * v_d,
-                    mask=(cols[:, None] < S) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+        v = _load(v_ptr, cols, vcols, v_s, v_d, S, DV)
         dv = tl.zeros((BS, BV), dtype=tl.float32)
         for t0 in range(0, T, BT):
             rows = t0 + tl.arange(0, BT)
-            s = _tile_scores(q_ptr, k_ptr, n, rows, cols, T, S, D, q_n, q_t, q_d, k_n, k_s, k_d, mask_ptr, m_t, m_s,
-                             pad_ptr, p_b, p_s, heads, scale, HAS_MASK, HAS_PAD, BT, BS, BD)
+            s = _tile_scores(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, mask_ptr, m_t, m_s, pad_ptr, p_s,
+                             scale, HAS_MASK, HAS_PAD, BT, BS, BD)
             lse = tl.load(lse_ptr + n * T + rows, mask=rows < T, other=float("inf"))
             delta = tl.load(delta_ptr + n * T + rows, mask=rows < T, other=0.0)
             p = tl.exp(s - lse[:, None])  # padded query rows: lse inf, p 0
-            do = tl.load(do_ptr + n * g_n + rows[:, None] * g_t + vcols[None, :] * g_d,
-                         mask=(rows[:, None] < T) & (vcols[None, :] < DV), other=0.0).to(tl.float32)
+            do = _load(do_ptr + n * g_n, rows, vcols, g_t, g_d, T, DV)
             dv += _dot(tl.trans(p), do, DOT)
-            dp = _dot(do, tl.trans(v), DOT)
-            dl1 = -scale * p * (dp - delta[:, None])
+            dl1 = -scale * p * (_dot(do, tl.trans(v), DOT) - delta[:, None])
             for d0 in range(0, D, BD):
                 feats = d0 + tl.arange(0, BD)
-                inside = (cols[:, None] < S) & (feats[None, :] < D)
-                q = tl.load(q_ptr + n * q_n + rows[:, None] * q_t + feats[None, :] * q_d,
-                            mask=(rows[:, None] < T) & (feats[None, :] < D), other=0.0).to(tl.float32)
-                k = tl.load(k_ptr + n * k_n + cols[:, None] * k_s + feats[None, :] * k_d, mask=inside,
-                            other=0.0).to(tl.float32)
-                diff = q[:, None, :] - k[None, :, :]
-                sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-                part = -tl.sum(sign * dl1[:, :, None], axis=0)
-                target = dk_ptr + n * r_n + cols[:, None] * r_s + feats[None, :] * r_d
-                tl.store(target, tl.load(target, mask=inside, other=0.0) + part, mask=inside)
+                diff = _load(q_ptr, rows, feats, q_t, q_d, T, D)[:, None, :] - \
+                    _load(k_ptr, cols, feats, k_s, k_d, S, D)[None, :, :]
+                _add_to(dk_ptr + n * r_n, cols, feats, r_s, r_d, S, D, -tl.sum(_sign(diff) * dl1[:, :, None], axis=0))
         tl.store(dv_ptr + n * w_n + cols[:, None] * w_s + vcols[None, :] * w_d, dv,
                  mask=(cols[:, None] < S) & (vcols[None, :] < DV))
 
