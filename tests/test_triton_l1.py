@@ -180,22 +180,37 @@ def test_fused_attention_takes_half_inputs(dtype):
     torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
 
 
+def layer_inputs(causal, t, cross_len, padded_tail, d=16, b=3):
+    """(query, key, key padding, future mask) of a self-attention (causal) or a cross-attention layer, with padding
+    at the end of sentence 1 and (cross) at the start of sentence 0."""
+    s = t if causal else cross_len
+    query = torch.randn(t, b, d, requires_grad=True)
+    key = query if causal else torch.randn(s, b, d)
+    padding = torch.zeros(b, s, dtype=torch.bool)
+    padding[1, -padded_tail:] = True
+    if not causal:
+        padding[0, :2] = True
+    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+    return query, key, padding, mask
+
+
+def output_and_gradients(module, query, key, padding, mask):
+    module.zero_grad()
+    query.grad = None
+    out, _ = module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)
+    out.pow(2).sum().backward()
+    return [out.detach(), query.grad.clone()] + [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["cross-padded", "causal-self"])
 def test_eatt_layers_attend_through_the_fused_kernel_like_the_dense_path(monkeypatch, causal):
     from fairseq_eatt.attention import eatt as eatt_module
     from fairseq_eatt.attention.eatt import EattAttention
 
     torch.manual_seed(0)
-    d, heads, t, b = 16, 2, 6, 3
-    s = t if causal else 9
-    module = EattAttention(d, heads, self_attention=causal, encoder_decoder_attention=not causal, threshold=0.0)
-    query = torch.randn(t, b, d, requires_grad=True)
-    key = query if causal else torch.randn(s, b, d)
-    padding = torch.zeros(b, s, dtype=torch.bool)
-    padding[1, -3:] = True
-    if not causal:
-        padding[0, :2] = True
-    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+    heads = 2
+    module = EattAttention(16, heads, self_attention=causal, encoder_decoder_attention=not causal, threshold=0.0)
+    query, key, padding, mask = layer_inputs(causal, t=6, cross_len=9, padded_tail=3)
     calls = []
     fused_attend = EattAttention._fused_attend
     monkeypatch.setattr(eatt_module.EattAttention, "_fused_attend",
@@ -203,11 +218,7 @@ def test_eatt_layers_attend_through_the_fused_kernel_like_the_dense_path(monkeyp
 
     def run(fused):
         monkeypatch.setenv("FAIRSEQ_EATT_FUSED", fused)
-        module.zero_grad()
-        query.grad = None
-        out, _ = module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)
-        out.pow(2).sum().backward()
-        return [out.detach(), query.grad.clone()] + [p.grad.clone() for p in module.parameters() if p.grad is not None]
+        return output_and_gradients(module, query, key, padding, mask)
 
     fused, dense = run("1"), run("0")
     assert calls == [1]  # the fused kernel ran once, the dense path the other time
@@ -252,24 +263,12 @@ def test_vanilla_positions_through_scaled_dot_product_attention_equal_the_dense_
     from fairseq_eatt.attention.vanilla import VanillaAttention
 
     torch.manual_seed(0)
-    d, heads, t, b = 16, 2, 5, 3
-    s = t if causal else 7
-    module = VanillaAttention(d, heads, self_attention=causal, encoder_decoder_attention=not causal)
-    query = torch.randn(t, b, d, requires_grad=True)
-    key = query if causal else torch.randn(s, b, d)
-    padding = torch.zeros(b, s, dtype=torch.bool)
-    padding[1, -2:] = True
-    if not causal:
-        padding[0, :2] = True
-    mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
+    module = VanillaAttention(16, 2, self_attention=causal, encoder_decoder_attention=not causal)
+    query, key, padding, mask = layer_inputs(causal, t=5, cross_len=7, padded_tail=2)
 
     def run(sdpa):
         monkeypatch.setenv("FAIRSEQ_EATT_SDPA", sdpa)
-        module.zero_grad()
-        query.grad = None
-        out, _ = module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)
-        out.pow(2).sum().backward()
-        return [out.detach(), query.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+        return output_and_gradients(module, query, key, padding, mask)
 
     for a, b_ in zip(run("1"), run("0")):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
