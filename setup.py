@@ -53,6 +53,9 @@ setup(
         "onnx",  # fairseq-eatt-export
         "onnxruntime",  # the exported models' translator and its checks
     ],
+    # GPU users: pip install "fairseq-eatt[gpu]" adds the Triton kernels of E-ATT's L1 scores and fused attention
+    # (triton pulls no torch); without it the GPU runs the reference path, a CPU the compiled kernel
+    extras_require={"gpu": ["triton"]},
     **l1_kernel(),
     entry_points={
         "console_scripts": [

@@ -1,6 +1,12 @@
 """Session fixtures shared by the end-to-end tests: one tiny E-ATT run of the real demo pipeline."""
+import os
 import subprocess
 import sys
+
+# Without a GPU, Triton's interpreter runs the Triton kernels on CPU tensors (tests/test_triton_l1.py); it must be on
+# before triton is first imported.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

@@ -38,8 +38,8 @@ from ..energy.ops import (
     projection,
     weighted_sum,
 )
-from .base import AttentionBase, Positions
-from .functional import binarize, binarize_learned, pairwise_l1
+from .base import AttentionBase, Cache, Positions
+from .functional import binarize, binarize_learned, fused_attention_wanted, pairwise_l1
 from .options import Option, argparse_type, parse_bool
 from .registry import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, Capabilities, register_attention
 from .vanilla import VanillaAttention
@@ -504,6 +504,35 @@ class EattAttention(AttentionBase):
 
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(self.k_select(self.binarize(key, "key")))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """On GPUs with triton (or FAIRSEQ_EATT_FUSED=1), the fused Triton kernel when the weights are not asked for
+        and nothing changes the dense path's probabilities (dropout, learned temperatures, a subclass's scores); the
+        dense path otherwise."""
+        if not torch.jit.is_scripting() and not need_weights and self._fusable() and fused_attention_wanted(q):
+            return self._fused_attend(q, k, v, key_padding_mask, attn_mask), None
+        return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+
+    @torch.jit.unused
+    def _fusable(self) -> bool:
+        cls = type(self)
+        dropout = self.dropout_p > 0 and (self.training or self.dropout_at_inference)
+        return (cls.compute_scores is EattAttention.compute_scores and cls.masked_scores is AttentionBase.masked_scores
+                and cls.reweight is AttentionBase.reweight and self.log_temperature is None and not dropout)
+
+    @torch.jit.unused
+    def _fused_attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
+                      attn_mask: Optional[Tensor]) -> Tensor:
+        from .triton_l1 import FusedEattAttention
+
+        rows, heads, tgt_len, width = q.shape
+        src_len, dv = k.size(2), v.size(3)
+        out = FusedEattAttention.apply(q.reshape(rows * heads, tgt_len, width), k.reshape(rows * heads, src_len, -1),
+                                       v.reshape(rows * heads, src_len, dv), 1.0 / self.score_divisor, heads,
+                                       attn_mask, key_padding_mask)
+        return out.view(rows, heads, tgt_len, dv)
 
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         """-|q - k|_1 / scale, times each head's learned temperature when there is one."""

@@ -4,12 +4,15 @@ Numerically the same as fairseq's ``MultiheadAttention`` (a test checks it with 
 ablations are compared against a baseline that runs through the very same code path.
 """
 import math
-from typing import Optional
+import os
+from typing import Optional, Tuple
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
-from .base import AttentionBase, Positions
+from .base import AttentionBase, Cache, Positions
 from .functional import dot_product_scores
 from .registry import Capabilities, register_attention
 
@@ -24,6 +27,12 @@ class VanillaAttention(AttentionBase):
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
         self.scaling = self.head_dim**-0.5
+        # PyTorch's fused scaled_dot_product_attention computes exactly this module's attention unless a subclass
+        # changes its scores, masks or probabilities (then it keeps the dense path)
+        cls = type(self)
+        self.sdpa_exact = (cls.compute_scores is VanillaAttention.compute_scores
+                           and cls.masked_scores is AttentionBase.masked_scores
+                           and cls.reweight is AttentionBase.reweight and cls.attend is VanillaAttention.attend)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -40,6 +49,21 @@ class VanillaAttention(AttentionBase):
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         return dot_product_scores(q, k)
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], need_weights: bool,
+               cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """On GPUs (or with FAIRSEQ_EATT_SDPA=1), PyTorch's fused scaled_dot_product_attention when the weights are
+        not asked for; the dense path otherwise, and for rows whose keys are all masked (it gives them zeros, where
+        the fused kernel would give NaN)."""
+        if not torch.jit.is_scripting() and self.sdpa_exact and not need_weights and _sdpa_wanted(q):
+            mask = _sdpa_mask(q, k, key_padding_mask, attn_mask)
+            if mask is None or not bool(torch.isneginf(mask).all(dim=-1).any()):
+                dropout = self.dropout_p if (self.training or self.dropout_at_inference) else 0.0
+                out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=mask, dropout_p=dropout,
+                                                     scale=1.0)  # queries come scaled (project_query)
+                return out.to(v.dtype), None
+        return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
+
     @classmethod
     def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         check_convention(convention)
@@ -47,3 +71,32 @@ class VanillaAttention(AttentionBase):
         alignment = projection(lq, d, d) + projection(lk, d, d) + scores
         return {"alignment": alignment,
                 "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
+
+
+@torch.jit.unused
+def _sdpa_wanted(q: Tensor) -> bool:
+    choice = os.environ.get("FAIRSEQ_EATT_SDPA", "auto")
+    if choice not in ("auto", "0", "1"):
+        raise ValueError(f"FAIRSEQ_EATT_SDPA={choice!r}: valid values are auto (on CUDA tensors), 1 (always), "
+                         "0 (never)")
+    from .functional import counting_reference
+
+    if counting_reference():  # the op counter charges the dense path's operations
+        return False
+    return choice == "1" or (choice == "auto" and q.is_cuda)
+
+
+@torch.jit.unused
+def _sdpa_mask(q: Tensor, k: Tensor, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor]
+               ) -> Optional[Tensor]:
+    """The additive float mask (B, 1, T, S) of the dense path's future mask and key padding, or None."""
+    if key_padding_mask is None and attn_mask is None:
+        return None
+    bsz, _, tgt_len, _ = q.shape
+    src_len = k.size(2)
+    mask = torch.zeros(bsz, 1, tgt_len, src_len, dtype=q.dtype, device=q.device)
+    if attn_mask is not None:
+        mask = mask + attn_mask.to(q.dtype)
+    if key_padding_mask is not None:
+        mask = mask.masked_fill(key_padding_mask.view(bsz, 1, 1, src_len).to(torch.bool), float("-inf"))
+    return mask

@@ -40,7 +40,12 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default=os.path.join("work", "bench"), help="where the default data is prepared")
     p.add_argument("--out", default=os.path.join("results", "performance"), help="writes OUT.md and OUT.json")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--gpu", action="store_true", help="measure on the GPU (allocator peak memory)")
+    p.add_argument("--gpu", action="store_true",
+                   help="measure on the GPU (allocator peak memory; E-ATT's L1 scores through the Triton kernels "
+                        "when triton is installed, vanilla attention through PyTorch's fused attention)")
+    p.add_argument("--fp16", action="store_true",
+                   help="with --gpu: float16 mixed precision (autocast and loss scaling in training, a float16 "
+                        "model in generation); the score operation is then timed on float16 inputs too")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: train, generate, scores, lengths")
     p.add_argument("--repeats", type=int, default=None, help="override the preset's repeats per process")
     p.add_argument("--op-repeats", type=int, default=7,
@@ -64,6 +69,8 @@ def parse_args(argv=None):
         p.error(f"--skip: unknown part(s) {', '.join(sorted(bad))}; valid: train, generate, scores, lengths")
     if args.gpu and not torch.cuda.is_available():
         p.error("--gpu: no CUDA device is available")
+    if args.fp16 and not args.gpu:
+        p.error("--fp16 needs --gpu (float16 arithmetic on a CPU is not what a GPU user runs)")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.op_repeats < 1:

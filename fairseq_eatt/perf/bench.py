@@ -179,9 +179,11 @@ def score_op(args, preset: Dict) -> List[Dict]:
     rows = []
     for length in preset["lengths"]:
         n, d = preset["op_n"], 64
-        q = torch.randn(n, length, d, device=device)
-        k = torch.randn(n, length, d, device=device)
-        g = torch.randn(n, length, length, device=device)
+        dtype = torch.float16 if getattr(args, "fp16", False) else torch.float32
+        q = torch.randn(n, length, d, device=device, dtype=dtype)
+        k = torch.randn(n, length, d, device=device, dtype=dtype)
+        g = torch.randn(n, length, length, device=device, dtype=dtype)
+        g32 = g.float()  # the L1 scores are float32 whatever the inputs
 
         def dot():
             qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
@@ -191,15 +193,15 @@ def score_op(args, preset: Dict) -> List[Dict]:
             def run():
                 _os.environ["FAIRSEQ_EATT_L1"] = choice
                 qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
-                F.pairwise_l1(qq, kk).backward(g)
+                F.pairwise_l1(qq, kk).backward(g32)
             return run
 
         row = {"length": length, "n": n, "head_dim": d, "dot_s": spread(timed(dot, repeats, sync))}
         previous = _os.environ.get("FAIRSEQ_EATT_L1")
         try:
-            implementations = ["reference"] if (args.gpu or F.l1_kernel() is None) else ["fast", "reference"]
+            implementations = l1_implementations(args.gpu)
             for choice in implementations:
-                reps = repeats if choice == "fast" or length <= 256 else 1  # the reference is slow at 512
+                reps = repeats if choice != "reference" or length <= 256 else 1  # the reference is slow at 512
                 row[f"l1_{choice}_s"] = spread(timed(l1(choice), reps, sync))
                 with PeakLiveTensors() as probe:
                     l1(choice)()
@@ -213,6 +215,17 @@ def score_op(args, preset: Dict) -> List[Dict]:
         log(f"scores L={length}: dot {row['dot_s']['median'] * 1e3:.2f} ms, L1 "
             + ", ".join(f"{c} {row[f'l1_{c}_s']['median'] * 1e3:.2f} ms" for c in implementations))
     return rows
+
+
+def l1_implementations(gpu: bool) -> List[str]:
+    """The L1 score implementations measured: the compiled kernel on a CPU, the Triton kernels on a GPU (each when
+    available), and the reference."""
+    from ..attention import functional as F
+    from ..attention.triton_l1 import triton_error
+
+    if gpu:
+        return (["triton"] if triton_error() is None else []) + ["reference"]
+    return (["fast"] if F.l1_kernel() is not None else []) + ["reference"]
 
 
 def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Dict]]:
@@ -280,9 +293,10 @@ def run(args, command: str) -> Dict:
     report = {"command": command,
               "date": datetime.date.today().isoformat(), "machine": machine(), "preset": args.preset,
               "preset_values": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
-              "data": data, "gpu": args.gpu, "train": {}, "generate": {}}
+              "data": data, "gpu": args.gpu, "fp16": bool(getattr(args, "fp16", False)), "train": {}, "generate": {}}
     base = {"data": data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": preset["max_tokens"],
-            "gpu": args.gpu, "threads": args.threads, "warmup": preset["warmup"], "steps": preset["steps"],
+            "gpu": args.gpu, "fp16": report["fp16"], "threads": args.threads, "warmup": preset["warmup"],
+            "steps": preset["steps"],
             "repeats": preset["repeats"], "beam": 4, "gen_subset": args.gen_subset,
             "gen_batches": preset["gen_batches"], "gen_batch_size": preset["gen_batch_size"]}
     for mode in ("train", "generate"):

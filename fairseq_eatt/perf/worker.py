@@ -84,11 +84,16 @@ def measure_train(spec: Dict) -> Dict:
     if len(data) < spec["warmup"] + spec["steps"]:
         raise SystemExit(f"the training split has only {len(data)} batches of {spec['max_tokens']} tokens")
 
+    half = bool(spec.get("fp16"))  # mixed precision on a GPU: float16 autocast, float32 weights, loss scaling
+    scaler = torch.amp.GradScaler("cuda", enabled=half)
+
     def step(sample):
-        loss, _, _ = criterion(model, to_device(sample, device))
+        with torch.autocast("cuda", dtype=torch.float16, enabled=half):
+            loss, _, _ = criterion(model, to_device(sample, device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return sample["ntokens"]
 
     rss_before = rss_mib()  # model, optimizer and batches in memory, nothing computed yet
@@ -113,6 +118,8 @@ def measure_generate(spec: Dict) -> Dict:
     cfg, task, model, _ = build(spec)
     device = torch.device("cuda" if spec.get("gpu") else "cpu")
     model.to(device).eval()
+    if spec.get("fp16"):
+        model.half()
     # every hypothesis as long as its source: the same decoding work for every model, trained or not
     generator = task.build_generator([model], GenerationConfig(beam=spec["beam"], match_source_len=True))
     data = batches(task, model, spec["gen_subset"], max_sentences=spec["gen_batch_size"],
