@@ -53,15 +53,21 @@ class VanillaAttention(AttentionBase):
                attn_mask: Optional[Tensor], need_weights: bool,
                cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
         """On GPUs (or with FAIRSEQ_EATT_SDPA=1), PyTorch's fused scaled_dot_product_attention when the weights are
-        not asked for; the dense path otherwise, and for rows whose keys are all masked (it gives them zeros, where
-        the fused kernel would give NaN)."""
+        not asked for; the dense path otherwise."""
         if not torch.jit.is_scripting() and self.sdpa_exact and not need_weights and _sdpa_wanted(q):
             mask = _sdpa_mask(q, k, key_padding_mask, attn_mask)
-            if mask is None or not bool(torch.isneginf(mask).all(dim=-1).any()):
-                dropout = self.dropout_p if (self.training or self.dropout_at_inference) else 0.0
-                out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=mask, dropout_p=dropout,
-                                                     scale=1.0)  # queries come scaled (project_query)
-                return out.to(v.dtype), None
+            dead = None
+            if mask is not None:
+                # a query whose keys are all masked: the dense path gives it zeros (and no gradient), a fused kernel
+                # may give NaN. Unmask its row, zero its output; no host synchronization.
+                dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
+                mask = mask.masked_fill(dead, 0.0)
+            dropout = self.dropout_p if (self.training or self.dropout_at_inference) else 0.0
+            out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=mask, dropout_p=dropout,
+                                                 scale=1.0)  # queries come scaled (project_query)
+            if dead is not None:
+                out = out.masked_fill(dead, 0.0)
+            return out.to(v.dtype), None
         return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
 
     @classmethod
