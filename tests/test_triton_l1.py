@@ -356,3 +356,27 @@ def test_the_benchmark_times_the_triton_kernels_on_a_gpu_and_checks_the_gpu_targ
     lines = "\n".join(targets(report))
     assert f"(target >= {GPU_TARGETS['train']}): NOT met" in lines  # 0.89 < 0.9 on a GPU
     assert "Triton kernel), forward + backward" in lines and f"(target <= {GPU_TARGETS['scores']})" in lines
+
+
+@pytest.mark.parametrize("tests_fail", [False, True], ids=["tests-pass", "tests-fail"])
+def test_the_gpu_check_script_runs_both_benchmarks_even_when_a_kernel_test_fails(tmp_path, tests_fail):
+    """scripts/gpu_check.sh with a stand-in python that records its calls: GPU time is scarce, so a failing test
+    must not cost the measurement, and the script's exit status still reports it."""
+    import subprocess
+
+    from .helpers import REPO_ROOT
+
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n'
+                      + ('[[ "$*" == *pytest* ]] && exit 3\n' if tests_fail else "") + "exit 0\n")
+    python.chmod(0o755)
+    script = os.path.join(REPO_ROOT, "scripts", "gpu_check.sh")
+    done = subprocess.run(["bash", script, "data-bin/x"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=str(python)))
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 4 and "pytest" in lines[1] and "tests/test_triton_l1.py" in lines[1]
+    assert all("--gpu" in line and "--preset base" in line and "--data data-bin/x" in line for line in lines[2:])
+    assert "--fp16" not in lines[2] and "--fp16" in lines[3] and "performance-gpu-fp16" in lines[3]
+    assert done.returncode == (3 if tests_fail else 0)
+    assert ("FAILED on the GPU" in done.stderr) == tests_fail
