@@ -605,6 +605,13 @@ class AttentionBase(nn.Module):
         scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
         return self.weigh_values(scores, v, attn_mask is not None or key_padding_mask is not None, pos)
 
+    @classmethod
+    def computes_like(cls, owner: type) -> bool:
+        """Whether ``cls`` attends as ``owner``'s dense path: ``owner``'s scores and the shared masks and probability
+        hook, none overridden. A fused kernel written for ``owner`` (SDPA, E-ATT's Triton kernel) is then exact."""
+        return (cls.compute_scores is owner.compute_scores and cls.masked_scores is AttentionBase.masked_scores
+                and cls.reweight is AttentionBase.reweight)
+
     def weigh_values(self, scores: Tensor, v: Tensor, masked: bool,
                      pos: Optional[Positions] = None) -> Tuple[Tensor, Tensor]:
         """(weighted sum of ``v``, probabilities): softmax of ``scores`` over its last axis, :meth:`reweight`,

@@ -517,10 +517,8 @@ class EattAttention(AttentionBase):
 
     @torch.jit.unused
     def _fusable(self) -> bool:
-        cls = type(self)
         dropout = self.dropout_p > 0 and (self.training or self.dropout_at_inference)
-        return (cls.compute_scores is EattAttention.compute_scores and cls.masked_scores is AttentionBase.masked_scores
-                and cls.reweight is AttentionBase.reweight and self.log_temperature is None and not dropout)
+        return type(self).computes_like(EattAttention) and self.log_temperature is None and not dropout
 
     @torch.jit.unused
     def _fused_attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],

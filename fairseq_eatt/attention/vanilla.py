@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import AttentionBase, Cache, Positions
-from .functional import dot_product_scores
+from .functional import counting_reference, dot_product_scores
 from .registry import Capabilities, register_attention
 
 
@@ -29,10 +29,7 @@ class VanillaAttention(AttentionBase):
         self.scaling = self.head_dim**-0.5
         # PyTorch's fused scaled_dot_product_attention computes exactly this module's attention unless a subclass
         # changes its scores, masks or probabilities (then it keeps the dense path)
-        cls = type(self)
-        self.sdpa_exact = (cls.compute_scores is VanillaAttention.compute_scores
-                           and cls.masked_scores is AttentionBase.masked_scores
-                           and cls.reweight is AttentionBase.reweight and cls.attend is VanillaAttention.attend)
+        self.sdpa_exact = type(self).computes_like(VanillaAttention) and type(self).attend is VanillaAttention.attend
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -85,8 +82,6 @@ def _sdpa_wanted(q: Tensor) -> bool:
     if choice not in ("auto", "0", "1"):
         raise ValueError(f"FAIRSEQ_EATT_SDPA={choice!r}: valid values are auto (on CUDA tensors), 1 (always), "
                          "0 (never)")
-    from .functional import counting_reference
-
     if counting_reference():  # the op counter charges the dense path's operations
         return False
     return choice == "1" or (choice == "auto" and q.is_cuda)
