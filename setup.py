@@ -74,6 +74,7 @@ setup(
             "fairseq-eatt-deploy-bench = fairseq_eatt.cli.deploy_bench:main",
             "fairseq-eatt-pack = fairseq_eatt.cli.pack:main",
             "fairseq-eatt-techniques = fairseq_eatt.cli.techniques:main",
+            "fairseq-eatt-convert = fairseq_eatt.cli.convert:main",
         ],
     },
 )

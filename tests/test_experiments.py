@@ -313,7 +313,9 @@ def test_committed_tables_regenerate_byte_for_byte_from_the_committed_json(tmp_p
             inputs[scale] = set(os.listdir(out / scale))  # not compared: they are copies of what is committed
         aggregate(os.path.join(results, "runs"), str(out), scales, recipe)
         if recipe == "paper":
-            study_report(os.path.join(results, "runs"), os.path.join(results, "study", "long"), str(out / "study"))
+            study_report(os.path.join(results, "runs"), os.path.join(results, "study", "long"), str(out / "study"),
+                         gpu_long_results=os.path.join(results, "study", "long-h200"),
+                         convert_results=os.path.join(results, "study", "convert"))
             scales.append("study")
         for scale in scales:
             made = sorted(f for f in os.listdir(out / scale)

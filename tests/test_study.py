@@ -139,3 +139,86 @@ def test_the_curve_report_counts_runs_without_a_curve_in_the_final_scores(tmp_pa
     assert status == "measured"
     assert "| vanilla | 1,2 (1) | 10.00 | 20.00 | 4.50 ± 0.00 | 32.00 ± 1.41 | 31.00 ± 1.41 |" in text
     assert "b.json`" in text and "no dev curve" in text
+
+
+def _tagged(tag, seed, test, valid, gpu=None):
+    from .test_experiments import stored_run
+
+    variant = tag.split("+")[0]
+    run = stored_run(enc=variant, seed=seed, test=test, valid=valid)
+    flags = ["--encoder-normalize-before", "--decoder-normalize-before"]
+    run.update(tag=tag, options=flags, run=f"{variant}-{variant}-{variant}+{tag.split('+', 1)[1]}.seed{seed}")
+    run["model"]["normalize_before"] = True
+    if gpu:
+        run["machine"] = dict(run["machine"], gpu=gpu)
+    return run
+
+
+def test_the_verdict_pairs_seeds_of_one_machine_and_gives_intervals(tmp_path):
+    from fairseq_eatt.experiments.study import comparisons, verdict_report
+
+    from .test_experiments import write_runs
+
+    vanilla = [_tagged("vanilla+prenorm", s, 38.0, 38.5) for s in (1, 2, 3)]
+    eatt = [_tagged("eatt+prenorm", s, t, v) for s, t, v in ((1, 35.9, 36.4), (2, 36.0, 36.5), (3, 36.1, 36.6))]
+    kd = [_tagged("eatt+prenorm+kd", 1, 37.5, 37.0), _tagged("vanilla+prenorm+kd", 1, 38.2, 38.0)]
+    gpu = [_tagged("vanilla+prenorm", 4, 30.0, 30.0, gpu="NVIDIA H200"), _tagged("eatt+prenorm", 4, 35.0, 35.0)]
+    write_runs(tmp_path / "long", vanilla + eatt + kd + gpu)
+    from fairseq_eatt.experiments.study import study_runs
+
+    runs = study_runs(str(tmp_path / "long"), "multi30k-en-de", "small")
+    # a distilled E-ATT against the teacher's configuration and against vanilla on the same distilled data
+    assert comparisons(runs) == [("eatt+prenorm", "vanilla+prenorm"), ("eatt+prenorm+kd", "vanilla+prenorm"),
+                                 ("eatt+prenorm+kd", "vanilla+prenorm+kd"), ("vanilla+prenorm+kd", "vanilla+prenorm")]
+    status, text = verdict_report(runs, {}, "T")
+    assert status == "measured"
+    # seeds 1-3: differences -2.1, -2.0, -1.9: mean -2.00, half-width t(2) * 0.1 / sqrt(3) = 0.25
+    row = next(line for line in text.splitlines() if line.startswith("| eatt+prenorm |"))
+    assert "| 1,2,3 (left out, other machine: [4]) |" in row and "| -2.00 [-2.25, -1.75] |" in row
+    assert "- eatt+prenorm vs vanilla+prenorm: -2.00 [-2.25, -1.75] test BLEU (3 seed(s))" in text
+    kd_rows = [line for line in text.splitlines() if line.startswith("| eatt+prenorm+kd |")]
+    assert len(kd_rows) == 2 and all("(untested)" in line for line in kd_rows)  # one seed, no hypotheses
+
+
+def test_readme_verdict_blocks_are_rendered_from_the_committed_results(tmp_path):
+    """The verdict in README.md and results/README.md is what aggregating the committed runs gives now."""
+    import shutil
+
+    from fairseq_eatt.experiments.study import study_report
+
+    from .helpers import REPO_ROOT
+
+    copies = []
+    for name in ("README.md", os.path.join("results", "README.md")):
+        copy = tmp_path / name.replace(os.sep, "_")
+        shutil.copy(os.path.join(REPO_ROOT, name), copy)
+        copies.append(str(copy))
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        study_report("results/runs", "results/study/long", str(tmp_path / "study"),
+                     gpu_long_results="results/study/long-h200", convert_results="results/study/convert",
+                     index_files=tuple(copies))
+    finally:
+        os.chdir(cwd)
+    for name, copy in zip(("README.md", os.path.join("results", "README.md")), copies):
+        committed = open(os.path.join(REPO_ROOT, name), encoding="utf-8").read()
+        assert "<!-- verdict:begin -->\n| configuration" in committed, name
+        assert open(copy, encoding="utf-8").read() == committed, f"{name}: its verdict block is stale; run " \
+                                                                 f"fairseq-eatt-aggregate --eatt-recipe paper"
+
+
+def test_alignment_energy_as_executed_follows_the_measured_ratio_of_ones():
+    from fairseq_eatt.experiments.results import attention_energy, nonzero_ratios
+
+    def run(ratio, variant="eatt"):
+        r = _tagged(f"{variant}+prenorm", 1, 30.0, 30.0)
+        r["binarization_last_valid"] = {f"{p}_L{i}": ratio for p in ("encoder_self", "decoder_self", "cross_query",
+                                                                      "cross_key") for i in (1, 2, 3)}
+        return r
+
+    assert nonzero_ratios(run(0.2), "decoder_cross") == (0.2, 0.2) and nonzero_ratios(run(0.2), "encoder_self") == 0.2
+    sparse, dense = (attention_energy(run(x), part="alignment", convention="complete") for x in (0.1, 0.5))
+    paper = attention_energy(run(0.1), part="alignment")
+    assert paper < sparse < dense < 100.0  # the paper counts neither comparisons nor the selected rows' sum
+    assert attention_energy(run(0.1, "vanilla"), part="alignment", convention="complete") == 100.0

@@ -472,8 +472,10 @@ def test_the_report_renders_rows_curves_and_findings(tmp_path):
               "command": "fairseq-eatt-techniques (test)", "date": "2026-12-01", "machine": {}, "git_commit": "x"}
     record["figures"] = plot(record, str(tmp_path / "techniques"))
     text = reports.render(record)
-    assert "| `t` | ternary (as trained) | 1,000 | 0.0 | 22.00 | 23.50 | -1.50 | 40 | 300 | 100 | 25 |" in text
-    assert "within the 2-BLEU target" in text and "Not run yet: vanilla+exit" in text
+    # one seed, no kept hypotheses: the difference is marked untested, never stated as a finding
+    assert "| `t` | ternary (as trained) | 1,000 | 0.0 | 22.00 | 23.50 | -1.50 (untested) | 40 | 300 | 100 | 25 |" in text
+    assert "(one seed, untested: not a finding), within the 2-BLEU target" in text
+    assert "Not run yet: vanilla+exit" in text
     assert "25 attention multiplications per sentence (25.0% of vanilla's)" in text
     assert (tmp_path / "techniques_prune.png").exists() and "techniques_prune.png" in text
 

@@ -46,6 +46,9 @@ class AttentionBase(nn.Module):
     variant_name = "base"  # set by @register_attention
     needs_positions = False  # True: compute_scores receives token positions (position-based variants)
     value_projection = True  # False: V is the input itself, split into heads (cost-effective attention)
+    # {own parameter: a trained dot-product attention's parameter it may start from} (fairseq-eatt-convert); the
+    # parameters both have under one name (v_proj, out_proj) are copied without being named here
+    converted_from: Dict[str, str] = {}
 
     def __init__(
         self,

@@ -298,6 +298,8 @@ class EattAttention(AttentionBase):
     capabilities = Capabilities(causal=True, cross=True, binarizes=True)
     added_options = LEGACY_VALUES
     options = OPTIONS
+    # fairseq-eatt-convert: the selection weights start from a trained dot-product attention's W_Q and W_K
+    converted_from = {"q_select": "q_proj", "k_select": "k_proj"}
 
     def __init__(
         self,

@@ -32,6 +32,12 @@ def main(argv=None):
     p.add_argument("--study-long", default=None,
                    help="folder of the E-ATT study's longer-budget runs (fairseq-eatt-experiment study-long); the "
                         "study's report goes to OUT/study/ (default: results/study/long; paper recipe only)")
+    p.add_argument("--study-long-gpu", default=os.path.join("results", "study", "long-h200"),
+                   help="longer-budget runs trained on a GPU: listed in the study's verdict, not compared with the "
+                        "CPU runs (default: results/study/long-h200)")
+    p.add_argument("--study-convert", default=os.path.join("results", "study", "convert"),
+                   help="the converted models' runs (fairseq-eatt-experiment study-convert; default: "
+                        "results/study/convert)")
     args = p.parse_args(argv)
     if not os.path.isdir(args.results):
         p.error(f"--results {args.results}: no such folder (run fairseq-eatt-experiment first)")
@@ -44,7 +50,9 @@ def main(argv=None):
     try:
         report = aggregate(args.results, args.out, args.scale, args.eatt_recipe)
         if "small" in report and args.eatt_recipe == "paper":  # the study's configurations build on the paper's
-            report["study"] = study_report(args.results, args.study_long, os.path.join(args.out, "study"))
+            report["study"] = study_report(args.results, args.study_long, os.path.join(args.out, "study"),
+                                           gpu_long_results=args.study_long_gpu, convert_results=args.study_convert,
+                                           index_files=("README.md", os.path.join(args.out, "README.md")))
     except ResultError as err:
         sys.exit(f"fairseq-eatt-aggregate: {err}")
     for scale, parts in report.items():

@@ -12,7 +12,12 @@ Recipes that train (one JSON result per run under --results):
     techniques  the survey's techniques (binary/ternary weights, token pruning, early exit) on vanilla and on
               E-ATT, under the default E-ATT recipe (--configs chooses; fairseq_eatt/experiments/recipes.py)
     study-long  the longer budget (4,000 updates) for vanilla, the paper's E-ATT and --configs (default
-              eatt+authors), with dev BLEU every 500 updates; results in results/study/long by default
+              eatt+authors), with dev BLEU every 500 updates; results in results/study/long by default.
+              Its configurations include the levers in pre-norm blocks (eatt+prenorm+tau0, +temperature,
+              +cross-tau0) and distillation: eatt+prenorm+kd and vanilla+prenorm+kd train on the translations
+              of the training set by the vanilla pre-norm run of the same seed (trained first if needed)
+    study-convert  E-ATT converted from the vanilla pre-norm run of the same seed (fairseq-eatt-convert), fine-
+              tuned 2,000 updates, dev and test BLEU after 0, 250, 500, 1,000, 2,000; results/study/convert
 Recipes built on trained runs (they train nothing):
     study-diagnose  fairseq-eatt-diagnose on the study's runs whose checkpoints are in --workdir (demo budget:
               results/study/diagnostics_demo.*, longer budget: diagnostics_long.*); --configs chooses
@@ -35,6 +40,7 @@ the same settings) is skipped, an interrupted one continues from checkpoint_last
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import sys
@@ -85,6 +91,13 @@ def parse_args(argv=None):
     p.add_argument("--train-args", default="", help="extra fairseq-train arguments for every run (quoted string), "
                    "e.g. '--fp16' or '--update-freq 4' on 2 GPUs; they change the runs' config hash")
     p.add_argument("--max-update", type=int, default=None, help="override the setting's update count")
+    p.add_argument("--convert-points", default=None, metavar="N,N,...",
+                   help="study-convert: fine-tuning updates at which dev and test BLEU are measured, from 0 (the "
+                        "converted model); the last is the budget (default: 0,250,500,1000,2000 at small scale)")
+    p.add_argument("--teacher-results", default=None, metavar="DIR",
+                   help="distillation and conversion: where the vanilla teacher's result is (default: --results "
+                        "for study-long, results/study/long for study-convert; it is trained there first if "
+                        "missing)")
     p.add_argument("--long-max-update", type=int, default=None,
                    help="study-diagnose: the update count of the study-long runs (default: 4000 at small scale)")
     p.add_argument("--arch", default=None, help="override the setting's architecture")
@@ -120,17 +133,35 @@ def parse_args(argv=None):
                 f"({', '.join(R.TRAINING_RECIPES)}) can be joined with commas")
     args.recipe = args.recipes[0]
     if args.results is None:
-        args.results = os.path.join("results", "study", "long") if args.recipe == "study-long" else \
-            os.path.join("results", "runs")
-    if "study-long" in args.recipes and len(args.recipes) > 1:
-        p.error("study-long trains at its own budget: run it alone, not joined with other recipes")
-    if args.curve_every is not None and (args.recipe not in ("study-long", "study-diagnose") or args.curve_every <= 0):
-        p.error(f"--curve-every applies to study-long and study-diagnose and must be positive, got "
+        args.results = {"study-long": os.path.join("results", "study", "long"),
+                        "study-convert": os.path.join("results", "study", "convert")}.get(
+            args.recipe, os.path.join("results", "runs"))
+    for own_budget in ("study-long", "study-convert"):
+        if own_budget in args.recipes and len(args.recipes) > 1:
+            p.error(f"{own_budget} trains at its own budget: run it alone, not joined with other recipes")
+    args.teacher_results = args.teacher_results or (args.results if args.recipe == "study-long"
+                                                    else os.path.join("results", "study", "long"))
+    if args.curve_every is not None and (args.recipe not in ("study-long", "study-diagnose", "study-convert")
+                                         or args.curve_every <= 0):
+        p.error(f"--curve-every applies to study-long, study-diagnose and study-convert and must be positive, got "
                 f"{args.curve_every}")
+    # the vanilla teacher of distillation and conversion is a study-long run with its dev curve
+    args.teacher_curve_every = args.curve_every or R.STUDY_CURVE_EVERY[args.scale]
     if args.recipe in ("study-long", "study-diagnose"):
         args.curve_every = args.curve_every or R.STUDY_CURVE_EVERY[args.scale]
     else:
         args.curve_every = None
+    try:
+        args.convert_point_list = [int(n) for n in args.convert_points.split(",")] if args.convert_points \
+            else list(R.CONVERT_POINTS[args.scale])
+    except ValueError:
+        p.error(f"--convert-points must be comma-separated integers, got {args.convert_points!r}")
+    if args.convert_points and (args.recipe != "study-convert" or args.convert_point_list[0] != 0
+                                or args.convert_point_list != sorted(set(args.convert_point_list))):
+        p.error(f"--convert-points applies to study-convert and must rise from 0 (the converted model), got "
+                f"{args.convert_points!r}")
+    if args.recipe == "study-convert" and args.max_update is None:
+        args.max_update = args.convert_point_list[-1]
     if args.recipe == "study-long" and args.max_update is None and args.scale == "small":
         args.max_update = R.STUDY_LONG_UPDATES
     if args.configs is not None and not any(r.startswith("study") or r == "techniques" for r in args.recipes):
@@ -181,11 +212,101 @@ def training_runs(args, recipe: str, seeds: List[int]) -> List[R.RunSpec]:
     return runs
 
 
+def train_extra(args) -> List[str]:
+    """The fairseq-train flags every run of this call adds (part of their identity)."""
+    every = getattr(args, "curve_every", None)
+    if args.recipe == "study-convert":  # checkpoints at every fine-tuning point
+        every = math.gcd(*[n for n in args.convert_point_list if n])
+    return shlex.split(args.train_args) + runner.curve_flags(every)
+
+
+def teacher_of(args, run: R.RunSpec):
+    """(spec, setting, flags, hash) of the vanilla run that distillation translates with and conversion starts
+    from: the study-long run of TEACHER_CONFIG with ``run``'s seed."""
+    spec = dataclasses.replace(R.study_run(run.task, run.scale, R.TEACHER_CONFIG, run.seed), recipe=run.recipe)
+    budget = R.STUDY_LONG_UPDATES if run.scale == "small" else None
+    base = setting(run.task, run.scale, max_update=budget, arch=args.arch, max_tokens=args.max_tokens,
+                   bpe_merges=args.bpe_merges, warmup_updates=args.warmup_updates,
+                   plateau_updates=args.plateau_updates)
+    if args.recipe == "study-long":  # the same budget as the runs of this call (--max-update too)
+        base = args.settings[run.task]
+    elif args.long_max_update:
+        base = dataclasses.replace(base, max_update=args.long_max_update)
+    extra = shlex.split(args.train_args) + runner.curve_flags(args.teacher_curve_every)
+    return spec, base, extra, runner.config_hash(spec, base, extra)
+
+
+def with_origins(args, runs: List[R.RunSpec]) -> List[R.RunSpec]:
+    """Runs of a road (distillation, conversion) name the teacher run they come from: part of their identity."""
+    out = []
+    for run in runs:
+        road = R.ROADS.get(run.tag)
+        if road:
+            spec, _, _, thash = teacher_of(args, run)
+            run = dataclasses.replace(run, origin=f"{road}:{spec.name}.{thash}")
+        out.append(run)
+    return out
+
+
+def teacher_checkpoint(args, run: R.RunSpec, data: runner.PreparedData) -> str:
+    """The teacher's best checkpoint, trained (with its dev curve) first where its result does not exist yet."""
+    spec, base, extra, thash = teacher_of(args, run)
+    done = runner.existing_result(args.teacher_results, spec, thash)
+    run_dir = runner.run_dir_of(args.workdir, spec, thash)
+    best = os.path.join(run_dir, "checkpoint_best.pt")
+    if done is None or "curve" not in done:
+        log(f"training the teacher {spec.name} first (for {run.name})")
+        runner.execute(spec, base, data, args.workdir, args.teacher_results, extra, echo=args.jobs == 1,
+                       curve_every=args.teacher_curve_every)
+    elif not os.path.exists(best):
+        # its result exists but its checkpoint is not on this machine: train it again beside the result and check
+        # that it reproduces the stored scores (CPU training is deterministic for one torch build)
+        log(f"the teacher {spec.name} has a result but no checkpoint here: training it again to reproduce it")
+        scratch = os.path.join(args.workdir, "reproduced-results")
+        again = runner.execute(spec, base, data, args.workdir, scratch, extra, echo=args.jobs == 1)
+        for split in ("valid", "test"):
+            if again[split]["bleu"] != done[split]["bleu"]:
+                raise runner.RunFailed(
+                    f"{run.name}: its teacher {spec.name}, trained again here, scores {split} BLEU "
+                    f"{again[split]['bleu']} where its result in {args.teacher_results} says {done[split]['bleu']} "
+                    f"(another machine or torch build?); give --workdir where it was trained, or --teacher-results "
+                    f"of a folder to train a teacher of this machine into")
+    return best
+
+
+def road_inputs(args, run: R.RunSpec, data: runner.PreparedData):
+    """(data, checkpoint training starts from) of a run: distilled data for "kd", a converted model for
+    "convert", the run's own data otherwise."""
+    road = R.ROADS.get(run.tag)
+    if not road:
+        return data, None
+    teacher = teacher_checkpoint(args, run, data)
+    if road == "convert":
+        from ..models.conversion import ConversionError, convert_checkpoint
+
+        converted = os.path.join(os.path.dirname(teacher), f"converted-{run.encoder_self}-{run.decoder_self}-"
+                                                          f"{run.decoder_cross}.pt")
+        if not os.path.exists(converted):
+            try:
+                report = convert_checkpoint(teacher, converted, run.attention)
+            except ConversionError as err:
+                raise runner.RunFailed(f"{run.name}: {err}") from None
+            log(f"converted {teacher} -> {converted}: {len(report.started_from)} tensors started from vanilla "
+                f"ones, {len(report.fresh)} fresh")
+        return data, converted
+    from ..experiments.distill import DistillConfig, distilled_data
+
+    folder = os.path.join(args.workdir, f"{run.task}-{run.scale}", "distilled", run.origin.split(":", 1)[1])
+    config = DistillConfig(data=data.data_bin, teacher=teacher, workdir=folder, source_lang=data.src,
+                           target_lang=data.tgt, teacher_beam=args.settings[run.task].beam)
+    return runner.PreparedData(distilled_data(config), data.src, data.tgt, data.references), None
+
+
 def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
     """Train, decode and score ``runs`` (skipping finished ones); returns the results that exist."""
-    import shlex
-
-    extra = shlex.split(args.train_args) + runner.curve_flags(getattr(args, "curve_every", None))
+    runs = with_origins(args, runs)
+    extra = train_extra(args)
+    points = args.convert_point_list if args.recipe == "study-convert" else None
     pending, results = [], {}
     for run in runs:
         chash = runner.config_hash(run, args.settings[run.task], extra)
@@ -197,12 +318,16 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
         state = "done" if done else "to run"
         if curve_missing:
             state, done = "trained, dev curve to decode", None
+        elif done and points and "points" not in done:
+            state, done = "trained, fine-tuning points to decode", None
         log(f"{run.task}-{run.scale}/{run.name}: {state}" + (f" (valid BLEU {done['valid']['bleu']}, test BLEU "
                                                                f"{done['test']['bleu']})" if done else ""))
         if done:
             results[run] = done
         else:
             pending.append(run)
+    if not args.dry_run:
+        keep_finished_hypotheses(args, results, extra)
     if args.dry_run or not pending:
         return results
     data = {task: prepare(args, task)
@@ -210,12 +335,21 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     failures = []
 
+    inputs = {}
+    for run in pending:  # teachers, distilled data and converted models first, one at a time
+        try:
+            inputs[run] = road_inputs(args, run, data[run.task])
+        except runner.RunFailed as err:
+            raise SystemExit(f"fairseq-eatt-experiment: {err}")
+
     def one(run):
         log(f"start {run.task}-{run.scale}/{run.name}")
+        run_data, start = inputs[run]
         try:
-            result = runner.execute(run, args.settings[run.task], data[run.task], args.workdir, args.results, extra,
+            result = runner.execute(run, args.settings[run.task], run_data, args.workdir, args.results, extra,
                                     echo=args.jobs == 1, threads=threads,
-                                    curve_every=getattr(args, "curve_every", None))
+                                    curve_every=getattr(args, "curve_every", None), finetune_from=start,
+                                    points=points)
         except runner.RunBusy as err:
             log(f"skipped {run.name}: {err}")
             return
@@ -233,6 +367,25 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
     if failures:
         raise SystemExit("fairseq-eatt-experiment: runs failed:\n  " + "\n  ".join(failures))
     return results
+
+
+def keep_finished_hypotheses(args, results: Dict[R.RunSpec, dict], extra: List[str]):
+    """Finished runs whose result keeps no hypotheses yet (made before runs kept them) get them from their
+    folder in --workdir where it is still there."""
+    from ..experiments.significance import hypotheses_path
+
+    data = {}
+    for run in results:
+        result_json = runner.result_path(args.results, run)
+        if os.path.exists(hypotheses_path(result_json, "test")):
+            continue
+        run_dir = runner.run_dir_of(args.workdir, run, runner.config_hash(run, args.settings[run.task], extra))
+        if not os.path.exists(os.path.join(run_dir, "test.hyp")):
+            continue
+        data[run.task] = data.get(run.task) or prepare(args, run.task)
+        if runner.keep_run_hypotheses(run_dir, data[run.task], result_json):
+            runner.add_chrf(result_json)
+            log(f"kept the hypotheses of {run.name} beside {result_json}")
 
 
 def recipe_options(variant: str, recipe: str) -> Dict[str, dict]:

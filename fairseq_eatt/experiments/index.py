@@ -26,3 +26,20 @@ def update_index(readme: str, scale: str, statuses: Dict[str, str]):
     _, tail = rest.split(end, 1)
     with atomic_output(readme) as handle:
         handle.write(head + begin + "\n" + "\n".join(rows) + "\n" + end + tail)
+
+
+def update_block(readme: str, name: str, body: str):
+    """Rewrite the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, if the file has them: numbers
+    there are rendered from results, never typed."""
+    from ..data.text import atomic_output
+
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if not os.path.exists(readme):
+        return
+    text = open(readme, encoding="utf-8").read()
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_output(readme) as handle:
+        handle.write(head + begin + "\n" + body.rstrip("\n") + "\n" + end + tail)

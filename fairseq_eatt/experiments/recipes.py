@@ -14,7 +14,7 @@ from .settings import PAPER_TASKS, SMALL_TASK
 TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete selection"),
                ("eatt_l1", "Replace with L1 distance"), ("eatt", "E-ATT"))
 TABLE6_AXIS = (("vanilla", "Vanilla"), ("synth_dense", "Dense"), ("synth_random", "RandInit"), ("eatt", "E-ATT"))
-TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long", "techniques")
+TRAINING_RECIPES = ("table4", "table5", "table6", "variants", "study", "study-long", "study-convert", "techniques")
 
 
 # ---- where the runs of an E-ATT recipe go: the paper's keep the names and folders they had before recipes existed
@@ -52,6 +52,30 @@ STUDY_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
                             ("--eatt-recipe", "authors", "--eatt-learn-threshold", "true",
                              "--eatt-learn-temperature", "true")),
 }
+_PRENORM = ("--encoder-normalize-before", "--decoder-normalize-before")
+# The levers again at the longer budget, in pre-norm blocks (issue 29), and the two roads from a vanilla model:
+# distillation (the run trains on the vanilla teacher's translations: ROADS) and conversion (study-convert).
+# In a pre-norm block fairseq's layer norm before the attention is the authors' module-owned norm, so "the
+# module-owned norm at tau 0" is tau 0 in pre-norm blocks.
+LONG_STUDY_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "eatt+prenorm+tau0": ("eatt", "pre-norm blocks with tau = 0: the module-owned norm of the authors' code (the "
+                                  "block's own layer norm) binarized at 0", _PRENORM + ("--eatt-threshold", "0")),
+    "eatt+prenorm+temperature": ("eatt", "pre-norm blocks, a learned temperature per head on the L1 scores",
+                                 _PRENORM + ("--eatt-learn-temperature", "true")),
+    "eatt+prenorm+cross-tau0": ("eatt", "pre-norm blocks, tau = 0 in cross-attention only",
+                                _PRENORM + ("--eatt-threshold", "1,1,0")),
+    "eatt+prenorm+kd": ("eatt", "pre-norm E-ATT trained on the vanilla pre-norm teacher's beam-search translations "
+                                "of the training set (sequence-level distillation), same seed", _PRENORM),
+    "vanilla+prenorm+kd": ("vanilla", "pre-norm vanilla trained on the same distilled data (the student's "
+                                      "baseline)", _PRENORM),
+    "eatt+prenorm+convert": ("eatt", "E-ATT converted from the trained vanilla pre-norm model of the same seed "
+                                     "(fairseq-eatt-convert), then fine-tuned", _PRENORM),
+}
+TEACHER_CONFIG = "vanilla+prenorm"  # the vanilla model distillation translates with and conversion starts from
+# road of a configuration: "kd" trains on the teacher's translations, "convert" starts from the converted teacher
+ROADS = {"eatt+prenorm+kd": "kd", "vanilla+prenorm+kd": "kd", "eatt+prenorm+convert": "convert"}
+# fine-tuning updates at which a converted model is scored (0: as converted); the last is the budget
+CONVERT_POINTS = {"small": (0, 250, 500, 1000, 2000), "paper": (0, 2500, 5000, 10000, 20000)}
 STUDY_LONG_UPDATES = 4000  # the longer budget of the study at small scale (paper scale keeps its own budget)
 STUDY_CURVE_EVERY = {"small": 500, "paper": 5000}  # dev BLEU along the way: checkpoints this many updates apart
 # hybrids whose cross-attention codes the diagnostics compare (Table 6: E-ATT cross-attention is weak next to
@@ -86,6 +110,9 @@ class RunSpec:
     tag: str = ""  # a study configuration (STUDY_CONFIGS) whose model flags the run adds
     options: Tuple[str, ...] = ()  # its model flags, part of the run's identity
     recipe: str = "paper"  # --eatt-recipe: E-ATT's option defaults and the blocks of the whole model
+    # "" or the run it is built from: "kd:<teacher run>.<hash>" (trains on its translations) or
+    # "convert:<source run>.<hash>" (fine-tunes its converted model); part of the run's identity
+    origin: str = ""
 
     @property
     def name(self) -> str:
@@ -106,7 +133,7 @@ def uniform(task: str, scale: str, variant: str, seed: int) -> RunSpec:
 def study_run(task: str, scale: str, config: str, seed: int) -> RunSpec:
     """``config``: a variant (everywhere, the paper's settings), ENC-DEC-CROSS variants, or a STUDY_CONFIGS or
     TECHNIQUE_CONFIGS tag."""
-    tagged = {**STUDY_CONFIGS, **TECHNIQUE_CONFIGS}
+    tagged = {**STUDY_CONFIGS, **LONG_STUDY_CONFIGS, **TECHNIQUE_CONFIGS}
     if config in tagged:
         variant, _, flags = tagged[config]
         return RunSpec(task, scale, variant, variant, variant, seed, tag=config, options=flags)
@@ -122,7 +149,14 @@ def study_configs(names: Optional[str], recipe: str) -> List[str]:
     if names:
         chosen = [n.strip() for n in names.split(",") if n.strip()]
         variants = set(available_attentions())
-        valid = ["vanilla", "eatt"] + list(TECHNIQUE_CONFIGS if recipe == "techniques" else STUDY_CONFIGS)
+        if recipe == "techniques":
+            valid = ["vanilla", "eatt", *TECHNIQUE_CONFIGS]
+        elif recipe == "study-convert":
+            valid = [c for c, road in ROADS.items() if road == "convert"]
+        elif recipe == "study-long":
+            valid = ["vanilla", "eatt", *STUDY_CONFIGS, *(c for c in LONG_STUDY_CONFIGS if ROADS.get(c) != "convert")]
+        else:
+            valid = ["vanilla", "eatt", *STUDY_CONFIGS]
         unknown = [n for n in chosen if n not in valid and not (len(n.split("-")) == 3
                                                                 and set(n.split("-")) <= variants)]
         if unknown:
@@ -131,6 +165,8 @@ def study_configs(names: Optional[str], recipe: str) -> List[str]:
         return chosen
     if recipe == "study-long":
         return ["vanilla", "eatt", *STUDY_LONG_DEFAULT]
+    if recipe == "study-convert":
+        return [c for c, road in ROADS.items() if road == "convert"]
     if recipe == "techniques":
         return ["vanilla", "eatt", *TECHNIQUE_CONFIGS]
     if recipe == "study-diagnose":
@@ -161,7 +197,7 @@ def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int]
     runs: List[RunSpec] = []
     for task in tasks:
         for seed in seeds:
-            if recipe in ("study", "study-long", "study-diagnose", "techniques"):
+            if recipe in ("study", "study-long", "study-convert", "study-diagnose", "techniques"):
                 runs += [study_run(task, scale, c, seed) for c in study_configs(configs, recipe)]
             elif recipe == "table4":
                 runs += [uniform(task, scale, v, seed) for v in ("vanilla", "eatt")]

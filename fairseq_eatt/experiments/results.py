@@ -78,10 +78,27 @@ def mean_std(values: Sequence[float], count: bool = True) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}{n}"
 
 
-def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "attention") -> float:
+def nonzero_ratios(run: Dict, position: str):
+    """The run's measured ratio of ones in its binarized inputs at ``position`` (mean over layers, last
+    validation): one ratio, a (query, key) pair in cross-attention; None where it binarizes nothing."""
+    found = run.get("binarization_last_valid") or {}
+
+    def mean(prefix):
+        values = [v for k, v in found.items() if k.startswith(prefix + "_L")]
+        return statistics.mean(values) if values else None
+
+    if position == "decoder_cross":
+        q, k = mean("cross_query"), mean("cross_key")
+        return None if q is None or k is None else (q, k)
+    return mean(position)
+
+
+def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "attention",
+                     convention: str = "paper") -> float:
     """Energy of all attention layers (``part``: attention, or alignment = the scores alone) of the run's model as
-    % of the same model with vanilla attention: the declared operation counts (paper convention) at the model's
-    dimensions and options and the test set's mean lengths."""
+    % of the same model with vanilla attention: the declared operation counts at the model's dimensions and
+    options and the test set's mean lengths. ``convention``: paper (the paper's), or complete (what the code
+    executes, with the run's measured ratios of ones in the binarized inputs)."""
     table = BUILTIN[table_name]
     m, lengths = run["model"], run["lengths"]["test"]
     src, tgt = max(1, round(lengths["src"])), max(1, round(lengths["tgt"]))
@@ -93,8 +110,13 @@ def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "att
         lq, lk, layers = shapes[position]
         cls = get_attention_class(variant)
         own = options.get(POSITION_FLAGS[position], {})
-        ops = cls.op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None, **own)[part]
-        ref = get_attention_class("vanilla").op_counts(lq, lk, m["embed_dim"], m["heads"], "paper", None)[part]
+        ratio = nonzero_ratios(run, position) if convention == "complete" else None
+        extra = {"self_attention": position != "decoder_cross"} if convention == "complete" else {}
+        causal = convention == "complete" and position == "decoder_self"
+        ops = cls.op_counts(lq, lk, m["embed_dim"], m["heads"], convention, ratio, causal=causal,
+                            **{**extra, **own})[part]
+        ref = get_attention_class("vanilla").op_counts(lq, lk, m["embed_dim"], m["heads"], convention, None,
+                                                      causal=causal, **extra)[part]
         total += layers * table.energy(ops)
         base += layers * table.energy(ref)
     return 100.0 * total / base

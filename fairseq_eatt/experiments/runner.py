@@ -87,6 +87,8 @@ def config_hash(run: RunSpec, setting: TaskSetting, extra_train: List[str]) -> s
         identity["options"] = list(run.options)
     if run.recipe != "paper":  # runs of the paper's recipe keep the hashes they had before recipes existed
         identity["eatt_recipe"] = run.recipe
+    if run.origin:  # distilled or converted from another run: that run is part of this one's identity
+        identity["origin"] = run.origin
     blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -201,7 +203,9 @@ def decode(run_dir: str, data: PreparedData, setting: TaskSetting, split: str, l
     bleu = metric.corpus_score(ordered, [refs])
     with atomic_output(os.path.join(run_dir, f"{stem}.hyp")) as handle:
         handle.write("\n".join(ordered) + "\n")
+    chrf = sacrebleu.CHRF()
     return {"bleu": round(bleu.score, 2), "bleu_str": str(bleu), "signature": str(metric.get_signature()),
+            "chrf": round(chrf.corpus_score(ordered, [refs]).score, 2), "chrf_signature": str(chrf.get_signature()),
             "sentences": len(refs), "references": shown_path(data.references[split])}
 
 
@@ -255,24 +259,68 @@ def run_dir_of(workdir: str, run: RunSpec, chash: str) -> str:
 
 def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str, results: str,
             extra_train: List[str], echo: bool = True, threads: Optional[int] = None, batch_size: int = 128,
-            curve_every: Optional[int] = None) -> Dict:
+            curve_every: Optional[int] = None, finetune_from: Optional[str] = None,
+            points: Optional[List[int]] = None) -> Dict:
     """Train, decode and score ``run`` unless its result exists. ``curve_every``: also decode the dev set with
     the checkpoints kept every that many updates (``extra_train`` must hold :func:`curve_flags`) and store the
-    curve in the result."""
+    curve in the result. ``finetune_from``: a checkpoint training starts from (fairseq-train
+    --finetune-from-model; a converted model); ``points``: updates at which dev and test BLEU are stored (0: that
+    checkpoint itself)."""
     chash = config_hash(run, setting, extra_train)
     done = existing_result(results, run, chash)
-    if done is not None and (not curve_every or "curve" in done):
+    if done is not None and (not curve_every or "curve" in done) and (not points or "points" in done):
         return done
     run_dir = run_dir_of(workdir, run, chash)
     os.makedirs(run_dir, exist_ok=True)
     with run_lock(run_dir):
         done = existing_result(results, run, chash)  # finished by another process while we waited
         if done is None:
-            done = _execute_locked(run, setting, data, run_dir, chash, results, extra_train, echo, threads,
-                                   batch_size)
+            start = ["--finetune-from-model", finetune_from] if finetune_from else []
+            done = _execute_locked(run, setting, data, run_dir, chash, results, extra_train + start, echo, threads,
+                                   batch_size, hashed_extra=extra_train)
         if curve_every and "curve" not in done:
             done = add_curve(run, setting, data, run_dir, results, done, curve_every, echo, threads, batch_size)
+        if points and "points" not in done:
+            done = add_points(run, setting, data, run_dir, results, done, points, finetune_from, echo, threads,
+                              batch_size)
         return done
+
+
+def add_points(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, results: str, done: Dict,
+               points: List[int], start: Optional[str], echo: bool, threads: Optional[int], batch_size: int) -> Dict:
+    """Dev and test BLEU of the checkpoints at ``points`` updates (0: ``start``, the model training began from),
+    written into the result; each point's hypotheses are kept beside it (``<run>.u<N>.<split>.hyp.gz``)."""
+    from .significance import keep_hypotheses
+
+    checkpoints = interval_checkpoints(run_dir)
+    if 0 in points and start:
+        checkpoints[0] = start
+    missing = [n for n in points if n not in checkpoints]
+    if missing:
+        raise RunFailed(f"{run_dir}: no checkpoint for updates {missing} (train with --save-interval-updates "
+                        f"dividing each of {points}, and keep them: --keep-interval-updates -1)")
+    log_path = os.path.join(run_dir, "train.log")
+    scored = []
+    stem = result_path(results, run)[:-len(".json")]
+    for updates in points:
+        point = {"num_updates": updates}
+        for split in ("valid", "test"):
+            out = decode(run_dir, data, setting, split, log_path, echo, threads, batch_size,
+                         checkpoint=checkpoints[updates], label=f"u{updates}")
+            point[split] = {"bleu": out["bleu"], "bleu_str": out["bleu_str"]}
+            keep_hypotheses(f"{stem}.u{updates}.json", split,
+                            list(read_lines(os.path.join(run_dir, f"{split}.u{updates}.hyp"))),
+                            list(read_lines(data.references[split])))
+        scored.append(point)
+    done = {key: value for key, value in done.items() if not key.startswith("_")}
+    done["points"] = scored
+    done["points_note"] = (f"dev and test BLEU of the checkpoints after {', '.join(map(str, points))} updates "
+                           f"(0: the model training started from), decoded like valid/test; added "
+                           f"{datetime.date.today()} at commit {git_commit()}")
+    with atomic_output(result_path(results, run)) as handle:
+        json.dump(done, handle, indent=2)
+        handle.write("\n")
+    return done
 
 
 def interval_checkpoints(run_dir: str) -> Dict[int, str]:
@@ -313,7 +361,8 @@ def add_curve(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: s
 
 
 def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, chash: str, results: str,
-                    extra_train: List[str], echo: bool, threads: Optional[int], batch_size: int) -> Dict:
+                    extra_train: List[str], echo: bool, threads: Optional[int], batch_size: int,
+                    hashed_extra: Optional[List[str]] = None) -> Dict:
     log_path = os.path.join(run_dir, "train.log")
     flags = train_flags(run, setting, extra_train) + ["--save-dir", run_dir]
     started = time.time()
@@ -328,7 +377,9 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
         "schema": SCHEMA, "run": run.name, "task": run.task, "scale": run.scale, "seed": run.seed,
         "attention": run.attention, **({"tag": run.tag, "options": list(run.options)} if run.tag else {}),
         "eatt_recipe": run.recipe,
-        "config_hash": chash, "setting": setting.as_dict(), "extra_train_args": extra_train,
+        "config_hash": chash, "setting": setting.as_dict(),
+        "extra_train_args": extra_train if hashed_extra is None else hashed_extra,
+        **({"origin": run.origin} if run.origin else {}),
         "model": model_info(os.path.join(run_dir, "checkpoint_best.pt"), data.data_bin),
         "valid": scores["valid"], "test": scores["test"],
         **valid_log(log_path),
@@ -339,7 +390,53 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
         "workdir": shown_path(run_dir),
         "date": datetime.date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
     }
+    keep_run_hypotheses(run_dir, data, result_path(results, run))
     with atomic_output(result_path(results, run)) as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
     return result
+
+
+def add_chrf(result_json: str):
+    """chrF of a result made before runs recorded it, from its kept hypotheses (the BLEU is checked against them
+    first, so a mismatched file is refused, not scored)."""
+    import sacrebleu
+
+    from .significance import SignificanceError, hypotheses_path, read_lines_gz, references_path
+
+    with open(result_json, encoding="utf-8") as handle:
+        result = json.load(handle)
+    changed = False
+    for split in ("valid", "test"):
+        if "chrf" in result[split]:
+            continue
+        hyps = read_lines_gz(hypotheses_path(result_json, split))
+        refs = read_lines_gz(references_path(result_json, split))
+        tokenize = "none" if "tok:none" in result[split]["signature"] else "13a"
+        bleu = round(sacrebleu.BLEU(tokenize=tokenize).corpus_score(hyps, [refs]).score, 2)
+        if bleu != result[split]["bleu"]:
+            raise SignificanceError(f"{result_json}: its kept {split} hypotheses score BLEU {bleu}, the result says "
+                                    f"{result[split]['bleu']}")
+        chrf = sacrebleu.CHRF()
+        result[split].update(chrf=round(chrf.corpus_score(hyps, [refs]).score, 2),
+                             chrf_signature=str(chrf.get_signature()))
+        changed = True
+    if changed:
+        result["chrf_note"] = f"chrF added from the kept hypotheses on {datetime.date.today()} at commit {git_commit()}"
+        with atomic_output(result_json) as handle:
+            json.dump(result, handle, indent=2)
+            handle.write("\n")
+
+
+def keep_run_hypotheses(run_dir: str, data: PreparedData, result_json: str) -> bool:
+    """Keep the run's detokenized valid and test hypotheses (``split.hyp`` in its folder) gzipped beside its
+    result, with the folder's references, so that anyone can re-score them or test a difference. False (and
+    nothing written) if the run's folder lacks them."""
+    from .significance import keep_hypotheses
+
+    hyp_files = {split: os.path.join(run_dir, f"{split}.hyp") for split in ("valid", "test")}
+    if not all(os.path.exists(path) for path in hyp_files.values()):
+        return False
+    for split, path in hyp_files.items():
+        keep_hypotheses(result_json, split, list(read_lines(path)), list(read_lines(data.references[split])))
+    return True

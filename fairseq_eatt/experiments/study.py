@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Tuple
 from . import recipes as R
 from .plots import pyplot, save
 from .results import ResultError, attention_energy, describe_setting, load_runs, mean_std
+from .index import update_block
+from .significance import LEGEND, seed_difference, verdict
 
 BASELINE_OF_BLOCK = {False: "vanilla", True: "vanilla+prenorm"}  # a pre-norm E-ATT is compared with a pre-norm vanilla
 
@@ -22,7 +24,7 @@ def _uniform(run: Dict) -> bool:
 
 def study_runs(results: str, task: str, scale: str) -> Dict[str, List[Dict]]:
     """{configuration: its runs (one per seed)} of the study's configurations among the results."""
-    wanted = ["vanilla", "eatt", *R.STUDY_CONFIGS]
+    wanted = ["vanilla", "eatt", *R.STUDY_CONFIGS, *R.LONG_STUDY_CONFIGS]
     found: Dict[str, List[Dict]] = {}
     if not os.path.isdir(results):
         return found
@@ -45,8 +47,9 @@ def _cell(values: List[float]) -> str:
 
 
 def _description(name: str) -> str:
-    if name in R.STUDY_CONFIGS:
-        return R.STUDY_CONFIGS[name][1]
+    configs = {**R.STUDY_CONFIGS, **R.LONG_STUDY_CONFIGS}
+    if name in configs:
+        return configs[name][1]
     return {"vanilla": "vanilla attention, post-norm (the paper's baseline)",
             "eatt": "E-ATT as in the paper's text (tau = 1, post-norm)"}.get(name, name)
 
@@ -67,13 +70,13 @@ def levers_table(runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
     missing = [n for n in ["vanilla", "eatt", *R.STUDY_CONFIGS] if n not in runs]
     status = "complete" if not missing else f"partial ({len(runs)} of {len(runs) + len(missing)} configurations)"
     any_run = next(iter(runs.values()))[0]
-    baseline_test = {prenorm: [r["test"]["bleu"] for r in runs.get(name, [])]
-                     for prenorm, name in BASELINE_OF_BLOCK.items()}
+    baseline_runs = {prenorm: runs.get(name, []) for prenorm, name in BASELINE_OF_BLOCK.items()}
     lines = [f"# {title}\n", f"Status: {status}." + (f" Not run yet: {', '.join(missing)}." if missing else ""),
              "", "Setting: " + describe_setting(any_run["setting"]), "",
              "Test BLEU on test_2016 (sacreBLEU, detokenized); the checkpoint is chosen by dev loss. Gap: test BLEU "
-             "minus the mean of vanilla attention in the same kind of block (post-norm or pre-norm), when that "
-             "vanilla run exists. Energy: all attention layers (alignment = the scores alone) as % of the same "
+             "minus vanilla attention's in the same kind of block (post-norm or pre-norm), paired by seed, when that "
+             "vanilla run exists. " + LEGEND + " Energy: all attention layers (alignment = the scores alone) as "
+             "% of the same "
              "model with vanilla attention, ASIC pJ of the paper's Table 1, paper convention, at the model's "
              "options and the test set's mean lengths. Cross-key ratio: nonzero ratio of cross-attention key "
              "codes at the last validation.", "",
@@ -83,9 +86,8 @@ def levers_table(runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
     for name, group in runs.items():
         prenorm = _prenorm(group[0])
         tests = [r["test"]["bleu"] for r in group]
-        base = baseline_test[prenorm]
-        gap = f"{statistics.mean(tests) - statistics.mean(base):+.2f}" if base and name not in BASELINE_OF_BLOCK.values() \
-            else "-"
+        judged = verdict(group, baseline_runs[prenorm]) if name not in BASELINE_OF_BLOCK.values() else None
+        gap = judged.cell if judged else "-"
         losses = [r["valid_losses"][-1]["loss"] for r in group if r.get("valid_losses")]
         ratio = _mean([x for x in (_cross_key_ratio(r) for r in group) if x is not None])
         lines.append(
@@ -165,9 +167,206 @@ def _plot_curves(runs: Dict[str, List[Dict]], png: str, title: str):
     save(fig, png)
 
 
+def _same_machine(system: List[Dict], baseline: List[Dict]) -> Tuple[List[Dict], List[Dict], List[int]]:
+    """The two systems' runs of the seeds trained on the same kind of processor (CPU, or the same GPU), and the
+    seeds left out because their two runs were not."""
+    base = {r["seed"]: r for r in baseline}
+    kept, left = [], []
+    for run in system:
+        partner = base.get(run["seed"])
+        if partner is not None and machine_label(partner["machine"]) != machine_label(run["machine"]):
+            left.append(run["seed"])
+        else:
+            kept.append(run)
+    return kept, [r for r in baseline if r["seed"] not in left], left
+
+
+def comparisons(runs: Dict[str, List[Dict]]) -> List[Tuple[str, str]]:
+    """(system, baseline) pairs of the verdict: each configuration against vanilla in its kind of block; a
+    distilled student also against vanilla trained on the same distilled data."""
+    pairs = []
+    for name, group in runs.items():
+        if name in BASELINE_OF_BLOCK.values():
+            continue
+        pairs.append((name, BASELINE_OF_BLOCK[_prenorm(group[0])]))
+        if name.endswith("+kd") and name.startswith("eatt") and "vanilla+prenorm+kd" in runs:
+            pairs.append((name, "vanilla+prenorm+kd"))
+    return [(a, b) for a, b in pairs if b in runs]
+
+
+def _bootstrap_cells(system: List[Dict], baseline: List[Dict], split: str) -> str:
+    """Per shared seed, sacreBLEU's paired bootstrap of BLEU and chrF where both runs kept their hypotheses."""
+    from .significance import compare_runs
+
+    base = {r["seed"]: r for r in baseline}
+    cells = []
+    for run in system:
+        if run["seed"] not in base:
+            continue
+        boot = compare_runs(run, base[run["seed"]], split)
+        if boot is None:
+            continue
+        b, c = boot["BLEU"], boot["chrF"]
+        cells.append(f"s{run['seed']}: BLEU {b.difference:+.2f} (p {b.p_value:.3f}){'' if b.significant else ' n.s.'}, "
+                     f"chrF {c.difference:+.2f} (p {c.p_value:.3f}){'' if c.significant else ' n.s.'}")
+    return "; ".join(cells) or "no hypotheses kept"
+
+
+def _alignment_energy(runs: List[Dict]) -> str:
+    paper = statistics.mean(attention_energy(r, part="alignment") for r in runs)
+    executed = statistics.mean(attention_energy(r, part="alignment", convention="complete") for r in runs)
+    return f"{paper:.1f}% / {executed:.1f}%"
+
+
+def verdict_report(runs: Dict[str, List[Dict]], gpu_runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
+    """Every configuration at the longer budget against its vanilla baseline, with 95% intervals: across seeds
+    (paired by seed, same machine) and within each seed (sacreBLEU's paired bootstrap, BLEU and chrF)."""
+    if not runs:
+        return "not run", f"# {title}\n\nNot run yet: `fairseq-eatt-experiment study-long --scale small`.\n"
+    any_run = next(iter(runs.values()))[0]
+    lines = [f"# {title}\n", "Setting: " + describe_setting(any_run["setting"]), "",
+             "Dev BLEU (Multi30k val) and test BLEU (test_2016) of the checkpoint with the best dev loss, mean ± "
+             "sample std over seeds. Δ: the configuration minus its baseline, paired by seed; only pairs trained on "
+             "the same kind of processor are compared; chrF where the runs recorded it. " + LEGEND + " Within a "
+             "seed: sacreBLEU's paired bootstrap "
+             "of the test hypotheses (BLEU and chrF, p-value; n.s. = p >= 0.05), where both runs kept them.", "",
+             "Alignment energy: the scores of all attention layers as % of the same model with vanilla attention "
+             "(ASIC pJ of the paper's Table 1, test set mean lengths): in the paper's convention, and as the code "
+             "executes it (complete convention, with the run's measured ratios of ones in the binarized inputs; "
+             "mean over seeds).", "",
+             "| configuration | what it changes | baseline | seeds | dev BLEU | test BLEU | test chrF "
+             "| Δ dev BLEU [95% CI] "
+             "| Δ test BLEU [95% CI] | within each seed, test (paired bootstrap) | alignment energy, paper / as "
+             "executed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    findings, rows = [], 0
+    for name, base_name in comparisons(runs):
+        system, baseline, left = _same_machine(runs[name], runs[base_name])
+        dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
+        if dev is None or test is None:
+            continue
+        seeds = ",".join(str(s) for s in test.seeds.seeds) + (f" (left out, other machine: {left})" if left else "")
+        paired = [r for r in system if r["seed"] in test.seeds.seeds]
+        lines.append(f"| {name} | {_description(name)} | {base_name} | {seeds} "
+                     f"| {_cell([r['valid']['bleu'] for r in paired])} | {_cell([r['test']['bleu'] for r in paired])} "
+                     f"| {_cell([r['test']['chrf'] for r in paired if 'chrf' in r['test']])} "
+                     f"| {dev.cell} | {test.cell} | {_bootstrap_cells(system, baseline, 'test')} "
+                     f"| {_alignment_energy(paired)} |")
+        rows += 1
+        if test.finding:
+            findings.append(f"- {name} vs {base_name}: {test.text} test BLEU ({len(test.seeds.seeds)} seed(s)); "
+                            f"dev {dev.cell}.")
+    lines += ["", "Baselines:", "", "| baseline | seeds | dev BLEU | test BLEU | machine |", "|---|---|---|---|---|"]
+    for name in sorted({b for _, b in comparisons(runs)}):
+        group = runs[name]
+        lines.append(f"| {name} | {','.join(str(r['seed']) for r in group)} | "
+                     f"{_cell([r['valid']['bleu'] for r in group])} | {_cell([r['test']['bleu'] for r in group])} | "
+                     f"{'; '.join(sorted({machine_label(r['machine']) for r in group}))} |")
+    lines += ["", "Significant differences (test BLEU; the interval excludes 0):", ""]
+    lines += findings or ["- none"]
+    if gpu_runs:
+        lines += ["", "Runs trained on a GPU (another machine and torch build: kept, not compared with the CPU runs):",
+                  "", "| configuration | seeds | dev BLEU | test BLEU | machine | file |", "|---|---|---|---|---|---|"]
+        for name, group in gpu_runs.items():
+            for r in group:
+                lines.append(f"| {name} | {r['seed']} | {r['valid']['bleu']:.2f} | {r['test']['bleu']:.2f} | "
+                             f"{machine_label(r['machine'])}, torch {r['machine']['torch']} | `{r['_path']}` |")
+    lines += ["", "Runs (command in each JSON; machine, date, commit):", ""]
+    for group in runs.values():
+        for r in group:
+            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {machine_label(r['machine'])}, commit "
+                         f"{r.get('git_commit')}")
+    status = "measured" if rows else "not run (no configuration has its baseline yet)"
+    return status, "\n".join(lines) + "\n"
+
+
+def verdict_summary(runs: Dict[str, List[Dict]], source: str) -> str:
+    """The verdict's rows in short, for the READMEs' generated block: each comparison with its intervals."""
+    lines = ["| configuration (4,000 updates) | baseline | seeds | test BLEU | Δ test BLEU [95% CI] | Δ dev BLEU "
+             "[95% CI] | alignment energy vs vanilla, paper / as executed |", "|---|---|---|---|---|---|---|"]
+    for name, base_name in comparisons(runs):
+        system, baseline, _ = _same_machine(runs[name], runs[base_name])
+        dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
+        if dev is None or test is None:
+            continue
+        paired = [r for r in system if r["seed"] in test.seeds.seeds]
+        lines.append(f"| {name} | {base_name} | {','.join(map(str, test.seeds.seeds))} | "
+                     f"{_cell([r['test']['bleu'] for r in paired])} | {test.cell} | {dev.cell} "
+                     f"| {_alignment_energy(paired)} |")
+    machines = sorted({machine_label(r["machine"]) for g in runs.values() for r in g})
+    return "\n".join(lines) + (f"\n\nRendered by `fairseq-eatt-aggregate --eatt-recipe paper` from `{source}` "
+                               f"(Multi30k En-De, `transformer_eatt_small`, reduced scale; {', '.join(machines)}); "
+                               f"details in `results/study/verdict.md`. (n.s.) = not significant, (untested) = one "
+                               f"seed "
+                               f"without kept hypotheses: neither is a finding.\n")
+
+
+def convert_runs(results: str, task: str, scale: str) -> List[Dict]:
+    if not os.path.isdir(results):
+        return []
+    return sorted((r for r in load_runs(results) if r["task"] == task and r["scale"] == scale and r.get("points")),
+                  key=lambda r: (r["run"], r["seed"]))
+
+
+def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str, str]:
+    """BLEU of converted models along their fine-tuning, against their vanilla teacher (same seed)."""
+    if not runs:
+        return "not run", (f"# {title}\n\nNot run yet: `fairseq-eatt-experiment study-convert --scale small` "
+                           f"(converts the vanilla pre-norm run of each seed, fine-tunes "
+                           f"{R.CONVERT_POINTS['small'][-1]:,} updates).\n")
+    teacher_of = {r["seed"]: r for r in teachers.get(R.TEACHER_CONFIG, [])}
+    points = sorted({p["num_updates"] for r in runs for p in r["points"]})
+    lines = [f"# {title}\n", "Setting of the fine-tuning: " + describe_setting(runs[0]["setting"]), "",
+             f"Each model is built by `fairseq-eatt-convert` from the vanilla pre-norm run of the same seed "
+             f"({R.TEACHER_CONFIG}, the longer budget; embeddings, feed-forward layers, norms and V/O copied, E-ATT's "
+             f"selections started from W_Q / W_K), then fine-tuned with `fairseq-train --finetune-from-model` (the "
+             f"learning-rate schedule restarts). Test BLEU (test_2016) of the checkpoint after each number of "
+             f"fine-tuning updates (0: as converted); Δ: minus the teacher's test BLEU, mean over seeds with its 95% "
+             f"interval where two or more seeds exist. " + LEGEND, "",
+             "| seeds | " + " | ".join(f"{n:,}" for n in points) + " | teacher |",
+             "|---|" + "---|" * len(points) + "---|"]
+    by_point = {n: {r["seed"]: p["test"]["bleu"] for r in runs for p in r["points"] if p["num_updates"] == n}
+                for n in points}
+    teacher_test = {s: t["test"]["bleu"] for s, t in teacher_of.items()}
+    seeds = sorted({r["seed"] for r in runs})
+    lines.append(f"| {','.join(map(str, seeds))} | "
+                 + " | ".join(_cell(list(by_point[n].values())) for n in points)
+                 + f" | {_cell([teacher_test[s] for s in seeds if s in teacher_test])} |")
+    deltas = []
+    for n in points:
+        diff = seed_difference(by_point[n], teacher_test)
+        if diff is None:
+            deltas.append("-")
+            continue
+        mark = "" if diff.significant else (" (n.s.)" if diff.significant is False else " (untested)")
+        deltas.append(diff.text() + mark)
+    lines.append("| Δ vs teacher | " + " | ".join(deltas) + " | - |")
+    fig, ax = pyplot().subplots(figsize=(6, 3.8))
+    for r in runs:
+        ax.plot([p["num_updates"] for p in r["points"]], [p["test"]["bleu"] for p in r["points"]], marker="o",
+                label=f"converted E-ATT, seed {r['seed']}")
+        if r["seed"] in teacher_test:
+            ax.axhline(teacher_test[r["seed"]], linestyle="--", linewidth=1, color="gray")
+    ax.set_xlabel("fine-tuning updates")
+    ax.set_ylabel("test BLEU")
+    ax.set_title(title + " (dashed: vanilla teacher)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, png)
+    lines += ["", f"![BLEU along fine-tuning]({os.path.basename(png)})", "", "Runs:", ""]
+    for r in runs:
+        lines.append(f"- {r['run']}: `{r['_path']}`; from {r['origin']}; {r['date']}, {machine_label(r['machine'])}, "
+                     f"commit {r.get('git_commit')}; {r.get('points_note', '')}")
+    return "measured", "\n".join(lines) + "\n"
+
+
 def study_report(short_results: str, long_results: str, out_dir: str, task: str = R.SMALL_TASK,
-                 scale: str = "small") -> Dict[str, str]:
-    """Write OUT/levers.md, OUT/curve.md and OUT/curve.png; returns their status."""
+                 scale: str = "small", gpu_long_results: Optional[str] = None,
+                 convert_results: Optional[str] = None, index_files: Tuple[str, ...] = ()) -> Dict[str, str]:
+    """Write OUT/levers.md, OUT/curve.md and OUT/curve.png, OUT/verdict.md (the longer budget's comparisons
+    with intervals) and OUT/convert.md (+ convert.png) where conversion runs exist; returns their status.
+    ``gpu_long_results``: longer-budget runs trained on a GPU, listed beside the CPU runs, never compared."""
     from ..data.text import atomic_output
 
     os.makedirs(out_dir, exist_ok=True)
@@ -181,8 +380,20 @@ def study_report(short_results: str, long_results: str, out_dir: str, task: str 
         "curve": curve_report(study_runs(long_results, task, scale),
                               f"Dev BLEU along the longer budget ({task}, {scale} scale)",
                               os.path.join(out_dir, "curve.png")),
+        "verdict": verdict_report(study_runs(long_results, task, scale),
+                                  study_runs(gpu_long_results, task, scale) if gpu_long_results else {},
+                                  f"E-ATT against vanilla at the longer budget, with intervals ({task}, {scale} "
+                                  f"scale)"),
     }
+    converted = convert_runs(convert_results, task, scale) if convert_results else []
+    if converted:
+        parts["convert"] = convert_report(converted, study_runs(long_results, task, scale),
+                                          f"E-ATT converted from a trained vanilla model ({task}, {scale} scale)",
+                                          os.path.join(out_dir, "convert.png"))
     for name, (_, text) in parts.items():
         with atomic_output(os.path.join(out_dir, name + ".md")) as handle:
             handle.write(text)
+    long_runs = study_runs(long_results, task, scale)
+    for readme in index_files:  # the READMEs' verdict block
+        update_block(readme, "verdict", verdict_summary(long_runs, long_results))
     return {name: status for name, (status, _) in parts.items()}

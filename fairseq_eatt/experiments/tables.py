@@ -12,6 +12,7 @@ from ..attention.eatt import RECIPE_NOTES
 from . import recipes as R
 from .plots import finish, plot_points, pyplot
 from .results import SCALE_NOTES, Collection, attention_energy, describe_setting, mean_std
+from .significance import LEGEND, UNTESTED, verdict
 
 PAPER_TABLE4 = {"iwslt15-en-vi": (30.26, 29.48), "wmt14-en-de": (27.60, 27.45), "wmt17-zh-en": (24.28, 24.23)}
 PAPER_TABLE5 = {"vanilla": 28.12, "eatt_select": 27.51, "eatt_l1": 28.05, "eatt": 27.45}
@@ -79,7 +80,12 @@ def table4(col: Collection, scale: str) -> Tuple[str, str]:
     status, out, tasks = start(col, "table4", scale, "Table 4: vanilla attention vs E-ATT")
     out += ["| task | attention | test BLEU | dev BLEU | test BLEU per seed | attention energy, ASIC % | FPGA % | "
             "paper (test BLEU) |", "|---|---|---|---|---|---|---|---|"]
+    deltas = []
     for task in tasks:
+        base, eatt = (col.group(task, scale, v, v, v) for v in ("vanilla", "eatt"))
+        test, dev = verdict(eatt, base, "test"), verdict(eatt, base, "valid")
+        if test and dev:
+            deltas.append(f"| {task} | {','.join(map(str, test.seeds.seeds))} | {test.cell} | {dev.cell} |")
         for i, (variant, label) in enumerate((("vanilla", "Vanilla"), ("eatt", "E-ATT"))):
             runs = col.group(task, scale, variant, variant, variant)
             tests = [r["test"]["bleu"] for r in runs]
@@ -94,19 +100,27 @@ def table4(col: Collection, scale: str) -> Tuple[str, str]:
             "declared operation counts (paper convention) at the model's dimensions and the test set's mean "
             "sentence lengths, as % of the same model with vanilla attention (the paper's 34.10 / 33.83 is for "
             "l = 22, d = 512)."]
+    if deltas:
+        out += ["", "E-ATT minus vanilla, paired by seed. " + LEGEND, "",
+                "| task | seeds | Δ test BLEU [95% CI] | Δ dev BLEU [95% CI] |", "|---|---|---|---|", *deltas]
     return status, "\n".join(out) + "\n"
 
 
 def table5(col: Collection, scale: str) -> Tuple[str, str]:
     status, out, tasks = start(col, "table5", scale, "Table 5: ablations")
-    out += ["| task | model | dev BLEU | test BLEU | params | paper (En-Vi dev BLEU) |", "|---|---|---|---|---|---|"]
+    out += ["| task | model | dev BLEU | test BLEU | test BLEU vs vanilla | params | paper (En-Vi dev BLEU) |",
+            "|---|---|---|---|---|---|---|"]
     for task in tasks:
+        base = col.group(task, scale, "vanilla", "vanilla", "vanilla")
         for variant, label in R.TABLE5_ROWS:
             runs = col.group(task, scale, variant, variant, variant)
             params = f"{runs[0]['model']['params']:,}" if runs else "-"
+            judged = verdict(runs, base) if variant != "vanilla" else None
             out.append(f"| {task} | {label} (`{variant}`) | {mean_std([r['valid']['bleu'] for r in runs])} | "
-                       f"{mean_std([r['test']['bleu'] for r in runs])} | {params} | {PAPER_TABLE5[variant]} |")
-    out += ["", "Where more than one seed exists (vanilla and E-ATT from Table 4), the mean over seeds is shown."]
+                       f"{mean_std([r['test']['bleu'] for r in runs])} | {judged.cell if judged else '-'} | {params} "
+                       f"| {PAPER_TABLE5[variant]} |")
+    out += ["", "Where more than one seed exists (vanilla and E-ATT from Table 4), the mean over seeds is shown; "
+            "the difference to vanilla pairs the seeds both ran. " + LEGEND]
     return status, "\n".join(out) + "\n"
 
 
@@ -126,6 +140,18 @@ def table6(col: Collection, scale: str) -> Tuple[str, str]:
                     cells.append(f"{run[split]['bleu']:.2f}" if run else "-")
                 out.append(f"| {s_label} | " + " | ".join(cells) + " |")
             out.append("")
+        base = col.get(R.RunSpec(task, scale, "vanilla", "vanilla", "vanilla", seed))
+        out += [f"{task}, test BLEU minus the all-vanilla cell (seed {seed}). {LEGEND}", "",
+                "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
+                "|---|" + "---|" * len(R.TABLE6_AXIS)]
+        for s, s_label in R.TABLE6_AXIS:
+            cells = []
+            for c, _ in R.TABLE6_AXIS:
+                run = col.get(R.RunSpec(task, scale, s, s, c, seed))
+                judged = verdict([run], [base]) if run and base and (s, c) != ("vanilla", "vanilla") else None
+                cells.append(judged.cell if judged else "-")
+            out.append(f"| {s_label} | " + " | ".join(cells) + " |")
+        out.append("")
     out += ["The paper's Table 6 (En-Vi dev BLEU), same layout:", "",
             "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
             "|---|" + "---|" * len(R.TABLE6_AXIS)]
@@ -149,12 +175,14 @@ def variants(col: Collection, scale: str, figure_dir: Optional[str]) -> Tuple[st
             if run is None:
                 out.append(f"| `{variant}` | {where} | - | - | - | - | - | - |")
                 continue
-            delta = f"{run['test']['bleu'] - base['test']['bleu']:+.2f}" if base else "-"
+            judged = verdict([run], [base]) if base and variant != "vanilla" else None
+            delta = judged.cell if judged else "-"
             asic, fpga = attention_energy(run), attention_energy(run, "paper-fpga")
             points.append((variant, asic, run["test"]["bleu"]))
             out.append(f"| `{variant}` | {where} | {run['model']['params']:,} | {run['valid']['bleu']:.2f} | "
                        f"{run['test']['bleu']:.2f} | {delta} | {asic:.2f} | {fpga:.2f} |")
-    out += ["", "Seed 1 for every variant. Attention energy as in Table 4 (paper convention; see `energy.md` for the "
+    out += ["", "Seed 1 for every variant. " + LEGEND + " Attention energy as in Table 4 (paper convention; see "
+            "`energy.md` for the "
             "complete convention, which also charges selections and comparisons).", "",
             "Rows with the survey's techniques (ternary and binary weights, encoder token pruning, early exit) on "
             "vanilla and E-ATT, with parameters, stored size and decoding energy: `results/techniques.md` "
@@ -207,19 +235,24 @@ def figure1(results: str, scale: str, figure_dir: Optional[str], recipe: str = "
             f"length on test (far above 1: repeating outputs).",
             "", f"Date {s0['date']}; machine: {s0['machine']['cpu']}, {s0['machine']['cores']} cores; commit "
             f"{s0.get('git_commit')}.", "",
-            "| students | d | params | test BLEU | length ratio | energy (vanilla teacher-size model = 1) |",
-            "|---|---|---|---|---|---|"]
+            "Test BLEU vs teacher: the student's minus the teacher's. " + LEGEND, "",
+            "| students | d | params | test BLEU | vs teacher | length ratio "
+            "| energy (vanilla teacher-size model = 1) |",
+            "|---|---|---|---|---|---|---|"]
     series = []
     teacher = s0.get("teacher_test")
     if teacher:  # scored like the students; its energy is the reference (1) by definition
         ratio = teacher.get("length_ratio")
-        out.append(f"| teacher (vanilla) | {teacher.get('dim', '-')} | {teacher['params']:,} | {teacher['bleu']} | "
+        out.append(f"| teacher (vanilla) | {teacher.get('dim', '-')} | {teacher['params']:,} | {teacher['bleu']} | - | "
                    f"{'-' if ratio is None else f'{ratio:.2f}'} | 1.0000 |")
     for s in summaries:
         xs, ys = [], []
         for st in s["students"]:
             ratio = st.get("length_ratio")
-            out.append(f"| {s['attention']} | {st['dim']} | {st['params']:,} | {st['bleu']} | "
+            # one seed, outputs not kept (made before runs kept their hypotheses): no test is possible
+            vs = (f"{st['bleu'] - teacher['bleu']:+.2f}{UNTESTED}"
+                  if teacher and teacher.get("bleu") is not None and st["bleu"] is not None else "-")
+            out.append(f"| {s['attention']} | {st['dim']} | {st['params']:,} | {st['bleu']} | {vs} | "
                        f"{'-' if ratio is None else f'{ratio:.2f}'} | {st['energy_vs_vanilla_teacher_size']:.4f} |")
             if st["bleu"] is not None:
                 xs.append(st["energy_vs_vanilla_teacher_size"])
