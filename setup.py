@@ -75,6 +75,7 @@ setup(
             "fairseq-eatt-pack = fairseq_eatt.cli.pack:main",
             "fairseq-eatt-techniques = fairseq_eatt.cli.techniques:main",
             "fairseq-eatt-convert = fairseq_eatt.cli.convert:main",
+            "fairseq-eatt-compare = fairseq_eatt.cli.compare:main",
         ],
     },
 )

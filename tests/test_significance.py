@@ -105,7 +105,8 @@ def test_bootstrap_refuses_other_sentences():
 
 def fake_run(folder, name, seed, bleu, hyps=None, refs=None):
     path = os.path.join(folder, f"{name}.seed{seed}.json")
-    run = {"seed": seed, "test": {"bleu": bleu, "signature": "nrefs:1|case:mixed|eff:no|tok:13a"}, "_path": path}
+    run = {"seed": seed, "test": {"bleu": bleu, "signature": "nrefs:1|case:mixed|eff:no|tok:13a"},
+           "valid": {"bleu": bleu}, "_path": path}
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(run, handle)
     if hyps is not None:
@@ -151,3 +152,24 @@ def test_verdict_across_seeds_within_a_seed_and_untested(tmp_path):
     v = S.verdict([fake_run(folder, "other-noise", 1, 20.5, garbled(refs, seed=2), refs)], [bad])
     assert not v.finding and v.mark == S.NOT_SIGNIFICANT
     assert S.verdict([good], [fake_run(folder, "other", 7, 1.0)]) is None  # no shared seed
+
+
+def test_compare_command_reports_intervals_and_bootstraps(tmp_path, capsys):
+    from fairseq_eatt.cli import compare
+
+    refs = corpus()
+    folder = str(tmp_path)
+    base = [fake_run(folder, "base", 1, 20.0, garbled(refs), refs), fake_run(folder, "base", 2, 21.0)]
+    good = [fake_run(folder, "good", 1, 100.0, refs, refs), fake_run(folder, "good", 2, 90.0)]
+    compare.main(["--baseline", *[r["_path"] for r in base], "--system", *[r["_path"] for r in good]])
+    out = capsys.readouterr().out
+    # differences 80 and 69: mean 74.5, sd 7.78, half-width t(2) * 7.78 / sqrt(2) = 69.9
+    assert "seeds 1,2: +74.50 [+4.62, +144.38]" in out and "not a finding" not in out
+    assert "seed 1: BLEU" in out and "seed 1: chrF" in out and "seed 2: no kept hypotheses" in out
+    for argv, message in ((["--baseline", base[0]["_path"], "--system", str(tmp_path / "none.json")], "--system"),
+                          (["--baseline", base[0]["_path"], base[0]["_path"], "--system", good[0]["_path"]],
+                           "two runs of one seed"),
+                          (["--baseline", base[1]["_path"], "--system", fake_run(folder, "x", 5, 1.0)["_path"]],
+                           "share no seed")):
+        with pytest.raises(SystemExit, match=message):
+            compare.main(argv)
