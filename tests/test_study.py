@@ -224,3 +224,12 @@ def test_alignment_energy_as_executed_follows_the_measured_ratio_of_ones():
     paper = attention_energy(run(0.1), part="alignment")
     assert paper < sparse < dense < 100.0  # the paper counts neither comparisons nor the selected rows' sum
     assert attention_energy(run(0.1, "vanilla"), part="alignment", convention="complete") == 100.0
+
+
+def test_road_flags_are_checked():
+    for args, message in ((["study-convert", "--convert-points", "2,4"], "must rise from 0"),
+                          (["table4", "--convert-points", "0,2"], "applies to study-convert"),
+                          (["study-convert", "--configs", "eatt+prenorm+kd"], "unknown configuration"),
+                          (["study-long", "--configs", "eatt+prenorm+convert"], "unknown configuration")):
+        proc = experiment(*args, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-400:])
