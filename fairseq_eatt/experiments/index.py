@@ -12,20 +12,9 @@ INDEX_ROWS = (("table4", "Table 4: vanilla vs E-ATT, several seeds"), ("table5",
 
 def update_index(readme: str, scale: str, statuses: Dict[str, str]):
     """Rewrite the status table between ``<!-- status:SCALE:begin -->`` and ``end`` markers, if the file has them."""
-    from ..data.text import atomic_output
-
-    begin, end = f"<!-- status:{scale}:begin -->", f"<!-- status:{scale}:end -->"
-    if not os.path.exists(readme):
-        return
-    text = open(readme, encoding="utf-8").read()
-    if begin not in text or end not in text:
-        return
     rows = [f"| paper item | {scale} scale: status | file |", "|---|---|---|"]
     rows += [f"| {label} | {statuses[name]} | `{scale}/{name}.md` |" for name, label in INDEX_ROWS]
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with atomic_output(readme) as handle:
-        handle.write(head + begin + "\n" + "\n".join(rows) + "\n" + end + tail)
+    update_block(readme, f"status:{scale}", "\n".join(rows))
 
 
 def update_block(readme: str, name: str, body: str):

@@ -312,11 +312,16 @@ def add_points(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: 
                             list(read_lines(os.path.join(run_dir, f"{split}.u{updates}.hyp"))),
                             list(read_lines(data.references[split])))
         scored.append(point)
-    done = {key: value for key, value in done.items() if not key.startswith("_")}
-    done["points"] = scored
-    done["points_note"] = (f"dev and test BLEU of the checkpoints after {', '.join(map(str, points))} updates "
-                           f"(0: the model training started from), decoded like valid/test; added "
-                           f"{datetime.date.today()} at commit {git_commit()}")
+    return add_to_result(results, run, done, "points", scored,
+                         f"dev and test BLEU of the checkpoints after {', '.join(map(str, points))} updates (0: the "
+                         f"model training started from), decoded like valid/test; added {datetime.date.today()} at "
+                         f"commit {git_commit()}")
+
+
+def add_to_result(results: str, run: RunSpec, done: Dict, key: str, value, note: str) -> Dict:
+    """The stored result of ``run`` with ``key`` (and ``key_note``) added, written atomically."""
+    done = {k: v for k, v in done.items() if not k.startswith("_")}
+    done[key], done[f"{key}_note"] = value, note
     with atomic_output(result_path(results, run)) as handle:
         json.dump(done, handle, indent=2)
         handle.write("\n")
@@ -349,15 +354,10 @@ def add_curve(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: s
         scored = decode(run_dir, data, setting, "valid", log_path, echo, threads, batch_size,
                         checkpoint=checkpoints[updates], label=f"u{updates}")
         curve.append({"num_updates": updates, "valid_bleu": scored["bleu"], "valid_loss": losses.get(updates)})
-    done = {key: value for key, value in done.items() if not key.startswith("_")}
-    done["curve"] = curve
-    done["curve_note"] = (f"valid BLEU of the checkpoint kept every {every} updates, decoded like valid/test "
-                          f"(beam {setting.beam}, lenpen {setting.lenpen}); curve added {datetime.date.today()} "
-                          f"at commit {git_commit()}")
-    with atomic_output(result_path(results, run)) as handle:
-        json.dump(done, handle, indent=2)
-        handle.write("\n")
-    return done
+    return add_to_result(results, run, done, "curve", curve,
+                         f"valid BLEU of the checkpoint kept every {every} updates, decoded like valid/test (beam "
+                         f"{setting.beam}, lenpen {setting.lenpen}); curve added {datetime.date.today()} at commit "
+                         f"{git_commit()}")
 
 
 def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, chash: str, results: str,

@@ -128,30 +128,25 @@ def table6(col: Collection, scale: str) -> Tuple[str, str]:
     status, out, tasks = start(col, "table6", scale, "Table 6: hybrids of self-attention (rows) and "
                                "cross-attention (columns)")
     seed = R.default_seeds("table6", scale)[0]
+    def grid(title: str, task: str, cell) -> List[str]:
+        lines = [title, "", "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
+                 "|---|" + "---|" * len(R.TABLE6_AXIS)]
+        for s, s_label in R.TABLE6_AXIS:
+            cells = [cell(s, c, col.get(R.RunSpec(task, scale, s, s, c, seed))) for c, _ in R.TABLE6_AXIS]
+            lines.append(f"| {s_label} | " + " | ".join(cells) + " |")
+        return lines + [""]
+
     for task in tasks:
         for split, label in (("valid", "dev BLEU"), ("test", "test BLEU")):
-            out += [f"{task}, {label} (seed {seed}):", "",
-                    "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
-                    "|---|" + "---|" * len(R.TABLE6_AXIS)]
-            for s, s_label in R.TABLE6_AXIS:
-                cells = []
-                for c, _ in R.TABLE6_AXIS:
-                    run = col.get(R.RunSpec(task, scale, s, s, c, seed))
-                    cells.append(f"{run[split]['bleu']:.2f}" if run else "-")
-                out.append(f"| {s_label} | " + " | ".join(cells) + " |")
-            out.append("")
+            out += grid(f"{task}, {label} (seed {seed}):", task,
+                        lambda s, c, run: f"{run[split]['bleu']:.2f}" if run else "-")
         base = col.get(R.RunSpec(task, scale, "vanilla", "vanilla", "vanilla", seed))
-        out += [f"{task}, test BLEU minus the all-vanilla cell (seed {seed}). {LEGEND}", "",
-                "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
-                "|---|" + "---|" * len(R.TABLE6_AXIS)]
-        for s, s_label in R.TABLE6_AXIS:
-            cells = []
-            for c, _ in R.TABLE6_AXIS:
-                run = col.get(R.RunSpec(task, scale, s, s, c, seed))
-                judged = verdict([run], [base]) if run and base and (s, c) != ("vanilla", "vanilla") else None
-                cells.append(judged.cell if judged else "-")
-            out.append(f"| {s_label} | " + " | ".join(cells) + " |")
-        out.append("")
+
+        def delta(s, c, run):
+            judged = verdict([run], [base]) if run and base and (s, c) != ("vanilla", "vanilla") else None
+            return judged.cell if judged else "-"
+
+        out += grid(f"{task}, test BLEU minus the all-vanilla cell (seed {seed}). {LEGEND}", task, delta)
     out += ["The paper's Table 6 (En-Vi dev BLEU), same layout:", "",
             "| self \\ cross | " + " | ".join(lbl for _, lbl in R.TABLE6_AXIS) + " |",
             "|---|" + "---|" * len(R.TABLE6_AXIS)]
