@@ -135,8 +135,12 @@ def tiny_experiment(tmp_path_factory):
 @pytest.mark.e2e
 def test_runner_writes_one_complete_json_per_run(tiny_experiment):
     folder = tiny_experiment["root"] / "results" / "runs" / "multi30k-en-de-small"
-    files = sorted(os.listdir(folder))
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".json"))
     assert files == ["eatt-eatt-eatt.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
+    # beside each result its kept hypotheses, and the folder's references once
+    assert sorted(set(os.listdir(folder)) - set(files)) == sorted(
+        [f"{stem}.{split}.hyp.gz" for stem in ("eatt-eatt-eatt.seed1", "vanilla-vanilla-vanilla.seed1")
+         for split in ("test", "valid")] + ["references.test.txt.gz", "references.valid.txt.gz"])
     for name in files:
         result = json.loads((folder / name).read_text())
         assert result["valid"]["sentences"] == SLICE["val"] and result["test"]["sentences"] == SLICE["test_2016_flickr"]

@@ -60,7 +60,9 @@ def tiny_study(tmp_path_factory):
 @pytest.mark.e2e
 def test_long_runs_store_a_dev_bleu_curve(tiny_study):
     folder = tiny_study["results"] / "study" / "long" / "multi30k-en-de-small"
-    assert sorted(os.listdir(folder)) == ["eatt-eatt-eatt+authors.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
+    assert sorted(f for f in os.listdir(folder) if f.endswith(".json")) == [
+        "eatt-eatt-eatt+authors.seed1.json", "vanilla-vanilla-vanilla.seed1.json"]
+    assert (folder / "eatt-eatt-eatt+authors.seed1.test.hyp.gz").exists()  # kept beside the result
     authors = json.loads((folder / "eatt-eatt-eatt+authors.seed1.json").read_text())
     assert [p["num_updates"] for p in authors["curve"]] == [2, 4]
     assert all(0.0 <= p["valid_bleu"] <= 100.0 and p["valid_loss"] is not None for p in authors["curve"])
