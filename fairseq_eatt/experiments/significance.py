@@ -53,6 +53,10 @@ class SeedDifference:
     def significant(self) -> Optional[bool]:
         return None if self.low is None else not (self.low <= 0.0 <= self.high)
 
+    @property
+    def mark(self) -> str:
+        return UNTESTED if self.low is None else SIGNIFICANT if self.significant else NOT_SIGNIFICANT
+
     def text(self) -> str:
         if self.low is None:
             return f"{self.mean:+.2f}"
@@ -213,7 +217,7 @@ def verdict(system: Sequence[Dict], baseline: Sequence[Dict], split: str = "test
     if seeds is None:
         return None
     if seeds.low is not None:
-        return Verdict(seeds.text(), SIGNIFICANT if seeds.significant else NOT_SIGNIFICANT, seeds)
+        return Verdict(seeds.text(), seeds.mark, seeds)
     seed = seeds.seeds[0]
     boot = compare_runs(sys_by_seed[seed], base_by_seed[seed], split)
     if boot is None:

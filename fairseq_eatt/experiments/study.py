@@ -338,8 +338,7 @@ def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str
         if diff is None:
             deltas.append("-")
             continue
-        mark = "" if diff.significant else (" (n.s.)" if diff.significant is False else " (untested)")
-        deltas.append(diff.text() + mark)
+        deltas.append(diff.text() + diff.mark)
     lines.append("| Δ vs teacher | " + " | ".join(deltas) + " | - |")
     fig, ax = pyplot().subplots(figsize=(6, 3.8))
     for r in runs:
