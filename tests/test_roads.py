@@ -51,9 +51,32 @@ def test_students_train_on_the_teachers_translations(roads):
         assert student["config_hash"] != teacher["config_hash"]
     folder = roads["root"] / "work" / "multi30k-en-de-small" / "distilled" / origin.split(":", 1)[1]
     record = json.loads((folder / "distilled-bin" / "distillation.json").read_text())
-    assert record["sentences"] == SLICE["train"] and record["teacher"].endswith("checkpoint_best.pt")
+    assert record["sentences"] == SLICE["train"] and record["teacher"] == origin.split(":", 1)[1]
     distilled = (folder / "distilled-text" / "train.de").read_text().splitlines()
     assert len(distilled) == SLICE["train"]
+    # the translations are kept beside the teacher's result, for students trained where the teacher is not
+    kept = roads["long"] / "distilled" / origin.split(":", 1)[1]
+    assert gz_lines(kept / "train.de.gz") == distilled
+    assert json.loads((kept / "distillation.json").read_text()) == record
+
+
+def test_students_elsewhere_train_from_the_kept_translations_without_the_teacher(roads, tmp_path):
+    import shutil
+
+    results = tmp_path / "long"
+    shutil.copytree(roads["long_dir"], results)
+    students = ("eatt-eatt-eatt+prenorm+kd.seed1", "vanilla-vanilla-vanilla+prenorm+kd.seed1")
+    for name in students:
+        (results / "multi30k-en-de-small" / f"{name}.json").unlink()
+    common = [a if a != roads["root"] / "work" else tmp_path / "work" for a in roads["common"]]  # a new machine
+    proc = experiment("study-long", "--configs", "eatt+prenorm+kd,vanilla+prenorm+kd", "--max-update", "4",
+                      "--results", results, *common)
+    assert "the teacher is not needed" in proc.stdout
+    assert "training the teacher" not in proc.stdout and "training it again" not in proc.stdout
+    assert not list((tmp_path / "work").glob("multi30k-en-de-small/vanilla-vanilla-vanilla+prenorm.seed1.*"))
+    for name in students:  # the same distilled data on the same machine: the same students
+        again, first = read(results / "multi30k-en-de-small" / f"{name}.json"), read(roads["long"] / f"{name}.json")
+        assert (again["valid"]["bleu"], again["test"]["bleu"]) == (first["valid"]["bleu"], first["test"]["bleu"])
 
 
 def test_every_run_keeps_its_hypotheses_for_rescoring(roads):
@@ -102,7 +125,24 @@ def test_a_teacher_without_its_checkpoint_is_trained_again_and_checked(roads, tm
             "--teacher-results", teachers, *common]
     proc = experiment(*args)
     assert "training it again to reproduce it" in proc.stdout
-    assert read(tmp_path / "convert" / "multi30k-en-de-small" / "eatt-eatt-eatt+prenorm+convert.seed1.json")["points"]
+    converted = tmp_path / "convert" / "multi30k-en-de-small" / "eatt-eatt-eatt+prenorm+convert.seed1.json"
+    first = read(converted)
+    assert first["points"] and "retrained" not in first
+    # a result whose points were never decoded and whose checkpoints are gone is trained again, and says whether
+    # it reproduced itself
+    converted.write_text(json.dumps({k: v for k, v in first.items() if not k.startswith("points")}))
+    run_dir, = (tmp_path / "work").glob("multi30k-en-de-small/eatt-eatt-eatt+prenorm+convert.seed1.*")
+    for kept in run_dir.glob("checkpoint_*_*.pt"):
+        kept.unlink()
+    proc = experiment(*args, check=False)  # a finished training cannot give them back: it is not touched
+    assert proc.returncode != 0 and "a finished training without the checkpoints kept after updates [2]" in \
+        proc.stdout + proc.stderr
+    shutil.rmtree(run_dir)
+    experiment(*args)
+    again = read(converted)
+    assert again["retrained"]["reproduced"] is True and again["retrained"]["previous"]["test_bleu"] == \
+        first["test"]["bleu"]
+    assert again["points"] == first["points"]
     # a stored result the retrained teacher does not reproduce is refused, not silently replaced
     path = teachers / "multi30k-en-de-small" / "vanilla-vanilla-vanilla+prenorm.seed1.json"
     stored = read(path)

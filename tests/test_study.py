@@ -235,3 +235,31 @@ def test_road_flags_are_checked():
                           (["study-long", "--configs", "eatt+prenorm+convert"], "unknown configuration")):
         proc = experiment(*args, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-400:])
+
+
+def test_converted_models_are_compared_with_their_teacher_with_intervals_and_points(tmp_path):
+    from fairseq_eatt.experiments.study import convert_report
+
+    teachers = {"vanilla+prenorm": [dict(_tagged("vanilla+prenorm", s, 38.0, 39.0), _path=str(tmp_path / f"t{s}.json"))
+                                    for s in (2, 3)]}
+
+    def converted(seed, test, valid, points=None):
+        run = _tagged("eatt+prenorm+convert", seed, test, valid)
+        run.update(origin=f"convert:vanilla-vanilla-vanilla+prenorm.seed{seed}.cafe",
+                   _path=str(tmp_path / f"x{seed}.json"), setting=dict(run["setting"], max_update=2000))
+        if points:
+            run["points"] = [{"num_updates": n, "test": {"bleu": b}} for n, b in points]
+        return run
+
+    status, text = convert_report([converted(2, 37.0, 38.5), converted(3, 36.5, 38.0)], teachers, "T",
+                                  str(tmp_path / "c.png"))
+    assert status == "measured"
+    # test differences -1.0 and -1.5: mean -1.25, half-width t(1) 12.706 * 0.3536 / sqrt(2) = 3.18
+    row = next(line for line in text.splitlines() if line.startswith("| 2,3 | 2,000 |"))
+    assert "| -1.25 [-4.43, +1.93] (n.s.) |" in row and "| -0.75 [" in row
+    assert "Not measured: no run has its points decoded" in text and not (tmp_path / "c.png").exists()
+    _, text = convert_report([converted(2, 37.0, 38.5, [(0, 1.0), (250, 30.0), (2000, 37.0)])], teachers, "T",
+                             str(tmp_path / "c.png"))
+    assert "| 2 | 1.00 | 30.00 | 37.00 | 38.00 |" in text and (tmp_path / "c.png").exists()
+    # one seed and no kept hypotheses: no interval, so untested
+    assert "| Δ vs teacher | -37.00 (untested) | -8.00 (untested) | -1.00 (untested) | - |" in text

@@ -45,7 +45,7 @@ import os
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..attention.eatt import DEFAULT_RECIPE, RECIPES as EATT_RECIPES
 from ..data.text import atomic_output
@@ -220,6 +220,11 @@ def train_extra(args) -> List[str]:
     return shlex.split(args.train_args) + runner.curve_flags(every)
 
 
+def run_threads(args) -> Optional[int]:
+    """Threads of each training: the cores shared among --jobs runs (None: fairseq's default, all cores)."""
+    return max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+
+
 def teacher_of(args, run: R.RunSpec):
     """(spec, setting, flags, hash) of the vanilla run that distillation translates with and conversion starts
     from: the study-long run of TEACHER_CONFIG with ``run``'s seed."""
@@ -257,13 +262,15 @@ def teacher_checkpoint(args, run: R.RunSpec, data: runner.PreparedData) -> str:
     if done is None or "curve" not in done:
         log(f"training the teacher {spec.name} first (for {run.name})")
         runner.execute(spec, base, data, args.workdir, args.teacher_results, extra, echo=args.jobs == 1,
-                       curve_every=args.teacher_curve_every)
+                       curve_every=args.teacher_curve_every, threads=run_threads(args))
     elif not os.path.exists(best):
         # its result exists but its checkpoint is not on this machine: train it again beside the result and check
         # that it reproduces the stored scores (CPU training is deterministic for one torch build)
         log(f"the teacher {spec.name} has a result but no checkpoint here: training it again to reproduce it")
         scratch = os.path.join(args.workdir, "reproduced-results")
-        again = runner.execute(spec, base, data, args.workdir, scratch, extra, echo=args.jobs == 1)
+        # with the stored run's threads: a float reduction split another way changes the model
+        again = runner.execute(spec, base, data, args.workdir, scratch, extra, echo=args.jobs == 1,
+                               threads=done.get("threads"))
         for split in ("valid", "test"):
             if again[split]["bleu"] != done[split]["bleu"]:
                 raise runner.RunFailed(
@@ -280,6 +287,8 @@ def road_inputs(args, run: R.RunSpec, data: runner.PreparedData):
     road = R.ROADS.get(run.tag)
     if not road:
         return data, None
+    if road == "kd":
+        return distilled_inputs(args, run, data), None
     teacher = teacher_checkpoint(args, run, data)
     if road == "convert":
         from ..models.conversion import ConversionError, convert_checkpoint
@@ -294,12 +303,29 @@ def road_inputs(args, run: R.RunSpec, data: runner.PreparedData):
             log(f"converted {teacher} -> {converted}: {len(report.started_from)} tensors started from vanilla "
                 f"ones, {len(report.fresh)} fresh")
         return data, converted
+    raise ValueError(f"{run.name}: unknown road {road!r}")
+
+
+def kept_translations_dir(args, run: R.RunSpec) -> str:
+    """Where the teacher's translations of the training set are kept, beside the teacher's result: a later call
+    trains students from them without the teacher's checkpoint."""
+    return os.path.join(args.teacher_results, f"{run.task}-{run.scale}", "distilled", run.origin.split(":", 1)[1])
+
+
+def distilled_inputs(args, run: R.RunSpec, data: runner.PreparedData) -> runner.PreparedData:
+    """The training set translated by the vanilla teacher of ``run``'s seed (binarized with the teacher's
+    dictionary); the teacher is trained or reproduced first only where its translations are not kept yet."""
     from ..experiments.distill import DistillConfig, distilled_data
 
-    folder = os.path.join(args.workdir, f"{run.task}-{run.scale}", "distilled", run.origin.split(":", 1)[1])
+    teacher_id = run.origin.split(":", 1)[1]
+    kept = kept_translations_dir(args, run)
+    have_kept = os.path.exists(os.path.join(kept, "distillation.json"))
+    teacher = "" if have_kept else teacher_checkpoint(args, run, data)
+    folder = os.path.join(args.workdir, f"{run.task}-{run.scale}", "distilled", teacher_id)
     config = DistillConfig(data=data.data_bin, teacher=teacher, workdir=folder, source_lang=data.src,
-                           target_lang=data.tgt, teacher_beam=args.settings[run.task].beam)
-    return runner.PreparedData(distilled_data(config), data.src, data.tgt, data.references), None
+                           target_lang=data.tgt, teacher_beam=args.settings[run.task].beam, teacher_id=teacher_id,
+                           kept_dir=kept)
+    return runner.PreparedData(distilled_data(config), data.src, data.tgt, data.references)
 
 
 def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
@@ -332,7 +358,7 @@ def train_all(args, runs: List[R.RunSpec]) -> Dict[R.RunSpec, dict]:
         return results
     data = {task: prepare(args, task)
             for task in sorted({r.task for r in pending})}
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    threads = run_threads(args)
     failures = []
 
     inputs = {}

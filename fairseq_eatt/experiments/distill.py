@@ -44,6 +44,11 @@ class DistillConfig:
                        "--share-all-embeddings --dropout 0.3")
     post_process: str = "subword_nmt"
     distilled_dir: Optional[str] = None
+    # a name of the teacher that outlives its checkpoint (run name and config hash); default: the checkpoint's path
+    teacher_id: Optional[str] = None
+    # a folder where the translations are kept gzipped (e.g. in results/): a later call rebuilds the distilled data
+    # from them without the teacher
+    kept_dir: Optional[str] = None
 
     @property
     def dims(self) -> List[int]:
@@ -72,7 +77,8 @@ def read_generate(path: str, kind: str) -> Dict[int, str]:
 
 def distillation_record(args) -> dict:
     """What the distilled data depends on; students and reruns check it before reusing anything."""
-    return {"teacher": os.path.abspath(args.teacher), "teacher_beam": args.teacher_beam,
+    teacher = getattr(args, "teacher_id", None) or os.path.abspath(args.teacher)
+    return {"teacher": teacher, "teacher_beam": args.teacher_beam,
             "max_len_a": args.teacher_max_len_a, "max_len_b": args.teacher_max_len_b}
 
 
@@ -109,6 +115,42 @@ def distilled_data(args) -> str:
                              f"degenerate teacher translations); delete it to rebuild")
         check_record(record_path, record, out_bin)
         return out_bin
+    kept_dir = getattr(args, "kept_dir", None)
+    if kept_dir and os.path.exists(os.path.join(kept_dir, "distillation.json")):
+        sources, targets, fallbacks = read_kept(kept_dir, record, src, tgt)
+    else:
+        sources, targets, fallbacks = translate_train(args, folder, record)
+        if kept_dir:
+            keep_translations(kept_dir, record, sources, targets, fallbacks, src, tgt)
+    text_prefix = os.path.join(folder, "distilled-text", "train")
+    for lang, lines in ((src, sources), (tgt, targets)):
+        with atomic_output(f"{text_prefix}.{lang}") as handle:
+            handle.writelines(line + "\n" for line in lines)
+    partial = out_bin + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    fairseq("preprocess", [
+        "--source-lang", src, "--target-lang", tgt, "--trainpref", text_prefix, "--destdir", partial,
+        "--srcdict", os.path.join(args.data, f"dict.{src}.txt"),
+        "--tgtdict", os.path.join(args.data, f"dict.{tgt}.txt"), "--workers", "1",
+    ])
+    for split in ("valid", "test"):  # students are selected and scored against the real references
+        for lang in (src, tgt):
+            for ext in ("bin", "idx"):
+                name = f"{split}.{src}-{tgt}.{lang}.{ext}"
+                shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
+    with open(os.path.join(partial, "distillation.json"), "w", encoding="utf-8") as handle:
+        json.dump(dict(record, sentences=len(targets), reference_fallbacks=fallbacks), handle, indent=2)
+    os.replace(partial, out_bin)
+    print(f"[distill] distilled training set: {len(targets)} teacher translations in {out_bin}; {fallbacks} degenerate "
+          f"ones (over {args.teacher_max_len_a} * n + {args.teacher_max_len_b} tokens) keep the reference",
+          flush=True)
+    return out_bin
+
+
+def translate_train(args, folder: str, record: dict):
+    """(sources, targets, fallbacks): the teacher's beam-search translations of the training set, in corpus order,
+    degenerate ones replaced by the reference (:func:`choose_targets`)."""
+    src, tgt = args.source_lang, args.target_lang
     teacher_out = os.path.join(folder, "teacher-train.out")
     if os.path.exists(teacher_out) and not os.path.exists(teacher_out + ".json"):
         os.remove(teacher_out)  # an older version's output, decoded without the length bound
@@ -129,30 +171,36 @@ def distilled_data(args) -> str:
     if not hyps or sorted(hyps) != sorted(sources) or sorted(refs) != sorted(sources):
         raise SystemExit(f"[distill] {teacher_out}: incomplete teacher output ({len(hyps)} hypotheses)")
     targets, fallbacks = choose_targets(sources, hyps, refs, args.teacher_max_len_a, args.teacher_max_len_b)
-    text_prefix = os.path.join(folder, "distilled-text", "train")
-    for lang, table in ((src, sources), (tgt, targets)):
-        with atomic_output(f"{text_prefix}.{lang}") as handle:
-            for i in sorted(table):
-                handle.write(table[i] + "\n")
-    partial = out_bin + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    fairseq("preprocess", [
-        "--source-lang", src, "--target-lang", tgt, "--trainpref", text_prefix, "--destdir", partial,
-        "--srcdict", os.path.join(args.data, f"dict.{src}.txt"),
-        "--tgtdict", os.path.join(args.data, f"dict.{tgt}.txt"), "--workers", "1",
-    ])
-    for split in ("valid", "test"):  # students are selected and scored against the real references
-        for lang in (src, tgt):
-            for ext in ("bin", "idx"):
-                name = f"{split}.{src}-{tgt}.{lang}.{ext}"
-                shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
-    with open(os.path.join(partial, "distillation.json"), "w", encoding="utf-8") as handle:
-        json.dump(dict(record, sentences=len(hyps), reference_fallbacks=fallbacks), handle, indent=2)
-    os.replace(partial, out_bin)
-    print(f"[distill] distilled training set: {len(hyps)} teacher translations in {out_bin}; {fallbacks} degenerate "
-          f"ones (over {args.teacher_max_len_a} * n + {args.teacher_max_len_b} tokens) keep the reference",
+    return [sources[i] for i in sorted(sources)], [targets[i] for i in sorted(sources)], fallbacks
+
+
+def keep_translations(kept_dir: str, record: dict, sources: List[str], targets: List[str], fallbacks: int, src: str,
+                      tgt: str):
+    """The distilled training set, gzipped in ``kept_dir`` with its record (written last: it marks it complete)."""
+    from .significance import write_lines_gz
+
+    for lang, lines in ((src, sources), (tgt, targets)):
+        write_lines_gz(os.path.join(kept_dir, f"train.{lang}.gz"), lines)
+    with atomic_output(os.path.join(kept_dir, "distillation.json")) as handle:
+        json.dump(dict(record, sentences=len(targets), reference_fallbacks=fallbacks), handle, indent=2)
+        handle.write("\n")
+
+
+def read_kept(kept_dir: str, record: dict, src: str, tgt: str):
+    """(sources, targets, fallbacks) kept by :func:`keep_translations`, checked against ``record``."""
+    from .significance import read_lines_gz
+
+    path = os.path.join(kept_dir, "distillation.json")
+    check_record(path, record, kept_dir)
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    sources, targets = (read_lines_gz(os.path.join(kept_dir, f"train.{lang}.gz")) for lang in (src, tgt))
+    if not len(sources) == len(targets) == stored.get("sentences"):
+        raise SystemExit(f"[distill] {kept_dir}: {len(sources)} sources and {len(targets)} translations where its "
+                         f"distillation.json says {stored.get('sentences')}; delete the folder to translate again")
+    print(f"[distill] the teacher's translations of the training set from {kept_dir} (the teacher is not needed)",
           flush=True)
-    return out_bin
+    return sources, targets, stored.get("reference_fallbacks", 0)
 
 
 def student_heads(dim: int, max_heads: int) -> int:

@@ -274,16 +274,52 @@ def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str
     os.makedirs(run_dir, exist_ok=True)
     with run_lock(run_dir):
         done = existing_result(results, run, chash)  # finished by another process while we waited
+        start = ["--finetune-from-model", finetune_from] if finetune_from else []
         if done is None:
-            start = ["--finetune-from-model", finetune_from] if finetune_from else []
             done = _execute_locked(run, setting, data, run_dir, chash, results, extra_train + start, echo, threads,
                                    batch_size, hashed_extra=extra_train)
+        elif missing_checkpoints(done, run_dir, setting, curve_every, points):
+            # the checkpoints kept along the way are gone (another machine, a cleaned workdir): train it again
+            if training_finished(run_dir, train_flags(run, setting, extra_train)):
+                raise RunFailed(f"{run_dir}: a finished training without the checkpoints kept after updates "
+                                f"{missing_checkpoints(done, run_dir, setting, curve_every, points)}; move the "
+                                f"folder away to train the run again")
+            again = _execute_locked(run, setting, data, run_dir, chash, results, extra_train + start, echo,
+                                    threads or done.get("threads"), batch_size, hashed_extra=extra_train)
+            done = note_retraining(results, run, again, done)
         if curve_every and "curve" not in done:
             done = add_curve(run, setting, data, run_dir, results, done, curve_every, echo, threads, batch_size)
         if points and "points" not in done:
             done = add_points(run, setting, data, run_dir, results, done, points, finetune_from, echo, threads,
                               batch_size)
         return done
+
+
+def missing_checkpoints(done: Dict, run_dir: str, setting: TaskSetting, curve_every: Optional[int],
+                        points: Optional[List[int]]) -> List[int]:
+    """Updates whose kept checkpoint a dev curve or fine-tuning points still to be added need and ``run_dir``
+    lacks."""
+    needed = set()
+    if curve_every and "curve" not in done:
+        needed.update(range(curve_every, setting.max_update + 1, curve_every))
+    if points and "points" not in done:
+        needed.update(n for n in points if n)
+    have = interval_checkpoints(run_dir) if os.path.isdir(run_dir) else {}
+    return sorted(needed - set(have))
+
+
+def note_retraining(results: str, run: RunSpec, again: Dict, before: Dict) -> Dict:
+    """The result of a run trained a second time, saying whether it reproduced the first one's BLEU; what was added
+    to the first (a curve, chrF) is kept only where it did."""
+    same = all(again[split]["bleu"] == before[split]["bleu"] for split in ("valid", "test"))
+    if same:
+        again = {**{k: v for k, v in before.items() if k not in again and not k.startswith("_")}, **again}
+    previous = {"valid_bleu": before["valid"]["bleu"], "test_bleu": before["test"]["bleu"],
+                "date": before.get("date"), "git_commit": before.get("git_commit")}
+    note = (f"trained again on {datetime.date.today()} at commit {git_commit()} because the checkpoints kept along "
+            f"the way were gone; " + ("it reproduced the earlier valid and test BLEU exactly" if same else
+                                      "the earlier training scored other BLEU (previous): this result replaces it"))
+    return add_to_result(results, run, again, "retrained", {"previous": previous, "reproduced": same}, note)
 
 
 def add_points(run: RunSpec, setting: TaskSetting, data: PreparedData, run_dir: str, results: str, done: Dict,

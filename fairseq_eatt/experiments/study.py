@@ -304,41 +304,76 @@ def verdict_summary(runs: Dict[str, List[Dict]], source: str) -> str:
 def convert_runs(results: str, task: str, scale: str) -> List[Dict]:
     if not os.path.isdir(results):
         return []
-    return sorted((r for r in load_runs(results) if r["task"] == task and r["scale"] == scale and r.get("points")),
-                  key=lambda r: (r["run"], r["seed"]))
+    return sorted((r for r in load_runs(results) if r["task"] == task and r["scale"] == scale and r.get("origin", "")
+                   .startswith("convert:")), key=lambda r: (r["run"], r["seed"]))
 
 
 def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str, str]:
-    """BLEU of converted models along their fine-tuning, against their vanilla teacher (same seed)."""
+    """Converted models against their vanilla teacher (same seed, same machine) after their fine-tuning, with
+    intervals, and their BLEU along the fine-tuning where the points were decoded."""
     if not runs:
         return "not run", (f"# {title}\n\nNot run yet: `fairseq-eatt-experiment study-convert --scale small` "
                            f"(converts the vanilla pre-norm run of each seed, fine-tunes "
                            f"{R.CONVERT_POINTS['small'][-1]:,} updates).\n")
-    teacher_of = {r["seed"]: r for r in teachers.get(R.TEACHER_CONFIG, [])}
-    points = sorted({p["num_updates"] for r in runs for p in r["points"]})
+    system, baseline, left = _same_machine(runs, teachers.get(R.TEACHER_CONFIG, []))
+    budget = runs[0]["setting"]["max_update"]
+    teacher_updates = sorted({r["setting"]["max_update"] for r in baseline})
     lines = [f"# {title}\n", "Setting of the fine-tuning: " + describe_setting(runs[0]["setting"]), "",
              f"Each model is built by `fairseq-eatt-convert` from the vanilla pre-norm run of the same seed "
-             f"({R.TEACHER_CONFIG}, the longer budget; embeddings, feed-forward layers, norms and V/O copied, E-ATT's "
-             f"selections started from W_Q / W_K), then fine-tuned with `fairseq-train --finetune-from-model` (the "
-             f"learning-rate schedule restarts). Test BLEU (test_2016) of the checkpoint after each number of "
-             f"fine-tuning updates (0: as converted); Δ: minus the teacher's test BLEU, mean over seeds with its 95% "
-             f"interval where two or more seeds exist. " + LEGEND, "",
+             f"({R.TEACHER_CONFIG}, {', '.join(f'{n:,}' for n in teacher_updates)} updates; embeddings, feed-forward "
+             f"layers, norms and V/O copied, E-ATT's selections started from W_Q / W_K), then fine-tuned "
+             f"{budget:,} updates with `fairseq-train --finetune-from-model` (the learning-rate schedule restarts). "
+             f"Dev BLEU (Multi30k val) and test BLEU (test_2016) of the checkpoint with the best dev loss, mean ± "
+             f"sample std over seeds; Δ: minus the teacher, paired by seed. " + LEGEND, "",
+             "| seeds | fine-tuning updates | dev BLEU | test BLEU | test chrF | teacher dev / test BLEU "
+             "| Δ dev BLEU [95% CI] | Δ test BLEU [95% CI] | within each seed, test (paired bootstrap) "
+             "| alignment energy, paper / as executed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
+    if dev is not None and test is not None:
+        paired = [r for r in system if r["seed"] in test.seeds.seeds]
+        partners = [r for r in baseline if r["seed"] in test.seeds.seeds]
+        seeds = ",".join(map(str, test.seeds.seeds)) + (f" (left out, other machine: {left})" if left else "")
+        lines.append(f"| {seeds} | {budget:,} | {_cell([r['valid']['bleu'] for r in paired])} "
+                     f"| {_cell([r['test']['bleu'] for r in paired])} "
+                     f"| {_cell([r['test']['chrf'] for r in paired if 'chrf' in r['test']])} "
+                     f"| {_cell([r['valid']['bleu'] for r in partners])} / "
+                     f"{_cell([r['test']['bleu'] for r in partners])} | {dev.cell} | {test.cell} "
+                     f"| {_bootstrap_cells(system, baseline, 'test')} | {_alignment_energy(paired)} |")
+    else:
+        lines.append("| - | - | - | - | - | no teacher result of the same seed and machine | - | - | - | - |")
+    lines += ["", "## Along the fine-tuning", ""]
+    curved = [r for r in system if r.get("points")]
+    if curved:
+        lines += _convert_points(curved, {r["seed"]: r["test"]["bleu"] for r in baseline}, title, png)
+    else:
+        lines.append("Not measured: no run has its points decoded (`fairseq-eatt-experiment study-convert` trains "
+                     "a run again where its checkpoints kept along the way are gone).")
+    lines += ["", "Runs:", ""]
+    for r in runs:
+        lines.append(f"- {r['run']}: `{r['_path']}`; from {r['origin']}; {r['date']}, {machine_label(r['machine'])}, "
+                     f"commit {r.get('git_commit')}" + "".join(f"; {r[k]}" for k in ("points_note", "retrained_note")
+                                                              if r.get(k)))
+    return "measured", "\n".join(lines) + "\n"
+
+
+def _convert_points(runs: List[Dict], teacher_test: Dict[int, float], title: str, png: str) -> List[str]:
+    """Test BLEU after each number of fine-tuning updates (a table and a figure)."""
+    points = sorted({p["num_updates"] for r in runs for p in r["points"]})
+    seeds = sorted({r["seed"] for r in runs})
+    lines = ["Test BLEU of the checkpoint after each number of fine-tuning updates (0: as converted); Δ: minus the "
+             "teacher's test BLEU, with its 95% interval.", "",
              "| seeds | " + " | ".join(f"{n:,}" for n in points) + " | teacher |",
              "|---|" + "---|" * len(points) + "---|"]
     by_point = {n: {r["seed"]: p["test"]["bleu"] for r in runs for p in r["points"] if p["num_updates"] == n}
                 for n in points}
-    teacher_test = {s: t["test"]["bleu"] for s, t in teacher_of.items()}
-    seeds = sorted({r["seed"] for r in runs})
     lines.append(f"| {','.join(map(str, seeds))} | "
                  + " | ".join(_cell(list(by_point[n].values())) for n in points)
                  + f" | {_cell([teacher_test[s] for s in seeds if s in teacher_test])} |")
     deltas = []
     for n in points:
         diff = seed_difference(by_point[n], teacher_test)
-        if diff is None:
-            deltas.append("-")
-            continue
-        deltas.append(diff.text() + diff.mark)
+        deltas.append("-" if diff is None else diff.text() + diff.mark)
     lines.append("| Δ vs teacher | " + " | ".join(deltas) + " | - |")
     fig, ax = pyplot().subplots(figsize=(6, 3.8))
     for r in runs:
@@ -353,11 +388,7 @@ def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, png)
-    lines += ["", f"![BLEU along fine-tuning]({os.path.basename(png)})", "", "Runs:", ""]
-    for r in runs:
-        lines.append(f"- {r['run']}: `{r['_path']}`; from {r['origin']}; {r['date']}, {machine_label(r['machine'])}, "
-                     f"commit {r.get('git_commit')}; {r.get('points_note', '')}")
-    return "measured", "\n".join(lines) + "\n"
+    return lines + ["", f"![BLEU along fine-tuning]({os.path.basename(png)})"]
 
 
 def study_report(short_results: str, long_results: str, out_dir: str, task: str = R.SMALL_TASK,
