@@ -280,25 +280,32 @@ def verdict_report(runs: Dict[str, List[Dict]], gpu_runs: Dict[str, List[Dict]],
     return status, "\n".join(lines) + "\n"
 
 
-def verdict_summary(runs: Dict[str, List[Dict]], source: str) -> str:
-    """The verdict's rows in short, for the READMEs' generated block: each comparison with its intervals."""
-    lines = ["| configuration (4,000 updates) | baseline | seeds | test BLEU | Δ test BLEU [95% CI] | Δ dev BLEU "
+def verdict_summary(runs: Dict[str, List[Dict]], source: str, converted: Optional[List[Dict]] = None) -> str:
+    """The verdict's rows in short, for the READMEs' generated block: each comparison with its intervals, and the
+    converted models against their teachers."""
+    lines = ["| configuration | baseline | seeds | test BLEU | Δ test BLEU [95% CI] | Δ dev BLEU "
              "[95% CI] | alignment energy vs vanilla, paper / as executed |", "|---|---|---|---|---|---|---|"]
-    for name, base_name in comparisons(runs):
-        system, baseline, _ = _same_machine(runs[name], runs[base_name])
+    rows = [(f"{name} (4,000 updates)", base_name, runs[name], runs[base_name])
+            for name, base_name in comparisons(runs)]
+    if converted and R.TEACHER_CONFIG in runs:
+        budget = converted[0]["setting"]["max_update"]
+        rows.append((f"eatt+prenorm+convert ({budget:,} fine-tuning updates from the baseline)", R.TEACHER_CONFIG,
+                     converted, runs[R.TEACHER_CONFIG]))
+    for label, base_name, system_runs, baseline_runs in rows:
+        system, baseline, _ = _same_machine(system_runs, baseline_runs)
         dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
         if dev is None or test is None:
             continue
         paired = [r for r in system if r["seed"] in test.seeds.seeds]
-        lines.append(f"| {name} | {base_name} | {','.join(map(str, test.seeds.seeds))} | "
+        lines.append(f"| {label} | {base_name} | {','.join(map(str, test.seeds.seeds))} | "
                      f"{_cell([r['test']['bleu'] for r in paired])} | {test.cell} | {dev.cell} "
                      f"| {_alignment_energy(paired)} |")
     machines = sorted({machine_label(r["machine"]) for g in runs.values() for r in g})
-    return "\n".join(lines) + (f"\n\nRendered by `fairseq-eatt-aggregate --eatt-recipe paper` from `{source}` "
+    sources = f"`{source}`" + (" and `results/study/convert`" if converted else "")
+    return "\n".join(lines) + (f"\n\nRendered by `fairseq-eatt-aggregate --eatt-recipe paper` from {sources} "
                                f"(Multi30k En-De, `transformer_eatt_small`, reduced scale; {', '.join(machines)}); "
-                               f"details in `results/study/verdict.md`. (n.s.) = not significant, (untested) = one "
-                               f"seed "
-                               f"without kept hypotheses: neither is a finding.\n")
+                               f"details in `results/study/verdict.md` and `results/study/convert.md`. (n.s.) = not "
+                               f"significant, (untested) = one seed without kept hypotheses: neither is a finding.\n")
 
 
 def convert_runs(results: str, task: str, scale: str) -> List[Dict]:
@@ -425,5 +432,5 @@ def study_report(short_results: str, long_results: str, out_dir: str, task: str 
             handle.write(text)
     long_runs = study_runs(long_results, task, scale)
     for readme in index_files:  # the READMEs' verdict block
-        update_block(readme, "verdict", verdict_summary(long_runs, long_results))
+        update_block(readme, "verdict", verdict_summary(long_runs, long_results, converted))
     return {name: status for name, (status, _) in parts.items()}
