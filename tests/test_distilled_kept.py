@@ -13,7 +13,8 @@ RECORD = {"teacher": "vanilla-vanilla-vanilla+prenorm.seed2.cafe", "teacher_beam
 
 def test_kept_translations_come_back_in_order(tmp_path):
     sources, targets = ["a b", "c", "d e f"], ["x", "y z", "w"]
-    distill.keep_translations(str(tmp_path), RECORD, sources, targets, 1, "en", "de")
+    distill.keep_translations(str(tmp_path), dict(RECORD, sentences=3, reference_fallbacks=1), sources, targets,
+                              "en", "de")
     assert distill.read_kept(str(tmp_path), RECORD, "en", "de") == (sources, targets, 1)
     with gzip.open(tmp_path / "train.de.gz", "rt", encoding="utf-8") as handle:
         assert handle.read() == "x\ny z\nw\n"
@@ -22,14 +23,15 @@ def test_kept_translations_come_back_in_order(tmp_path):
 
 
 def test_kept_translations_of_another_teacher_are_refused(tmp_path):
-    distill.keep_translations(str(tmp_path), RECORD, ["a"], ["x"], 0, "en", "de")
+    distill.keep_translations(str(tmp_path), dict(RECORD, sentences=1, reference_fallbacks=0), ["a"], ["x"], "en", "de")
     other = dict(RECORD, teacher="vanilla-vanilla-vanilla+prenorm.seed3.beef")
     with pytest.raises(SystemExit, match="other distillation settings .*teacher"):
         distill.read_kept(str(tmp_path), other, "en", "de")
 
 
 def test_kept_translations_cut_short_are_refused(tmp_path):
-    distill.keep_translations(str(tmp_path), RECORD, ["a", "b"], ["x", "y"], 0, "en", "de")
+    distill.keep_translations(str(tmp_path), dict(RECORD, sentences=2, reference_fallbacks=0), ["a", "b"], ["x", "y"],
+                              "en", "de")
     with gzip.open(tmp_path / "train.de.gz", "wt", encoding="utf-8") as handle:
         handle.write("x\n")
     with pytest.raises(SystemExit, match="2 sources and 1 translations where its distillation.json says 2"):

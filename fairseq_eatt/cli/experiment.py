@@ -306,19 +306,14 @@ def road_inputs(args, run: R.RunSpec, data: runner.PreparedData):
     raise ValueError(f"{run.name}: unknown road {road!r}")
 
 
-def kept_translations_dir(args, run: R.RunSpec) -> str:
-    """Where the teacher's translations of the training set are kept, beside the teacher's result: a later call
-    trains students from them without the teacher's checkpoint."""
-    return os.path.join(args.teacher_results, f"{run.task}-{run.scale}", "distilled", run.origin.split(":", 1)[1])
-
-
 def distilled_inputs(args, run: R.RunSpec, data: runner.PreparedData) -> runner.PreparedData:
     """The training set translated by the vanilla teacher of ``run``'s seed (binarized with the teacher's
     dictionary); the teacher is trained or reproduced first only where its translations are not kept yet."""
     from ..experiments.distill import DistillConfig, distilled_data
 
     teacher_id = run.origin.split(":", 1)[1]
-    kept = kept_translations_dir(args, run)
+    # kept beside the teacher's result: a later call trains students from them without the teacher's checkpoint
+    kept = os.path.join(args.teacher_results, f"{run.task}-{run.scale}", "distilled", teacher_id)
     have_kept = os.path.exists(os.path.join(kept, "distillation.json"))
     teacher = "" if have_kept else teacher_checkpoint(args, run, data)
     folder = os.path.join(args.workdir, f"{run.task}-{run.scale}", "distilled", teacher_id)

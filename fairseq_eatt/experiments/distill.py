@@ -120,8 +120,9 @@ def distilled_data(args) -> str:
         sources, targets, fallbacks = read_kept(kept_dir, record, src, tgt)
     else:
         sources, targets, fallbacks = translate_train(args, folder, record)
-        if kept_dir:
-            keep_translations(kept_dir, record, sources, targets, fallbacks, src, tgt)
+    stored = dict(record, sentences=len(targets), reference_fallbacks=fallbacks)
+    if kept_dir and not os.path.exists(os.path.join(kept_dir, "distillation.json")):
+        keep_translations(kept_dir, stored, sources, targets, src, tgt)
     text_prefix = os.path.join(folder, "distilled-text", "train")
     for lang, lines in ((src, sources), (tgt, targets)):
         with atomic_output(f"{text_prefix}.{lang}") as handle:
@@ -139,7 +140,7 @@ def distilled_data(args) -> str:
                 name = f"{split}.{src}-{tgt}.{lang}.{ext}"
                 shutil.copyfile(os.path.join(args.data, name), os.path.join(partial, name))
     with open(os.path.join(partial, "distillation.json"), "w", encoding="utf-8") as handle:
-        json.dump(dict(record, sentences=len(targets), reference_fallbacks=fallbacks), handle, indent=2)
+        json.dump(stored, handle, indent=2)
     os.replace(partial, out_bin)
     print(f"[distill] distilled training set: {len(targets)} teacher translations in {out_bin}; {fallbacks} degenerate "
           f"ones (over {args.teacher_max_len_a} * n + {args.teacher_max_len_b} tokens) keep the reference",
@@ -174,15 +175,15 @@ def translate_train(args, folder: str, record: dict):
     return [sources[i] for i in sorted(sources)], [targets[i] for i in sorted(sources)], fallbacks
 
 
-def keep_translations(kept_dir: str, record: dict, sources: List[str], targets: List[str], fallbacks: int, src: str,
-                      tgt: str):
-    """The distilled training set, gzipped in ``kept_dir`` with its record (written last: it marks it complete)."""
+def keep_translations(kept_dir: str, stored: dict, sources: List[str], targets: List[str], src: str, tgt: str):
+    """The distilled training set, gzipped in ``kept_dir`` with its record (``stored``: the distillation record
+    with its sentence and fallback counts; written last, it marks the folder complete)."""
     from .significance import write_lines_gz
 
     for lang, lines in ((src, sources), (tgt, targets)):
         write_lines_gz(os.path.join(kept_dir, f"train.{lang}.gz"), lines)
     with atomic_output(os.path.join(kept_dir, "distillation.json")) as handle:
-        json.dump(dict(record, sentences=len(targets), reference_fallbacks=fallbacks), handle, indent=2)
+        json.dump(stored, handle, indent=2)
         handle.write("\n")
 
 

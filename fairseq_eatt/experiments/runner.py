@@ -281,9 +281,9 @@ def execute(run: RunSpec, setting: TaskSetting, data: PreparedData, workdir: str
         elif missing_checkpoints(done, run_dir, setting, curve_every, points):
             # the checkpoints kept along the way are gone (another machine, a cleaned workdir): train it again
             if training_finished(run_dir, train_flags(run, setting, extra_train)):
+                missing = missing_checkpoints(done, run_dir, setting, curve_every, points)
                 raise RunFailed(f"{run_dir}: a finished training without the checkpoints kept after updates "
-                                f"{missing_checkpoints(done, run_dir, setting, curve_every, points)}; move the "
-                                f"folder away to train the run again")
+                                f"{missing}; move the folder away to train the run again")
             again = _execute_locked(run, setting, data, run_dir, chash, results, extra_train + start, echo,
                                     threads or done.get("threads"), batch_size, hashed_extra=extra_train)
             done = note_retraining(results, run, again, done)

@@ -6,13 +6,13 @@ Writes ``OUT/levers.md`` (one row per configuration: mean over its seeds) and ``
 """
 import os
 import statistics
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import recipes as R
 from .plots import pyplot, save
 from .results import ResultError, attention_energy, describe_setting, load_runs, mean_std
 from .index import update_block
-from .significance import LEGEND, seed_difference, verdict
+from .significance import LEGEND, Verdict, seed_difference, verdict
 
 BASELINE_OF_BLOCK = {False: "vanilla", True: "vanilla+prenorm"}  # a pre-norm E-ATT is compared with a pre-norm vanilla
 
@@ -181,6 +181,34 @@ def _same_machine(system: List[Dict], baseline: List[Dict]) -> Tuple[List[Dict],
     return kept, [r for r in baseline if r["seed"] not in left], left
 
 
+class Comparison(NamedTuple):
+    """A system's runs against its baseline's, paired by seed on one kind of machine, with their verdicts."""
+
+    system: List[Dict]
+    baseline: List[Dict]
+    left: List[int]  # seeds left out: their two runs were trained on different machines
+    dev: Verdict
+    test: Verdict
+
+    @property
+    def paired(self) -> List[Dict]:
+        return [r for r in self.system if r["seed"] in self.test.seeds.seeds]
+
+    @property
+    def seeds(self) -> str:
+        return ",".join(map(str, self.test.seeds.seeds)) + (f" (left out, other machine: {self.left})"
+                                                            if self.left else "")
+
+
+def compare(system_runs: List[Dict], baseline_runs: List[Dict]) -> Optional[Comparison]:
+    """The comparison of two configurations' runs, or None if they share no seed."""
+    system, baseline, left = _same_machine(system_runs, baseline_runs)
+    dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
+    if dev is None or test is None:
+        return None
+    return Comparison(system, baseline, left, dev, test)
+
+
 def comparisons(runs: Dict[str, List[Dict]]) -> List[Tuple[str, str]]:
     """(system, baseline) pairs of the verdict: each configuration against vanilla in its kind of block; a
     distilled student also against vanilla trained on the same distilled data."""
@@ -241,21 +269,19 @@ def verdict_report(runs: Dict[str, List[Dict]], gpu_runs: Dict[str, List[Dict]],
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     findings, rows = [], 0
     for name, base_name in comparisons(runs):
-        system, baseline, left = _same_machine(runs[name], runs[base_name])
-        dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
-        if dev is None or test is None:
+        c = compare(runs[name], runs[base_name])
+        if c is None:
             continue
-        seeds = ",".join(str(s) for s in test.seeds.seeds) + (f" (left out, other machine: {left})" if left else "")
-        paired = [r for r in system if r["seed"] in test.seeds.seeds]
-        lines.append(f"| {name} | {_description(name)} | {base_name} | {seeds} "
+        paired = c.paired
+        lines.append(f"| {name} | {_description(name)} | {base_name} | {c.seeds} "
                      f"| {_cell([r['valid']['bleu'] for r in paired])} | {_cell([r['test']['bleu'] for r in paired])} "
                      f"| {_cell([r['test']['chrf'] for r in paired if 'chrf' in r['test']])} "
-                     f"| {dev.cell} | {test.cell} | {_bootstrap_cells(system, baseline, 'test')} "
+                     f"| {c.dev.cell} | {c.test.cell} | {_bootstrap_cells(c.system, c.baseline, 'test')} "
                      f"| {_alignment_energy(paired)} |")
         rows += 1
-        if test.finding:
-            findings.append(f"- {name} vs {base_name}: {test.text} test BLEU ({len(test.seeds.seeds)} seed(s)); "
-                            f"dev {dev.cell}.")
+        if c.test.finding:
+            findings.append(f"- {name} vs {base_name}: {c.test.text} test BLEU ({len(c.test.seeds.seeds)} seed(s)); "
+                            f"dev {c.dev.cell}.")
     lines += ["", "Baselines:", "", "| baseline | seeds | dev BLEU | test BLEU | machine |", "|---|---|---|---|---|"]
     for name in sorted({b for _, b in comparisons(runs)}):
         group = runs[name]
@@ -292,14 +318,12 @@ def verdict_summary(runs: Dict[str, List[Dict]], source: str, converted: Optiona
         rows.append((f"eatt+prenorm+convert ({budget:,} fine-tuning updates from the baseline)", R.TEACHER_CONFIG,
                      converted, runs[R.TEACHER_CONFIG]))
     for label, base_name, system_runs, baseline_runs in rows:
-        system, baseline, _ = _same_machine(system_runs, baseline_runs)
-        dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
-        if dev is None or test is None:
+        c = compare(system_runs, baseline_runs)
+        if c is None:
             continue
-        paired = [r for r in system if r["seed"] in test.seeds.seeds]
-        lines.append(f"| {label} | {base_name} | {','.join(map(str, test.seeds.seeds))} | "
-                     f"{_cell([r['test']['bleu'] for r in paired])} | {test.cell} | {dev.cell} "
-                     f"| {_alignment_energy(paired)} |")
+        lines.append(f"| {label} | {base_name} | {','.join(map(str, c.test.seeds.seeds))} | "
+                     f"{_cell([r['test']['bleu'] for r in c.paired])} | {c.test.cell} | {c.dev.cell} "
+                     f"| {_alignment_energy(c.paired)} |")
     machines = sorted({machine_label(r["machine"]) for g in runs.values() for r in g})
     sources = f"`{source}`" + (" and `results/study/convert`" if converted else "")
     return "\n".join(lines) + (f"\n\nRendered by `fairseq-eatt-aggregate --eatt-recipe paper` from {sources} "
@@ -322,7 +346,7 @@ def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str
         return "not run", (f"# {title}\n\nNot run yet: `fairseq-eatt-experiment study-convert --scale small` "
                            f"(converts the vanilla pre-norm run of each seed, fine-tunes "
                            f"{R.CONVERT_POINTS['small'][-1]:,} updates).\n")
-    system, baseline, left = _same_machine(runs, teachers.get(R.TEACHER_CONFIG, []))
+    system, baseline, _ = _same_machine(runs, teachers.get(R.TEACHER_CONFIG, []))
     budget = runs[0]["setting"]["max_update"]
     teacher_updates = sorted({r["setting"]["max_update"] for r in baseline})
     lines = [f"# {title}\n", "Setting of the fine-tuning: " + describe_setting(runs[0]["setting"]), "",
@@ -336,17 +360,16 @@ def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str
              "| Δ dev BLEU [95% CI] | Δ test BLEU [95% CI] | within each seed, test (paired bootstrap) "
              "| alignment energy, paper / as executed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    dev, test = verdict(system, baseline, "valid"), verdict(system, baseline, "test")
-    if dev is not None and test is not None:
-        paired = [r for r in system if r["seed"] in test.seeds.seeds]
-        partners = [r for r in baseline if r["seed"] in test.seeds.seeds]
-        seeds = ",".join(map(str, test.seeds.seeds)) + (f" (left out, other machine: {left})" if left else "")
-        lines.append(f"| {seeds} | {budget:,} | {_cell([r['valid']['bleu'] for r in paired])} "
+    c = compare(runs, teachers.get(R.TEACHER_CONFIG, []))
+    if c is not None:
+        paired = c.paired
+        partners = [r for r in c.baseline if r["seed"] in c.test.seeds.seeds]
+        lines.append(f"| {c.seeds} | {budget:,} | {_cell([r['valid']['bleu'] for r in paired])} "
                      f"| {_cell([r['test']['bleu'] for r in paired])} "
                      f"| {_cell([r['test']['chrf'] for r in paired if 'chrf' in r['test']])} "
                      f"| {_cell([r['valid']['bleu'] for r in partners])} / "
-                     f"{_cell([r['test']['bleu'] for r in partners])} | {dev.cell} | {test.cell} "
-                     f"| {_bootstrap_cells(system, baseline, 'test')} | {_alignment_energy(paired)} |")
+                     f"{_cell([r['test']['bleu'] for r in partners])} | {c.dev.cell} | {c.test.cell} "
+                     f"| {_bootstrap_cells(c.system, c.baseline, 'test')} | {_alignment_energy(paired)} |")
     else:
         lines.append("| - | - | - | - | - | no teacher result of the same seed and machine | - | - | - | - |")
     lines += ["", "## Along the fine-tuning", ""]
