@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .energy.ops import OpCounts
+from .attention.counts import OpCounts
 
 WEIGHT_BITS = (1, 2, 8)
 QUANTIZABLE_MODULES = ("attn", "ffn")

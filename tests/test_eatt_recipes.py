@@ -65,7 +65,7 @@ def test_the_energy_tables_count_the_attention_of_the_default_recipe(data_dir, r
         kwargs = EattAttention.kwargs_from_args(args, position)
         self_attention = position != DECODER_CROSS
         for convention in ("paper", "complete"):
-            built = EattAttention.op_counts(22, 22, 512, 8, convention, None, **kwargs, self_attention=self_attention)
+            built = EattAttention.cost.op_counts(22, 22, 512, 8, convention, None, **kwargs, self_attention=self_attention)
             table = attention_counts("eatt", 22, 22, 512, 8, convention, self_attention=self_attention)
             assert (built == table) is same, (recipe, position, convention)
 

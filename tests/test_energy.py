@@ -7,7 +7,7 @@ import pytest
 
 from fairseq_eatt.cli import energy as energy_cli
 from fairseq_eatt import reports
-from fairseq_eatt.energy.ops import OpCounts
+from fairseq_eatt.attention.counts import OpCounts
 from fairseq_eatt.energy.report import counts, paper_report, percent
 from fairseq_eatt.energy.tables import BUILTIN, load_table
 

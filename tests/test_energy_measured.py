@@ -7,7 +7,7 @@ import torch
 from fairseq_eatt.attention import (DECODER_CROSS, ENCODER_SELF, available_attentions, build_attention,
                                     get_attention_class)
 from fairseq_eatt.energy.measure import measure
-from fairseq_eatt.energy.ops import OpCounts, projection
+from fairseq_eatt.attention.counts import OpCounts, projection
 
 SHAPES = [(7, 16, 4), (11, 32, 2)]
 
@@ -23,11 +23,11 @@ def build(name, d, h):
 @pytest.mark.parametrize("length,d,heads", SHAPES)
 def test_declared_counts_equal_measured_counts(name, length, d, heads):
     cls, options, module = build(name, d, heads)
-    assert cls.declares_op_counts(), f"{name} must declare its operation counts"
+    assert cls.cost.declared(), f"{name} must declare its operation counts"
     x = torch.randn(length, 1, d) * 1.5
     _, measured = measure(module, x, x, x, need_weights=False)
     ratio = float((x > 1.0).double().mean())  # E-ATT's binarized inputs at the default threshold
-    declared = cls.op_counts(length, length, d, heads, "complete", ratio, **options, self_attention=True)["attention"]
+    declared = cls.cost.op_counts(length, length, d, heads, "complete", ratio, **options, self_attention=True)["attention"]
     declared = declared + projection(length, d, d)  # the module also runs its output projection
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add, rel=1e-9)
@@ -39,7 +39,7 @@ def test_selection_of_nothing_still_adds_the_bias():
     x[2] = -5.0  # no feature above the threshold for this token
     _, measured = measure(module, x, x, x, need_weights=False)
     ratio = float((x > 1.0).double().mean())
-    declared = cls.op_counts(5, 5, 16, 4, "complete", ratio)["attention"] + projection(5, 16, 16)
+    declared = cls.cost.op_counts(5, 5, 16, 4, "complete", ratio)["attention"] + projection(5, 16, 16)
     # documented difference: the empty token adds its bias in W_Q and in W_K (16 outputs each)
     assert measured.add - declared.add == pytest.approx(2 * 16)
 
@@ -59,7 +59,7 @@ def test_local_counts_follow_the_form_it_runs(length):
     module.window = 2
     x = torch.randn(length, 1, 16)
     _, measured = measure(module, x, x, x, need_weights=False)
-    declared = cls.op_counts(length, length, 16, 4, "complete", window=2)["attention"] + projection(length, 16, 16)
+    declared = cls.cost.op_counts(length, length, 16, 4, "complete", window=2)["attention"] + projection(length, 16, 16)
     assert measured.mul == declared.mul and measured.add == pytest.approx(declared.add, rel=1e-9)
 
 
@@ -97,7 +97,7 @@ def test_eatt_options_declare_what_they_execute(variant, position, flags):
     ratios = (float(counts["query"].sum()) / (lq * d), float(counts["key"].sum()) / (lk * d))
     module.track_binarization = False
     _, measured = measure(module, query, src, src, need_weights=False, static_kv=cross)
-    declared = cls.op_counts(lq, lk, d, h, "complete", ratios, **options, self_attention=not cross)["attention"]
+    declared = cls.cost.op_counts(lq, lk, d, h, "complete", ratios, **options, self_attention=not cross)["attention"]
     declared = declared + projection(lq, d, d)
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     # a token with no selected feature still adds its bias, qk_dim additions (documented in selection_ops)
@@ -157,7 +157,7 @@ def test_causal_decoder_self_attention_declares_its_mask(name, length):
     mask = torch.triu(torch.full((length, length), float("-inf")), 1)
     ratio = _ratios(module, x, x, x, attn_mask=mask)
     _, measured = measure(module, x, x, x, attn_mask=mask, need_weights=False)
-    declared = cls.op_counts(length, length, d, h, "complete", ratio, **options, self_attention=True,
+    declared = cls.cost.op_counts(length, length, d, h, "complete", ratio, **options, self_attention=True,
                              causal=True)["attention"] + projection(length, d, d)
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
@@ -176,7 +176,7 @@ def test_cross_attention_with_padding_declares_what_it_executes(name):
     padding[0, :3] = True
     ratio = _ratios(module, tgt, src, src, key_padding_mask=padding, static_kv=True)
     _, measured = measure(module, tgt, src, src, key_padding_mask=padding, static_kv=True, need_weights=False)
-    declared = (cls.op_counts(lq, lk, d, h, "complete", ratio, **options, self_attention=False)["attention"]
+    declared = (cls.cost.op_counts(lq, lk, d, h, "complete", ratio, **options, self_attention=False)["attention"]
                 + projection(lq, d, d)).scaled(2)
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
@@ -200,7 +200,7 @@ def test_a_decoder_self_attention_step_declares_what_it_executes(name):
     step = x[-1:]
     ratio = _ratios(module, step, step, step, incremental_state={k: dict(v) for k, v in state.items()})
     _, measured = measure(module, step, step, step, incremental_state=state, need_weights=False)
-    declared = cls.op_counts(1, length, d, h, "complete", ratio, **options, self_attention=True,
+    declared = cls.cost.op_counts(1, length, d, h, "complete", ratio, **options, self_attention=True,
                              new_keys=1)["attention"] + projection(1, d, d)
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)
@@ -222,7 +222,7 @@ def test_a_cross_attention_step_declares_what_it_executes(name):
     ratio = _ratios(module, tgt[1:], src, src, static_kv=True,
                     incremental_state={k: dict(v) for k, v in state.items()})
     _, measured = measure(module, tgt[1:], src, src, static_kv=True, incremental_state=state, need_weights=False)
-    declared = cls.op_counts(1, lk, d, h, "complete", ratio, **options, self_attention=False,
+    declared = cls.cost.op_counts(1, lk, d, h, "complete", ratio, **options, self_attention=False,
                              new_keys=0)["attention"] + projection(1, d, d)
     assert measured.mul == declared.mul and measured.cmp == declared.cmp
     assert measured.add == pytest.approx(declared.add + _empty_token_additions(module), rel=1e-9)

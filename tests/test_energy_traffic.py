@@ -12,7 +12,7 @@ from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, av
 from fairseq_eatt.energy import counters
 from fairseq_eatt.energy.measure import measure_traffic
 from fairseq_eatt.energy.tables import BUILTIN, load_table
-from fairseq_eatt.energy.traffic import Traffic
+from fairseq_eatt.attention.counts import Traffic
 
 D, H = 16, 4
 
@@ -33,7 +33,7 @@ def test_a_full_pass_moves_what_it_declares(name):
     cls, options, m = module(name, ENCODER_SELF)
     x = torch.randn(7, 1, D) * 1.5
     _, _, measured = measure_traffic(m, x, x, x, need_weights=False)
-    assert measured == cls.byte_counts(7, 7, D, H, "fp32", None, True, **options)
+    assert measured == cls.cost.byte_counts(7, 7, D, H, "fp32", None, True, **options)
 
 
 @pytest.mark.parametrize("name", allowed(DECODER_SELF))
@@ -46,7 +46,7 @@ def test_a_decoder_self_step_moves_what_it_declares(name):
             m(step, step, step, incremental_state=state)
     step = x[4:5]
     _, _, measured = measure_traffic(m, step, step, step, incremental_state=state, need_weights=False)
-    declared = cls.byte_counts(1, 5, D, H, "fp32", 1, True, **options)
+    declared = cls.cost.byte_counts(1, 5, D, H, "fp32", 1, True, **options)
     assert measured == declared and declared.cache_read > 0 and declared.cache_write > 0
 
 
@@ -55,9 +55,9 @@ def test_cross_attention_caches_its_source_once_then_reads_it(name):
     cls, options, m = module(name, DECODER_CROSS)
     tgt, src, state = torch.randn(2, 1, D) * 1.5, torch.randn(6, 1, D) * 1.5, {}
     _, _, first = measure_traffic(m, tgt[:1], src, src, static_kv=True, incremental_state=state, need_weights=False)
-    assert first == cls.byte_counts(1, 6, D, H, "fp32", 6, False, **options)
+    assert first == cls.cost.byte_counts(1, 6, D, H, "fp32", 6, False, **options)
     _, _, later = measure_traffic(m, tgt[1:], src, src, static_kv=True, incremental_state=state, need_weights=False)
-    assert later == cls.byte_counts(1, 6, D, H, "fp32", 0, False, **options)
+    assert later == cls.cost.byte_counts(1, 6, D, H, "fp32", 0, False, **options)
     assert later.cache_write == 0 and later.cache_read > 0 and later.weights <= first.weights
 
 
@@ -68,8 +68,8 @@ def test_the_issue_example_weights_from_dram_dominate():
 
     def energy(name, memory):
         cls = get_attention_class(name)
-        ops = cls.op_counts(22, 22, 512, 8, "paper")["attention"]
-        return table.energy(ops) + (table.memory_energy(cls.byte_counts(22, 22, 512, 8), memory) if memory else 0)
+        ops = cls.cost.op_counts(22, 22, 512, 8, "paper")["attention"]
+        return table.energy(ops) + (table.memory_energy(cls.cost.byte_counts(22, 22, 512, 8), memory) if memory else 0)
 
     arithmetic = energy("eatt", None) / energy("vanilla", None)
     with_dram = energy("eatt", "dram") / energy("vanilla", "dram")
@@ -78,13 +78,13 @@ def test_the_issue_example_weights_from_dram_dominate():
 
 def test_precision_and_memory_assumptions():
     cls = get_attention_class("vanilla")
-    fp32, fp16 = cls.byte_counts(8, 8, 64, 4, "fp32"), cls.byte_counts(8, 8, 64, 4, "fp16")
+    fp32, fp16 = cls.cost.byte_counts(8, 8, 64, 4, "fp32"), cls.cost.byte_counts(8, 8, 64, 4, "fp16")
     assert fp32.total == 2 * fp16.total
     t = BUILTIN["horowitz-45nm-fp32"]
     assert t.memory_energy(fp32, "dram") > t.memory_energy(fp32, "sram") > 0
     assert t.dram == 160.0 and t.sram == 1.25
     with pytest.raises(ValueError, match="--precision"):
-        cls.byte_counts(8, 8, 64, 4, "fp64")
+        cls.cost.byte_counts(8, 8, 64, 4, "fp64")
     with pytest.raises(ValueError, match="--memory"):
         Traffic(weights=1).by_level("hbm")
 

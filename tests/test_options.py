@@ -64,10 +64,10 @@ def test_unset_flags_give_the_declared_defaults_and_the_constructor_agrees(name)
 @pytest.mark.parametrize("name", DECLARING)
 def test_op_counts_default_to_the_declared_values(name):
     cls = get_attention_class(name)
-    assert cls.declares_op_counts(), name
+    assert cls.cost.declared(), name
     defaults = {o.key: o.default for o in cls.options if o.constructor and o.default is not None}
     for convention in ("paper", "complete"):
-        assert cls.op_counts(12, 12, 32, 4, convention) == cls.op_counts(12, 12, 32, 4, convention, **defaults)
+        assert cls.cost.op_counts(12, 12, 32, 4, convention) == cls.cost.op_counts(12, 12, 32, 4, convention, **defaults)
 
 
 @pytest.mark.parametrize("name,option_key,bad,message", [
@@ -112,21 +112,16 @@ def test_the_readmes_example_variant_works_end_to_end(tmp_path):
 
     from fairseq_eatt.attention import registry
     from fairseq_eatt.energy.measure import measure
-    from fairseq_eatt.energy.ops import projection
+    from fairseq_eatt.attention.counts import projection
 
     from .helpers import REPO_ROOT
 
     readme = open(f"{REPO_ROOT}/README.md", encoding="utf-8").read()
     section = readme.split("### Adding an attention variant", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    # as a module file of its own: TorchScript compiles from source
-    header = ("from typing import Optional\n\nfrom torch import Tensor\n\n"
-              "from fairseq_eatt.attention import Capabilities, Positions, register_attention\n"
-              "from fairseq_eatt.attention.functional import dot_product_scores\n"
-              "from fairseq_eatt.attention.options import Option, positive\n"
-              "from fairseq_eatt.attention.vanilla import VanillaAttention\n\n")
+    # as a module file of its own, exactly as printed: TorchScript compiles from source
     path = tmp_path / "readme_band_example.py"
-    path.write_text(header + code)
+    path.write_text(code)
     spec = importlib.util.spec_from_file_location("readme_band_example", str(path))
     example = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = example  # inspect (and so TorchScript) finds the source through sys.modules
@@ -148,7 +143,7 @@ def test_the_readmes_example_variant_works_end_to_end(tmp_path):
         torch.testing.assert_close(torch.jit.script(module)(x, x, x, attn_mask=causal)[0], full)  # scriptable
         encoder = build_attention("band", 16, 2, "encoder_self").eval()
         _, measured = measure(encoder, x, x, x, need_weights=False)
-        declared = encoder.op_counts(6, 6, 16, 2, "complete", self_attention=True)["attention"] + projection(6, 16, 16)
+        declared = encoder.cost.op_counts(6, 6, 16, 2, "complete", self_attention=True)["attention"] + projection(6, 16, 16)
         assert measured.mul == declared.mul and measured.add == pytest.approx(declared.add, rel=1e-9)
         with pytest.raises(ValueError, match="--band-window must be a positive integer"):
             build_attention("band", 16, 2, "encoder_self", window=0)

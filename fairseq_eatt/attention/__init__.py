@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 
 from .base import AttentionBase, Positions
+from .cost import AttentionCost
 from .registry import (
     DECODER_CROSS,
     DECODER_SELF,
@@ -26,6 +27,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "AttentionBase",
+    "AttentionCost",
     "Positions",
     "AttentionSpecError",
     "Capabilities",

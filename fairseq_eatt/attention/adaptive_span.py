@@ -16,11 +16,11 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, only_complete
+from .counts import OpCounts, only_complete
 from .base import Positions
 from .options import Option, fraction, non_negative_float, positive
 from .registry import Capabilities, register_attention
-from .vanilla import VanillaAttention
+from .vanilla import VanillaAttention, VanillaCost
 
 
 MAX_SPAN = Option("max_span", "--adaptive-span-max", 64, "adaptive_span: largest span", type=int, metavar="N",
@@ -33,7 +33,20 @@ PENALTY = Option("penalty", "--adaptive-span-penalty", 2e-6, "adaptive_span: los
                  "summed over heads", type=float, metavar="L", check=non_negative_float)
 
 
-@register_attention("adaptive_span")
+class AdaptiveSpanCost(VanillaCost):
+    def values(self, lq, lk, d, heads, convention, **options):
+        """Vanilla's; the complete convention adds the soft span mask and the renormalization."""
+        pairs = heads * lq * lk
+        mask = only_complete(convention, OpCounts(mul=heads + 3 * pairs, add=heads + pairs + heads * lq * (lk - 1)))
+        return super().values(lq, lk, d, heads, convention, **options) + mask
+
+    def per_call(self, lq, lk, d, heads, convention="paper", shared_positions=True, **options):
+        """The spans are computed once per call; the distance ramp too when every row has the same positions."""
+        pairs = heads * lq * lk if shared_positions else 0
+        return only_complete(convention, OpCounts(mul=heads + pairs, add=heads + pairs))
+
+
+@register_attention("adaptive_span", cost=AdaptiveSpanCost)
 class AdaptiveSpanAttention(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=False, auxiliary_loss=True,
                                 why_not="masks by the distance between positions of one sequence")
@@ -50,20 +63,6 @@ class AdaptiveSpanAttention(VanillaAttention):
     @classmethod
     def has_auxiliary_loss(cls, args) -> bool:
         return PENALTY.validate(PENALTY.from_args(args)) > 0
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Vanilla attention; the complete convention adds the soft span mask and the renormalization."""
-        counts = VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
-        pairs = heads * lq * lk
-        mask = only_complete(convention, OpCounts(mul=heads + 3 * pairs, add=heads + pairs + heads * lq * (lk - 1)))
-        return {"alignment": counts["alignment"], "attention": counts["attention"] + mask}
-
-    @classmethod
-    def per_call_op_counts(cls, lq, lk, d, heads, convention="paper", shared_positions=True, **options):
-        """The spans are computed once per call; the distance ramp too when every row has the same positions."""
-        pairs = heads * lq * lk if shared_positions else 0
-        return only_complete(convention, OpCounts(mul=heads + pairs, add=heads + pairs))
 
     def spans(self) -> Tensor:
         return self.span_ratio.clamp(0.0, 1.0).flatten() * self.max_span

@@ -1,4 +1,4 @@
-"""Cost-effective attention (Hosseini et al.; ../shared/seeds/cost-effective-attention-paper.txt).
+"""Cost-effective attention (Hosseini et al., "Cost-effective attention mechanisms": Optimized, Efficient, Super).
 
 Per head i, X_i is the i-th block of d/h columns of the input.
 
@@ -31,17 +31,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
+from .cost import AttentionCost
+from .counts import OpCounts, projection, scaled_dot_scores, weighted_sum
 from .base import AttentionBase, Positions
 from .fixed_length import FixedLengthAttention
 from .functional import dot_product_scores
 from .registry import Capabilities, register_attention
-from .vanilla import VanillaAttention
-
-
-def _scores(lq: int, lk: int, d: int, heads: int, convention: str) -> OpCounts:
-    """Scaled dot products (the query scaling counts only in the complete convention)."""
-    return dot_scores(lq, lk, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
+from .vanilla import VanillaAttention, VanillaCost
 
 
 class _ScaledDotProduct:
@@ -51,17 +47,11 @@ class _ScaledDotProduct:
         return dot_product_scores(q, k)
 
 
-@register_attention("optimized")
+@register_attention("optimized", cost=VanillaCost)  # without W_V the base counts no value projection
 class OptimizedAttention(VanillaAttention):
     """Vanilla attention without W_V: the values are the input's head blocks."""
 
     value_projection = False
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        check_convention(convention)
-        alignment = projection(lq, d, d) + projection(lk, d, d) + _scores(lq, lk, d, heads, convention)
-        return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
 
 
 class _EfficientBase(_ScaledDotProduct, AttentionBase):
@@ -86,8 +76,14 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
     def project_key(self, key: Tensor) -> Tensor:
         return self._split_heads(key)
 
-    @classmethod
-    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
+
+class EfficientCost(AttentionCost):
+    """Q projection and scaled dot products with the input itself as keys and values."""
+
+    def alignment(self, lq, lk, d, heads, convention, nonzero_ratio=None, **options):
+        return projection(lq, d, d) + scaled_dot_scores(lq, lk, d, heads, convention)
+
+    def cache_entries(self, lk, d, heads, self_attention=True, **options):
         """The input split into heads is both the keys and the values: one tensor for a cross-attention source;
         a self-attention step appends to keys and values separately (two copies of the same data)."""
         entries = {"prev_key": (lk * d, True, True)}
@@ -95,24 +91,37 @@ class _EfficientBase(_ScaledDotProduct, AttentionBase):
             entries["prev_value"] = (lk * d, True, True)
         return entries
 
-    @classmethod
-    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+    def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Keys and values are the input itself: cached keys save nothing."""
         return {"alignment": OpCounts(), "attention": OpCounts()}
 
 
-@register_attention("efficient")
+@register_attention("efficient", cost=EfficientCost)
 class EfficientAttention(_EfficientBase):
     capabilities = Capabilities(causal=True, cross=True)
 
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        check_convention(convention)
-        alignment = projection(lq, d, d) + _scores(lq, lk, d, heads, convention)
-        return {"alignment": alignment, "attention": alignment + weighted_sum(lq, lk, d, convention)}
+
+class SuperCost(EfficientCost):
+    key_side_weights = ("mixing",)
+
+    def values(self, lq, lk, d, heads, convention, **options):
+        """Efficient attention's plus the mixing W_A X: lk values, each mixing lk inputs of d features."""
+        return super().values(lq, lk, d, heads, convention, **options) + weighted_sum(lk, lk, d, convention)
+
+    def length_indexed_reads(self, lq, lk, d, heads, new, **options):
+        """W_A's rows of the new values, over every input so far."""
+        return {"mixing": new * lk}
+
+    def cache_entries(self, lk, d, heads, self_attention=True, **options):
+        """Keys (the input) and the mixed values: two tensors."""
+        return {"prev_key": (lk * d, True, True), "prev_value": (lk * d, True, True)}
+
+    def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cached values were mixed when they were new (W_A X mixes only the new values)."""
+        return {"alignment": OpCounts(), "attention": weighted_sum(cached, lk, d, convention)}
 
 
-@register_attention("super")
+@register_attention("super", cost=SuperCost)
 class SuperAttention(_EfficientBase, FixedLengthAttention):
     capabilities = Capabilities(causal=True, cross=True, fixed_max_length=True, cross_self_attention=False,
                                 cross_self_why_not="learns weights per position up to the target's maximum length; "
@@ -124,31 +133,6 @@ class SuperAttention(_EfficientBase, FixedLengthAttention):
         length = self.max_key_length  # W_A mixes the value (key-side) positions
         init = torch.eye(length) + torch.randn(length, length) * (0.01 / math.sqrt(length))
         self.mixing = nn.Parameter(init)  # W_A, shared by the heads
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Efficient attention plus the mixing W_A X: lk values, each mixing lk inputs of d features."""
-        check_convention(convention)
-        counts = EfficientAttention.core_op_counts(lq, lk, d, heads, convention)
-        mixing = weighted_sum(lk, lk, d, convention)
-        return {"alignment": counts["alignment"], "attention": counts["attention"] + mixing}
-
-    key_side_weights = ("mixing",)
-
-    @classmethod
-    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
-        """W_A's rows of the new values, over every input so far."""
-        return {"mixing": new * lk}
-
-    @classmethod
-    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
-        """Keys (the input) and the mixed values: two tensors."""
-        return {"prev_key": (lk * d, True, True), "prev_value": (lk * d, True, True)}
-
-    @classmethod
-    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Cached values were mixed when they were new (W_A X mixes only the new values)."""
-        return {"alignment": OpCounts(), "attention": weighted_sum(cached, lk, d, convention)}
 
     def finalize_values(self, v: Tensor, k: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                         attn_mask: Optional[Tensor]) -> Tensor:

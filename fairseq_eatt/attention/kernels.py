@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..energy.ops import OpCounts, check_convention, projection
+from .counts import OpCounts, check_convention, projection
 from .base import Cache, IncrementalState, Positions
 from .options import Option, positive
 from .registry import Capabilities, register_attention
-from .vanilla import VanillaAttention
+from .vanilla import VanillaAttention, VanillaCost
 
 
 FEATURES = Option("features", "--performer-features", 64, "performer: number of positive random features per head",
@@ -43,7 +43,99 @@ def orthogonal_gaussian(rows: int, dim: int) -> Tensor:
     return torch.cat(blocks, dim=0)
 
 
-@register_attention("performer")
+class PerformerCost(VanillaCost):
+    def unmasked(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Non-causal form (encoder self- and cross-attention); the causal prefix sums differ. Paper: the feature
+        maps' products, phi(K)^T V, phi(Q) (phi(K)^T V) and the normalizer. Complete: also the input scaling,
+        the |x|^2 / 2 terms, the query stabilizer, the 1/sqrt(m) factor, the key sum and the final division."""
+        check_convention(convention)
+        m = int(self.module.option_values(options)["features"])
+        if convention == "paper":
+            feats = OpCounts(mul=(lq + lk) * d * m, add=(lq + lk) * d * m)
+            kv = OpCounts(mul=lk * m * d, add=lk * m * d)
+            out = OpCounts(mul=lq * m * d + lq * heads * m, add=lq * m * d + lq * heads * m)
+            alignment = projection(lq, d, d) + projection(lk, d, d) + feats
+            return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
+        features = self.feature_ops
+        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=(lq + lk) * d)
+                     + features(lq, d, heads, m, True) + features(lk, d, heads, m, False))
+        kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
+        out = OpCounts(mul=lq * m * d + lq * heads * m + lq * d, add=lq * (m - 1) * d + lq * heads * (m - 1))
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
+
+    @staticmethod
+    def feature_ops(n: int, d: int, heads: int, m: int, stabilized: bool) -> OpCounts:
+        """phi of n scaled inputs: the random projections, |x|^2 / 2 (and the query stabilizer), exp not counted,
+        and the 1/sqrt(m) factor."""
+        dk = d // heads
+        logits = n * heads * m * (2 if stabilized else 1)
+        return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
+                        add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
+
+    stateful_steps = True
+
+    def weights(self, lq, lk, d, heads, averaged=True, **options):
+        """Weights asked for: the dense phi(Q) phi(K)^T, its row sums and the normalization (see attend)."""
+        m = int(self.module.option_values(options)["features"])
+        pairs = heads * lq * lk
+        dense = OpCounts(mul=pairs * m + pairs, add=pairs * (m - 1) + heads * lq * (lk - 1))
+        return dense + super().weights(lq, lk, d, heads, averaged, **options)
+
+    def cache_entries(self, lk, d, heads, self_attention=True, **options):
+        """Self-attention keeps running sums (a fixed-size state rewritten every step); cross-attention keeps the
+        source's keys, values and features (unread later) and their sums."""
+        m = int(self.module.option_values(options)["features"])
+        sums = {"kv_state" if self_attention else "performer_kv": (m * d, True, False),
+                "k_state" if self_attention else "performer_k_sum": (heads * m, True, False)}
+        if self_attention:
+            return sums
+        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
+                "performer_phi_k": (heads * lk * m, False, True), **sums}
+
+    def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Complete convention. Cross-attention caches the source's features and phi(K)^T V and the key sums: a
+        step computes its query's features and the output only. Decoder self-attention keeps running sums
+        instead of keys: a step adds its one key's phi(k) v^T and phi(k) to them (see forward)."""
+        if convention == "paper":
+            return super().cached_key(lq, cached, lk, d, heads, convention, nonzero_ratio, **options)
+        m = int(self.module.option_values(options)["features"])
+        if cached == lk:  # cross-attention from the cache
+            keys = projection(lk, d, d) + OpCounts(mul=lk * d) + self.feature_ops(lk, d, heads, m, False)
+            kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
+            return {"alignment": keys, "attention": keys + projection(lk, d, d) + kv}
+        core = self.unmasked(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        new = lk - cached
+        alignment = (projection(lq, d, d) + projection(new, d, d) + OpCounts(mul=(lq + new) * d)
+                     + self.feature_ops(lq, d, heads, m, True) + self.feature_ops(new, d, heads, m, False))
+        # phi(k) v^T and phi(k), added to the state (the first step starts it: nothing to add to)
+        running = OpCounts(mul=new * m * d, add=lq * (m * d + heads * m) if cached else 0)
+        out = OpCounts(mul=lq * (m * d + heads * m + d), add=lq * ((m - 1) * d + heads * (m - 1)))
+        step = {"alignment": alignment, "attention": alignment + projection(new, d, d) + running + out}
+        return {part: core[part] - step[part] for part in core}
+
+    def causal(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """The causal full pass runs in chunks of CHUNK positions (see _causal_chunked): per chunk phi(K)^T V and
+        the key sums, their running sums over the chunks before, the masked (C x C) products within the chunk,
+        and the final division; positions padded to whole chunks are computed too. Paper: as non-causal."""
+        counts = self.unmasked(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        if convention == "paper":
+            return counts
+        m = int(self.module.option_values(options)["features"])
+        chunk = min(self.module.CHUNK, lk)
+        n = -(-lk // chunk)
+        padded = n * chunk
+        kv = OpCounts(mul=padded * m * d, add=n * (chunk - 1) * m * d)  # per chunk phi(K)^T V
+        running = OpCounts(add=(2 * n - 1) * m * d + heads * (n * (chunk - 1) * m + (2 * n - 1) * m))
+        within = OpCounts(mul=heads * n * chunk * chunk * m, add=heads * n * chunk * chunk * (m - 1))  # phi(Q) phi(K)^T
+        num = OpCounts(mul=padded * chunk * d + padded * m * d,
+                       add=padded * (chunk - 1) * d + padded * (m - 1) * d + padded * d)
+        den = OpCounts(mul=heads * padded * m, add=heads * (padded * (chunk - 1) + padded * (m - 1) + padded))
+        values = kv + running + within + num + den + OpCounts(mul=padded * d)  # and the division
+        alignment = counts["alignment"]
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + values}
+
+
+@register_attention("performer", cost=PerformerCost)
 class PerformerAttention(VanillaAttention):
     capabilities = Capabilities(causal=True, cross=True, cross_self_attention=False,
                                 cross_self_why_not="decodes step by step with running sums over its own earlier "
@@ -57,101 +149,6 @@ class PerformerAttention(VanillaAttention):
         self.num_features = FEATURES.validate(features)
         self.register_buffer("random_features", orthogonal_gaussian(self.num_features, self.head_dim))
         self.input_scale = self.head_dim**-0.25
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Non-causal form (encoder self- and cross-attention); the causal prefix sums differ. Paper: the feature
-        maps' products, phi(K)^T V, phi(Q) (phi(K)^T V) and the normalizer. Complete: also the input scaling,
-        the |x|^2 / 2 terms, the query stabilizer, the 1/sqrt(m) factor, the key sum and the final division."""
-        check_convention(convention)
-        m = int(cls.option_values(options)["features"])
-        if convention == "paper":
-            feats = OpCounts(mul=(lq + lk) * d * m, add=(lq + lk) * d * m)
-            kv = OpCounts(mul=lk * m * d, add=lk * m * d)
-            out = OpCounts(mul=lq * m * d + lq * heads * m, add=lq * m * d + lq * heads * m)
-            alignment = projection(lq, d, d) + projection(lk, d, d) + feats
-            return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
-        features = cls._feature_ops
-        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=(lq + lk) * d)
-                     + features(lq, d, heads, m, True) + features(lk, d, heads, m, False))
-        kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
-        out = OpCounts(mul=lq * m * d + lq * heads * m + lq * d, add=lq * (m - 1) * d + lq * heads * (m - 1))
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + kv + out}
-
-    @staticmethod
-    def _feature_ops(n: int, d: int, heads: int, m: int, stabilized: bool) -> OpCounts:
-        """phi of n scaled inputs: the random projections, |x|^2 / 2 (and the query stabilizer), exp not counted,
-        and the 1/sqrt(m) factor."""
-        dk = d // heads
-        logits = n * heads * m * (2 if stabilized else 1)
-        return OpCounts(mul=n * d * m + n * d + n * heads + n * heads * m,
-                        add=n * heads * (dk - 1) * m + n * heads * (dk - 1) + logits)
-
-    stateful_steps = True
-
-    @classmethod
-    def weights_op_counts(cls, lq, lk, d, heads, averaged=True, **options):
-        """Weights asked for: the dense phi(Q) phi(K)^T, its row sums and the normalization (see attend)."""
-        m = int(cls.option_values(options)["features"])
-        pairs = heads * lq * lk
-        dense = OpCounts(mul=pairs * m + pairs, add=pairs * (m - 1) + heads * lq * (lk - 1))
-        return dense + super().weights_op_counts(lq, lk, d, heads, averaged, **options)
-
-    @classmethod
-    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
-        """Self-attention keeps running sums (a fixed-size state rewritten every step); cross-attention keeps the
-        source's keys, values and features (unread later) and their sums."""
-        m = int(cls.option_values(options)["features"])
-        sums = {"kv_state" if self_attention else "performer_kv": (m * d, True, False),
-                "k_state" if self_attention else "performer_k_sum": (heads * m, True, False)}
-        if self_attention:
-            return sums
-        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
-                "performer_phi_k": (heads * lk * m, False, True), **sums}
-
-    @classmethod
-    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Complete convention. Cross-attention caches the source's features and phi(K)^T V and the key sums: a
-        step computes its query's features and the output only. Decoder self-attention keeps running sums
-        instead of keys: a step adds its one key's phi(k) v^T and phi(k) to them (see forward)."""
-        if convention == "paper":
-            return super().cached_key_op_counts(lq, cached, lk, d, heads, convention, nonzero_ratio, **options)
-        m = int(cls.option_values(options)["features"])
-        if cached == lk:  # cross-attention from the cache
-            keys = projection(lk, d, d) + OpCounts(mul=lk * d) + cls._feature_ops(lk, d, heads, m, False)
-            kv = OpCounts(mul=lk * m * d, add=(lk - 1) * m * d + heads * (lk - 1) * m)
-            return {"alignment": keys, "attention": keys + projection(lk, d, d) + kv}
-        core = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
-        new = lk - cached
-        alignment = (projection(lq, d, d) + projection(new, d, d) + OpCounts(mul=(lq + new) * d)
-                     + cls._feature_ops(lq, d, heads, m, True) + cls._feature_ops(new, d, heads, m, False))
-        # phi(k) v^T and phi(k), added to the state (the first step starts it: nothing to add to)
-        running = OpCounts(mul=new * m * d, add=lq * (m * d + heads * m) if cached else 0)
-        out = OpCounts(mul=lq * (m * d + heads * m + d), add=lq * ((m - 1) * d + heads * (m - 1)))
-        step = {"alignment": alignment, "attention": alignment + projection(new, d, d) + running + out}
-        return {part: core[part] - step[part] for part in core}
-
-    @classmethod
-    def causal_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """The causal full pass runs in chunks of CHUNK positions (see _causal_chunked): per chunk phi(K)^T V and
-        the key sums, their running sums over the chunks before, the masked (C x C) products within the chunk,
-        and the final division; positions padded to whole chunks are computed too. Paper: as non-causal."""
-        counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
-        if convention == "paper":
-            return counts
-        m = int(cls.option_values(options)["features"])
-        chunk = min(cls.CHUNK, lk)
-        n = -(-lk // chunk)
-        padded = n * chunk
-        kv = OpCounts(mul=padded * m * d, add=n * (chunk - 1) * m * d)  # per chunk phi(K)^T V
-        running = OpCounts(add=(2 * n - 1) * m * d + heads * (n * (chunk - 1) * m + (2 * n - 1) * m))
-        within = OpCounts(mul=heads * n * chunk * chunk * m, add=heads * n * chunk * chunk * (m - 1))  # phi(Q) phi(K)^T
-        num = OpCounts(mul=padded * chunk * d + padded * m * d,
-                       add=padded * (chunk - 1) * d + padded * (m - 1) * d + padded * d)
-        den = OpCounts(mul=heads * padded * m, add=heads * (padded * (chunk - 1) + padded * (m - 1) + padded))
-        values = kv + running + within + num + den + OpCounts(mul=padded * d)  # and the division
-        alignment = counts["alignment"]
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + values}
 
     def project_query(self, query: Tensor) -> Tensor:
         return self._split_heads(self.q_proj(query) * self.input_scale)
@@ -264,3 +261,5 @@ class PerformerAttention(VanillaAttention):
         tgt_len, bsz = query.size(0), query.size(1)
         out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3)))
         return out, None
+
+

@@ -16,12 +16,12 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
+from .counts import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import Cache, Positions
 from .fixed_length import FixedLengthAttention
 from .options import Option, positive
 from .registry import Capabilities, register_attention
-from .vanilla import VanillaAttention
+from .vanilla import VanillaAttention, VanillaCost
 
 PROJECTED_LENGTH = Option("projected_length", "--linformer-k", 64, "linformer: length the keys and values are "
                           "projected to", type=int, metavar="K", check=positive)
@@ -31,7 +31,49 @@ WHY_NOT_CAUSAL = ("projects the keys and values of the whole sequence along its 
                   "the future")
 
 
-@register_attention("linformer")
+class LinformerCost(VanillaCost):
+    def unmasked(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Q/K/V projections, E K and F V (k x lk times lk x d each), then attention over k projected keys.
+        ``need_weights`` (effective T x S weights for fairseq) costs extra and is not counted."""
+        check_convention(convention)
+        k = int(self.module.option_values(options)["projected_length"])
+        length = OpCounts(mul=2 * k * lk * d, add=2 * k * (lk if convention == "paper" else lk - 1) * d)
+        scores = dot_scores(lq, k, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
+        alignment = projection(lq, d, d) + projection(lk, d, d) + length.scaled(0.5) + scores
+        values = projection(lk, d, d) + length.scaled(0.5) + weighted_sum(lq, k, d, convention)
+        return {"alignment": alignment, "attention": alignment + values}
+
+    def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cross-attention caches the projected keys and values and E K, F V: a step redoes none of them."""
+        if cached != lk:
+            raise ValueError("linformer caches cross-attention's whole source or nothing (it cannot be causal)")
+        k = int(self.module.option_values(options)["projected_length"])
+        length = OpCounts(mul=k * lk * d, add=k * (lk if convention == "paper" else lk - 1) * d)
+        return {"alignment": projection(lk, d, d) + length,
+                "attention": projection(lk, d, d).scaled(2) + length.scaled(2)}
+
+    key_side_weights = ("k_proj", "v_proj", "key_length_proj", "value_length_proj")
+
+    def length_indexed_reads(self, lq, lk, d, heads, new, **options):
+        """E's and F's columns of the key positions."""
+        k = int(self.module.option_values(options)["projected_length"])
+        return {"key_length_proj": k * lk, "value_length_proj": k * lk}
+
+    def weights(self, lq, lk, d, heads, averaged=True, **options):
+        """Weights asked for: the probabilities over the k projected keys mapped back to the lk keys by F."""
+        k = int(self.module.option_values(options)["projected_length"])
+        pairs = heads * lq * lk
+        return OpCounts(mul=pairs * k, add=pairs * (k - 1)) + super().weights(lq, lk, d, heads, averaged, **options)
+
+    def cache_entries(self, lk, d, heads, self_attention=True, **options):
+        """Cross-attention keeps the source's keys and values (unread later) and their length projections."""
+        k = int(self.module.option_values(options)["projected_length"])
+        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
+                "linformer_k_low": (k * d, True, False), "linformer_v_low": (k * d, True, False),
+                "linformer_f": (k * lk, False, False)}
+
+
+@register_attention("linformer", cost=LinformerCost)
 class LinformerAttention(VanillaAttention, FixedLengthAttention):
     capabilities = Capabilities(causal=False, cross=True, fixed_max_length=True, weights_are_probabilities=False,
                                 why_not=WHY_NOT_CAUSAL)
@@ -50,50 +92,6 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
             None if self.share_projection
             else nn.Parameter(torch.randn(self.projected_length, self.max_key_length) * std)
         )
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Q/K/V projections, E K and F V (k x lk times lk x d each), then attention over k projected keys.
-        ``need_weights`` (effective T x S weights for fairseq) costs extra and is not counted."""
-        check_convention(convention)
-        k = int(cls.option_values(options)["projected_length"])
-        length = OpCounts(mul=2 * k * lk * d, add=2 * k * (lk if convention == "paper" else lk - 1) * d)
-        scores = dot_scores(lq, k, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
-        alignment = projection(lq, d, d) + projection(lk, d, d) + length.scaled(0.5) + scores
-        values = projection(lk, d, d) + length.scaled(0.5) + weighted_sum(lq, k, d, convention)
-        return {"alignment": alignment, "attention": alignment + values}
-
-    @classmethod
-    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Cross-attention caches the projected keys and values and E K, F V: a step redoes none of them."""
-        if cached != lk:
-            raise ValueError("linformer caches cross-attention's whole source or nothing (it cannot be causal)")
-        k = int(cls.option_values(options)["projected_length"])
-        length = OpCounts(mul=k * lk * d, add=k * (lk if convention == "paper" else lk - 1) * d)
-        return {"alignment": projection(lk, d, d) + length, "attention": projection(lk, d, d).scaled(2) + length.scaled(2)}
-
-    key_side_weights = ("k_proj", "v_proj", "key_length_proj", "value_length_proj")
-
-    @classmethod
-    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
-        """E's and F's columns of the key positions."""
-        k = int(cls.option_values(options)["projected_length"])
-        return {"key_length_proj": k * lk, "value_length_proj": k * lk}
-
-    @classmethod
-    def weights_op_counts(cls, lq, lk, d, heads, averaged=True, **options):
-        """Weights asked for: the probabilities over the k projected keys mapped back to the lk keys by F."""
-        k = int(cls.option_values(options)["projected_length"])
-        pairs = heads * lq * lk
-        return OpCounts(mul=pairs * k, add=pairs * (k - 1)) + super().weights_op_counts(lq, lk, d, heads, averaged, **options)
-
-    @classmethod
-    def cache_entries(cls, lk, d, heads, self_attention=True, **options):
-        """Cross-attention keeps the source's keys and values (unread later) and their length projections."""
-        k = int(cls.option_values(options)["projected_length"])
-        return {"prev_key": (lk * d, False, True), "prev_value": (lk * d, False, True),
-                "linformer_k_low": (k * d, True, False), "linformer_v_low": (k * d, True, False),
-                "linformer_f": (k * lk, False, False)}
 
     def _length_projection(self, table: Tensor, pos: Positions, key_padding_mask: Optional[Tensor],
                            bsz: int) -> Tensor:
@@ -129,3 +127,5 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         if need_weights:
             weights = torch.einsum("bhtk,bks->bhts", probs, f.float())
         return out, weights
+
+

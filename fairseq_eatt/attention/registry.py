@@ -57,13 +57,17 @@ class AttentionSpecError(ValueError):
 _REGISTRY: Dict[str, Type] = {}
 
 
-def register_attention(name: str) -> Callable[[Type], Type]:
+def register_attention(name: str, *, cost: Type) -> Callable[[Type], Type]:
+    """Class decorator: registers the module under ``name``, with ``cost`` (an ``AttentionCost`` subclass) as its
+    declared cost model, reachable as ``Module.cost``."""
+
     def wrap(cls: Type) -> Type:
         if name in _REGISTRY:
             raise ValueError(f"attention variant {name!r} is already registered by {_REGISTRY[name].__name__}")
         if not isinstance(getattr(cls, "capabilities", None), Capabilities):
             raise TypeError(f"{cls.__name__} must declare `capabilities = Capabilities(...)`")
         cls.variant_name = name
+        cls.cost = cost(cls)
         _REGISTRY[name] = cls
         return cls
 

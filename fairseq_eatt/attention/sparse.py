@@ -21,12 +21,12 @@ from typing import Final, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..energy.ops import OpCounts, check_convention, projection
+from .counts import OpCounts, check_convention, projection
 from .base import Cache, Positions
 from .functional import dot_product_scores
 from .options import Option, non_negative, positive
 from .registry import Capabilities, register_attention
-from .vanilla import VanillaAttention
+from .vanilla import VanillaAttention, VanillaCost
 
 WHY_NOT_CROSS = "relates positions of one sequence (a source and a target share no positions)"
 
@@ -58,22 +58,6 @@ class _SparsePattern(VanillaAttention):
         ``pattern`` at this module's options (each variant passes them explicitly, which TorchScript compiles)."""
         raise NotImplementedError
 
-    # the pattern: a function of positions and the variant's options, by name (op_counts passes them so)
-    pattern = None
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Complete: as executed, dense scores then the pattern mask (= vanilla). Paper: only the allowed
-        (query, key) pairs, what a sparse kernel computes (pairs of a non-causal sequence of length lk)."""
-        check_convention(convention)
-        if convention == "complete":
-            return VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
-        pos = torch.arange(lk)
-        pairs = int(cls.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **cls.option_values(options)).sum())
-        alignment = projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)
-        return {"alignment": alignment,
-                "attention": alignment + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)}
-
     def compute_scores(self, q: Tensor, k: Tensor, pos: Optional[Positions] = None) -> Tensor:
         assert pos is not None
         scores = dot_product_scores(q, k)
@@ -95,30 +79,93 @@ def local_pattern(qpos: Tensor, kpos: Tensor, window: int) -> Tensor:
     return (qpos - kpos).abs() <= window
 
 
-@register_attention("strided")
+class SparsePatternCost(VanillaCost):
+    """Complete: as executed, dense scores then the pattern mask (= vanilla). Paper: only the allowed (query, key)
+    pairs, what a sparse kernel computes (pairs of a non-causal sequence of length lk)."""
+
+    pattern = None  # a function of positions and the variant's options, by name
+
+    def unmasked(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        check_convention(convention)
+        if convention == "complete":
+            return VanillaCost.unmasked(self, lq, lk, d, heads, convention)
+        pos = torch.arange(lk)
+        pairs = int(self.pattern(pos[-lq:].unsqueeze(-1), pos.unsqueeze(0), **self.module.option_values(options)).sum())
+        alignment = projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)
+        return {"alignment": alignment,
+                "attention": alignment + projection(lk, d, d) + OpCounts(mul=pairs * d, add=pairs * d)}
+
+
+class StridedCost(SparsePatternCost):
+    pattern = staticmethod(strided_pattern)
+
+
+class BlockSparseCost(SparsePatternCost):
+    pattern = staticmethod(block_sparse_pattern)
+
+
+class LocalCost(SparsePatternCost):
+    pattern = staticmethod(local_pattern)
+
+    def dense(self, lk: int, options) -> bool:
+        """Whether the module takes the dense masked form (see LocalAttention.attend)."""
+        return lk <= self.module.DENSE_UP_TO * (2 * int(self.module.option_values(options)["window"]) + 1)
+
+    def unmasked(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Complete, as executed (see attend): up to DENSE_UP_TO windows of keys, the dense masked product (=
+        vanilla); longer full passes, chunks of W queries against 3W keys (the last chunk padded); decoding
+        steps, the 2W+1 keys of the band. Positions outside the window are computed, then masked. Paper: only
+        the pairs inside the window."""
+        if convention == "paper":
+            return super().unmasked(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        check_convention(convention)
+        if self.dense(lk, options):
+            return VanillaCost.unmasked(self, lq, lk, d, heads, convention)
+        rows, keys = self.scored_pairs(lq, lk, options)
+        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=lq * d)
+                     + OpCounts(mul=rows * keys * d, add=rows * keys * (d - heads)))
+        return {"alignment": alignment, "attention": alignment + projection(lk, d, d)
+                + OpCounts(mul=rows * keys * d, add=rows * (keys - 1) * d)}
+
+    def scored_pairs(self, lq: int, lk: int, options) -> Tuple[int, int]:
+        """(query rows, keys per row) scored by the windowed forms: chunks of W queries against 3W keys in a full
+        pass (the last chunk padded), the 2W+1 keys of the band for decoding steps."""
+        window = int(self.module.option_values(options)["window"])
+        chunk = max(1, window)
+        return (-(-lq // chunk) * chunk, 3 * chunk) if lq == lk else (lq, 2 * window + 1)
+
+    def causal(self, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """The future mask is added to the scores actually computed: every (query, key) pair in the dense form,
+        the windowed pairs otherwise."""
+        counts = self.unmasked(lq, lk, d, heads, convention, nonzero_ratio, **options)
+        if convention == "paper":
+            return counts
+        rows, keys = (lq, lk) if self.dense(lk, options) else self.scored_pairs(lq, lk, options)
+        mask = OpCounts(add=rows * keys * heads)
+        return {part: ops + mask for part, ops in counts.items()}
+
+
+@register_attention("strided", cost=StridedCost)
 class StridedAttention(_SparsePattern):
     options = (STRIDE,)
-    pattern = staticmethod(strided_pattern)
 
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
         return strided_pattern(qpos, kpos, self.stride)
 
 
-@register_attention("block_sparse")
+@register_attention("block_sparse", cost=BlockSparseCost)
 class BlockSparseAttention(_SparsePattern):
     options = (BLOCK_SIZE, NEIGHBORS, GLOBAL_BLOCKS)
-    pattern = staticmethod(block_sparse_pattern)
 
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
         return block_sparse_pattern(qpos, kpos, self.block_size, self.neighbors, self.global_blocks)
 
 
-@register_attention("local")
+@register_attention("local", cost=LocalCost)
 class LocalAttention(_SparsePattern):
     DENSE_UP_TO: Final[int] = 4  # keys per window up to which the dense masked form is used (see attend)
 
     options = (WINDOW,)
-    pattern = staticmethod(local_pattern)
 
     def allowed(self, qpos: Tensor, kpos: Tensor) -> Tensor:
         return local_pattern(qpos, kpos, self.window)
@@ -154,43 +201,6 @@ class LocalAttention(_SparsePattern):
             dense[:, :, qidx.expand_as(kidx), kidx + c] = probs
             weights = dense[:, :, :length, c : c + length]
         return out, weights
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Complete, as executed (see attend): up to DENSE_UP_TO windows of keys, the dense masked product (=
-        vanilla); longer full passes, chunks of W queries against 3W keys (the last chunk padded); decoding
-        steps, the 2W+1 keys of the band. Positions outside the window are computed, then masked. Paper: only
-        the pairs inside the window."""
-        if convention == "paper":
-            return super().core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
-        check_convention(convention)
-        if lk <= cls.DENSE_UP_TO * (2 * int(cls.option_values(options)["window"]) + 1):
-            return VanillaAttention.core_op_counts(lq, lk, d, heads, convention)
-        rows, keys = cls._scored_pairs(lq, lk, options)
-        alignment = (projection(lq, d, d) + projection(lk, d, d) + OpCounts(mul=lq * d)
-                     + OpCounts(mul=rows * keys * d, add=rows * keys * (d - heads)))
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d)
-                + OpCounts(mul=rows * keys * d, add=rows * (keys - 1) * d)}
-
-    @classmethod
-    def _scored_pairs(cls, lq: int, lk: int, options) -> Tuple[int, int]:
-        """(query rows, keys per row) scored by the windowed forms: chunks of W queries against 3W keys in a full
-        pass (the last chunk padded), the 2W+1 keys of the band for decoding steps."""
-        window = int(cls.option_values(options)["window"])
-        chunk = max(1, window)
-        return (-(-lq // chunk) * chunk, 3 * chunk) if lq == lk else (lq, 2 * window + 1)
-
-    @classmethod
-    def causal_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """The future mask is added to the scores actually computed: every (query, key) pair in the dense form,
-        the windowed pairs otherwise."""
-        counts = cls.core_op_counts(lq, lk, d, heads, convention, nonzero_ratio, **options)
-        if convention == "paper":
-            return counts
-        dense = lk <= cls.DENSE_UP_TO * (2 * int(cls.option_values(options)["window"]) + 1)
-        rows, keys = (lq, lk) if dense else cls._scored_pairs(lq, lk, options)
-        mask = OpCounts(add=rows * keys * heads)
-        return {part: ops + mask for part, ops in counts.items()}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,

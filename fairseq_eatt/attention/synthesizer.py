@@ -22,10 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..energy.ops import OpCounts, check_convention, projection, weighted_sum
+from .counts import OpCounts, projection
 from .base import Positions
 from .fixed_length import FixedLengthAttention
+from .cost import AttentionCost
 from .registry import Capabilities, register_attention
+
+
+class SynthesizerCost(AttentionCost):
+    def cached_key_width(self, d, heads, **options):
+        return 0  # keys are positions: nothing is cached for them
+
+    def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
+        """Cached keys save their value projections only: synthesizers project no keys."""
+        return {"alignment": OpCounts(), "attention": projection(cached, d, d)}
 
 
 class SynthesizerBase(FixedLengthAttention):
@@ -37,17 +47,18 @@ class SynthesizerBase(FixedLengthAttention):
     def project_key(self, key: Tensor) -> Tensor:
         return key.new_zeros(key.size(1), self.num_heads, key.size(0), 0)
 
-    @classmethod
-    def cached_key_width(cls, d, heads, **options):
-        return 0  # keys are positions: nothing is cached for them
 
-    @classmethod
-    def cached_key_op_counts(cls, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """Cached keys save their value projections only: synthesizers project no keys."""
-        return {"alignment": OpCounts(), "attention": projection(cached, d, d)}
+class DenseSynthesizerCost(SynthesizerCost):
+    def alignment(self, lq, lk, d, heads, convention, nonzero_ratio=None, **options):
+        """W_1 (d x d) and W_2 (one row of lk logits per token, d inputs) instead of Q/K projections and scores."""
+        return projection(lq, d, d) + projection(lq, d, lk)
+
+    def length_indexed_reads(self, lq, lk, d, heads, new, **options):
+        """W_2's columns and biases of the key positions."""
+        return {"logits_weight": d * lk, "logits_bias": lk}
 
 
-@register_attention("synth_dense")
+@register_attention("synth_dense", cost=DenseSynthesizerCost)
 class DenseSynthesizerAttention(SynthesizerBase):
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
@@ -57,19 +68,6 @@ class DenseSynthesizerAttention(SynthesizerBase):
         self.logits_weight = nn.Parameter(torch.empty(num_heads, self.head_dim, self.max_key_length))
         self.logits_bias = nn.Parameter(torch.zeros(self.max_key_length)) if bias else None
         self.reset_parameters()
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """W_1 (d x d) and W_2 (one row of lk logits per token, d inputs) instead of Q/K projections and scores."""
-        check_convention(convention)
-        alignment = projection(lq, d, d) + projection(lq, d, lk)
-        return {"alignment": alignment, "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d,
-                                                                                                       convention)}
-
-    @classmethod
-    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
-        """W_2's columns and biases of the key positions."""
-        return {"logits_weight": d * lk, "logits_bias": lk}
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -93,15 +91,18 @@ class DenseSynthesizerAttention(SynthesizerBase):
         return logits.gather(-1, index)
 
 
+class RandomSynthesizerCost(SynthesizerCost):
+    def alignment(self, lq, lk, d, heads, convention, nonzero_ratio=None, **options):
+        """No alignment arithmetic at all: the logits are looked up."""
+        return OpCounts()
+
+    def length_indexed_reads(self, lq, lk, d, heads, new, **options):
+        """Each head's logits of the query and key positions."""
+        return {"logits": heads * lq * lk}
+
+
 class _RandomSynthesizer(SynthesizerBase):
     trainable = True
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        """No alignment arithmetic at all: the logits are looked up."""
-        check_convention(convention)
-        return {"alignment": OpCounts(),
-                "attention": projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
@@ -111,11 +112,6 @@ class _RandomSynthesizer(SynthesizerBase):
             self.logits = nn.Parameter(init)
         else:
             self.register_buffer("logits", init)
-
-    @classmethod
-    def length_indexed_reads(cls, lq, lk, d, heads, new, **options):
-        """Each head's logits of the query and key positions."""
-        return {"logits": heads * lq * lk}
 
     def project_query(self, query: Tensor) -> Tensor:
         return query.new_zeros(query.size(1), self.num_heads, query.size(0), 0)
@@ -135,11 +131,11 @@ class _RandomSynthesizer(SynthesizerBase):
         return picked_rows.gather(3, cols.view(bsz, 1, 1, -1).expand(-1, heads, rows.size(1), -1))
 
 
-@register_attention("synth_random")
+@register_attention("synth_random", cost=RandomSynthesizerCost)
 class RandomSynthesizerAttention(_RandomSynthesizer):
     trainable = True
 
 
-@register_attention("synth_random_fixed")
+@register_attention("synth_random_fixed", cost=RandomSynthesizerCost)
 class FixedRandomSynthesizerAttention(_RandomSynthesizer):
     trainable = False

@@ -11,13 +11,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..energy.ops import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
 from .base import AttentionBase, Cache, Positions
+from .cost import AttentionCost
+from .counts import projection, scaled_dot_scores
 from .functional import counting_reference, dot_product_scores
 from .registry import Capabilities, register_attention
 
 
-@register_attention("vanilla")
+class VanillaCost(AttentionCost):
+    """Q and K projections and scaled dot products; the values and their weighted sum as the base counts them."""
+
+    def alignment(self, lq, lk, d, heads, convention, nonzero_ratio=None, **options):
+        return projection(lq, d, d) + projection(lk, d, d) + scaled_dot_scores(lq, lk, d, heads, convention)
+
+
+@register_attention("vanilla", cost=VanillaCost)
 class VanillaAttention(AttentionBase):
     capabilities = Capabilities(causal=True, cross=True)
 
@@ -66,14 +74,6 @@ class VanillaAttention(AttentionBase):
                 out = out.masked_fill(dead, 0.0)
             return out.to(v.dtype), None
         return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
-
-    @classmethod
-    def core_op_counts(cls, lq, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
-        check_convention(convention)
-        scores = dot_scores(lq, lk, d, heads, convention) + only_complete(convention, OpCounts(mul=lq * d))
-        alignment = projection(lq, d, d) + projection(lk, d, d) + scores
-        return {"alignment": alignment,
-                "attention": alignment + projection(lk, d, d) + weighted_sum(lq, lk, d, convention)}
 
 
 @torch.jit.unused

@@ -28,10 +28,10 @@ import sys
 
 from .. import reports
 from ..energy import files
-from ..energy.ops import CONVENTIONS
+from ..attention.counts import CONVENTIONS
 from ..energy.report import paper_tables
 from ..energy.tables import BUILTIN, load_table
-from ..energy.traffic import MEMORY, MEMORY_HELP, PRECISION_BYTES
+from ..attention.counts import MEMORY, MEMORY_HELP, PRECISION_BYTES
 
 
 def parse_args(argv=None):

@@ -566,7 +566,7 @@ def energy(args):
     --convention both --table horowitz-45nm-fp32 --table horowitz-45nm-int8 --out results/energy`` writes."""
     from .. import reports
     from ..energy import files
-    from ..energy.ops import CONVENTIONS
+    from ..attention.counts import CONVENTIONS
     from ..energy.tables import BUILTIN
 
     extra = ("horowitz-45nm-fp32", "horowitz-45nm-int8")

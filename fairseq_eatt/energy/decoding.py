@@ -22,8 +22,8 @@ from torch import nn
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionBase
 from ..quantization import QuantizedLinear
 from .measure import OpCounter, is_binary_code
-from .ops import OpCounts, projection
-from .traffic import Traffic, check_precision
+from ..attention.counts import OpCounts, projection
+from ..attention.counts import Traffic, check_precision
 
 
 def attention_position(name: str) -> Optional[str]:
@@ -166,7 +166,7 @@ class _Recorder:
                     lq = tgt_len * hypotheses // rows
                     lk = prev.size(2)
                     new = lk if info["cached"] == 0 else 0
-            declared = cls.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
+            declared = cls.cost.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
                                      self_attention=position != DECODER_CROSS, **options)["attention"]
             declared = declared.scaled(rows) + projection(tgt_len * hypotheses, d, d) + OpCounts(add=empty)
             stored = 0.0  # bytes the quantized maps called do not read: their codes replace float weights
@@ -176,12 +176,12 @@ class _Recorder:
                 stored += linear.weight.numel() * self.size - linear.stored_bytes(self.size)
             per_head = bool(kwargs.get("need_head_weights", False))
             if kwargs.get("need_weights", True) or per_head:
-                declared = declared + cls.weights_op_counts(lq, lk, d, heads, not per_head, **options).scaled(rows)
+                declared = declared + cls.cost.weights(lq, lk, d, heads, not per_head, **options).scaled(rows)
             padding = kwargs.get("key_padding_mask")
             shared = padding is None or not bool(padding.any())  # rows share their positions
-            declared = declared - cls.per_call_op_counts(lq, lk, d, heads, "complete", shared,
+            declared = declared - cls.cost.per_call(lq, lk, d, heads, "complete", shared,
                                                          **options).scaled(rows - 1)
-            traffic = cls.byte_counts(lq, lk, d, heads, self.precision, new_keys=new,
+            traffic = cls.cost.byte_counts(lq, lk, d, heads, self.precision, new_keys=new,
                                       self_attention=position != DECODER_CROSS, rows=rows, **options)
             # the output projection, a block weight: read once per call
             traffic = traffic + Traffic(weights=sum(p.numel() for p in mod.out_proj.parameters())).scaled(self.size) \

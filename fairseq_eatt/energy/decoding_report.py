@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 from ..reports import provenance
 from .decoding import count_generation
 from .tables import EnergyTable
-from .traffic import MEMORY, MEMORY_HELP
+from ..attention.counts import MEMORY, MEMORY_HELP
 
 FORMS = ("arithmetic",) + tuple(MEMORY)  # arithmetic only, then with traffic under each assumption
 

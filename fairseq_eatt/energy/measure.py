@@ -17,7 +17,7 @@ charged as follows, and nothing else is:
   (comparisons of integer positions, for masks and sparse patterns, are bookkeeping, not charged).
 - E-ATT's L1 scores run through the reference implementation while counting (its per-feature subtractions and
   additions are aten operations; the compiled kernel does the same arithmetic out of the dispatcher's sight).
-- layer norms (``native_layer_norm``): by :func:`fairseq_eatt.energy.ops.layer_norm_ops` for their shape and
+- layer norms (``native_layer_norm``): by :func:`fairseq_eatt.attention.counts.layer_norm_ops` for their shape and
   affinity, the arithmetic of a layer norm (the paper counts none; only the complete convention declares them).
 - not charged, as in the paper's Appendix A (the ``FREE`` set): activations (softmax, exp, relu, abs, with the
   max and clamps that keep them finite), and data movement (views, copies, gathers, masking with
@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torch
 
-from .ops import OpCounts, layer_norm_ops
+from ..attention.counts import OpCounts, layer_norm_ops
 
 aten = torch.ops.aten
 _ADD = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.sub_.Tensor, aten.rsub.Scalar, aten.sub.out,
@@ -222,12 +222,12 @@ def _float_entries(buffer):
 def measure_traffic(module, query, key, value, incremental_state=None, **kwargs):
     """(result, weight elements read by name, Traffic) of one call of an attention module, measured: the weights
     and cached tensors its operations consume, what its cache gained or rewrote, its inputs and output."""
-    from .traffic import Traffic
+    from ..attention.counts import Traffic
 
     size = query.element_size()
     watched = {}
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        if t.is_floating_point() and name.split(".")[0] not in type(module).block_weights:
+        if t.is_floating_point() and name.split(".")[0] not in type(module).cost.block_weights:
             watched[_storage(t)] = name
     before = _float_entries(module._get_input_buffer(incremental_state)) if incremental_state is not None else {}
     for name, t in before.items():

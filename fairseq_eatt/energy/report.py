@@ -3,7 +3,7 @@ import argparse
 from typing import Dict, List, Optional
 
 from ..attention import available_attentions, get_attention_class
-from .ops import OpCounts, projection
+from ..attention.counts import OpCounts, projection
 from .tables import BUILTIN, EnergyTable
 
 LEVELS = ("alignment", "attention", "block")
@@ -16,10 +16,10 @@ def attention_counts(variant: str, lq: int, lk: int, d: int, heads: int, convent
     """``self_attention``: queries and keys come from one input (False for cross-attention); ``causal``: with
     decoder self-attention's future mask."""
     cls = get_attention_class(variant)
-    if not cls.declares_op_counts():
+    if not cls.cost.declared():
         raise NotImplementedError(f"{variant} does not declare its operation counts yet")
-    return cls.op_counts(lq, lk, d, heads, convention, ratio, causal=causal,
-                         **{**(options or {}), "self_attention": self_attention})
+    return cls.cost.op_counts(lq, lk, d, heads, convention, ratio, causal=causal,
+                              **{**(options or {}), "self_attention": self_attention})
 
 
 def feed_forward(tokens: int, d: int, ffn: int) -> OpCounts:
@@ -161,13 +161,13 @@ def memory_energy_rows(l: int, d: int, heads: int, table: EnergyTable, conventio
                        precision: str = "fp32") -> Dict[str, Dict[str, float]]:
     """Each variant's attention (a full pass of l queries and keys, batch 1, encoder self-attention) as % of
     vanilla's energy: arithmetic only, and with its declared memory traffic under each memory assumption."""
-    from .traffic import MEMORY, intensity
+    from ..attention.counts import MEMORY, intensity
 
     def energies(name):
         cls = get_attention_class(name)
         options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=max(512, l)), "encoder_self")
-        ops = cls.op_counts(l, l, d, heads, convention, **options)["attention"]
-        traffic = cls.byte_counts(l, l, d, heads, precision, **options)
+        ops = cls.cost.op_counts(l, l, d, heads, convention, **options)["attention"]
+        traffic = cls.cost.byte_counts(l, l, d, heads, precision, **options)
         out = {"arithmetic": table.energy(ops), "weights_bytes": traffic.weights,
                "intensity": intensity(ops.mul + ops.add + ops.cmp, traffic, "dram")}
         out.update({m: table.total_energy(ops, traffic, m) for m in MEMORY})
@@ -182,7 +182,7 @@ def memory_energy_rows(l: int, d: int, heads: int, table: EnergyTable, conventio
 
 
 def memory_section(l: int, d: int, heads: int) -> str:
-    from .traffic import MEMORY_HELP
+    from ..attention.counts import MEMORY_HELP
 
     table = BUILTIN["paper-asic"]
     rows = memory_energy_rows(l, d, heads, table)

@@ -3,7 +3,7 @@
 A call is memory-bound when its operations per byte moved fall below the machine's balance point (peak
 operations per second / bandwidth in bytes per second): then its speed, and much of its energy, is set by the
 bytes. Operations are the complete convention's (what the code executes), bytes the declared traffic
-(:meth:`AttentionBase.byte_counts`) under a memory assumption. :func:`measure_machine` measures this machine's two
+(each variant's ``cost.byte_counts``) under a memory assumption. :func:`measure_machine` measures this machine's two
 numbers with a matrix product and a copy of a large buffer.
 """
 import argparse
@@ -13,7 +13,7 @@ from typing import Dict, List
 import torch
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
-from .traffic import intensity
+from ..attention.counts import intensity
 
 # the calls a translator makes: the encoder's full pass, and decoding's incremental steps
 CALLS = (("encoder_self full pass", ENCODER_SELF, None), ("decoder self step", DECODER_SELF, 1),
@@ -54,9 +54,9 @@ def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, mem
             lq = l if new_keys is None else 1
             self_attention = position != DECODER_CROSS
             options = cls.kwargs_from_args(argparse.Namespace(attention_max_length=max(512, l)), position)
-            ops = cls.op_counts(lq, l, d, heads, "complete", None, new_keys=new_keys, self_attention=self_attention,
+            ops = cls.cost.op_counts(lq, l, d, heads, "complete", None, new_keys=new_keys, self_attention=self_attention,
                                 **options)["attention"].scaled(batch)
-            traffic = cls.byte_counts(lq, l, d, heads, precision, new_keys=new_keys, self_attention=self_attention,
+            traffic = cls.cost.byte_counts(lq, l, d, heads, precision, new_keys=new_keys, self_attention=self_attention,
                                       rows=batch, **options)
             operations = ops.mul + ops.add + ops.cmp
             ai = intensity(operations, traffic, memory)
@@ -69,7 +69,7 @@ def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, mem
 
 def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: str, batches=(1, 64)) -> Dict:
     from ..reports import provenance
-    from .traffic import MEMORY
+    from ..attention.counts import MEMORY
 
     return {"kind": "roofline", "measured_machine": machine, "l": l, "d": d, "heads": heads, "precision": precision,
             "rows": {memory: {str(b): rows(l, d, heads, machine["peak_gops"], machine["bandwidth_gbs"], memory,
@@ -78,7 +78,7 @@ def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: s
 
 
 def markdown(rec: Dict) -> str:
-    from .traffic import MEMORY_HELP
+    from ..attention.counts import MEMORY_HELP
 
     m = rec["measured_machine"]
     balance = m["peak_gops"] / m["bandwidth_gbs"]

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from .ops import OpCounts
-from .traffic import Traffic
+from ..attention.counts import OpCounts
+from ..attention.counts import Traffic
 
 HOROWITZ_DRAM_PJ_PER_BYTE = 640.0 / 4
 HOROWITZ_SRAM_PJ_PER_BYTE = 5.0 / 4
@@ -36,7 +36,7 @@ class EnergyTable:
         return ops.add * self.add + ops.mul * self.mul + ops.cmp * cmp
 
     def memory_energy(self, traffic: Traffic, memory: str) -> float:
-        """pJ of ``traffic`` under the memory assumption ``memory`` (see :mod:`fairseq_eatt.energy.traffic`)."""
+        """pJ of ``traffic`` under the memory assumption ``memory`` (see :mod:`fairseq_eatt.attention.counts`)."""
         levels = traffic.by_level(memory)
         return levels["dram"] * self.dram + levels["sram"] * self.sram
 

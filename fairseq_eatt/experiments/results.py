@@ -113,9 +113,9 @@ def attention_energy(run: Dict, table_name: str = "paper-asic", part: str = "att
         ratio = nonzero_ratios(run, position) if convention == "complete" else None
         extra = {"self_attention": position != "decoder_cross"} if convention == "complete" else {}
         causal = convention == "complete" and position == "decoder_self"
-        ops = cls.op_counts(lq, lk, m["embed_dim"], m["heads"], convention, ratio, causal=causal,
+        ops = cls.cost.op_counts(lq, lk, m["embed_dim"], m["heads"], convention, ratio, causal=causal,
                             **{**extra, **own})[part]
-        ref = get_attention_class("vanilla").op_counts(lq, lk, m["embed_dim"], m["heads"], convention, None,
+        ref = get_attention_class("vanilla").cost.op_counts(lq, lk, m["embed_dim"], m["heads"], convention, None,
                                                       causal=causal, **extra)[part]
         total += layers * table.energy(ops)
         base += layers * table.energy(ref)
