@@ -1,7 +1,7 @@
 """fairseq-eatt: energy-efficient attention for fairseq, loaded with ``--user-dir fairseq_eatt``.
 
 Where things live:
-- ``attention/``      the attention variants (plain PyTorch) and their registry; E-ATT is ``attention/eatt.py``
+- ``attention/``      the attention variants (plain PyTorch) and their registry; E-ATT is ``attention/eatt/``
 - ``models/``         fairseq glue: the ``transformer_eatt`` model, its architectures and per-position flags
 - ``lr_scheduler/``   the E-ATT paper's learning-rate schedule (``--lr-scheduler eatt``)
 - ``criterions/``     cross-entropy plus attention modules' auxiliary losses (adaptive span)

@@ -292,11 +292,12 @@ def test_onnx_runtime_beam_search_translates_like_fairseq(data_dir, tmp_path, va
 
 
 def test_the_onnx_l1_form_equals_the_compiled_kernel():
-    from fairseq_eatt.attention.functional import l1_broadcast, l1_implementation, pairwise_l1
+    from fairseq_eatt.attention.backends import select
+    from fairseq_eatt.attention.functional import l1_broadcast, pairwise_l1
 
     torch.manual_seed(0)
     q, k = torch.randn(2, 3, 7, 16), torch.randn(2, 3, 5, 16)
-    assert l1_implementation(q) == "kernel"  # the CPU kernel is built by the install
+    assert select("l1", q) == "cpp_l1"  # the CPU kernel is built by the install
     torch.testing.assert_close(l1_broadcast(q, k), pairwise_l1(q, k), rtol=1e-5, atol=1e-5)
     bits = (torch.randn(2, 3, 7, 16) > 1).float()  # E-ATT's inputs: sums of selected weight rows
     torch.testing.assert_close(l1_broadcast(bits, k), pairwise_l1(bits, k), rtol=1e-5, atol=1e-5)

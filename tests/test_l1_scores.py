@@ -50,8 +50,8 @@ def needs_kernel():
 def both(q, k, g, monkeypatch):
     """(values, grad q, grad k) from the kernel and from the reference, on copies of the same inputs."""
     results = []
-    for choice in ("fast", "reference"):
-        monkeypatch.setenv("FAIRSEQ_EATT_L1", choice)
+    for choice in ("cpp_l1", "reference"):
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", choice)
         qq, kk = q.detach().clone().requires_grad_(), k.detach().clone().requires_grad_()
         out = pairwise_l1(qq, kk)
         out.backward(g)
@@ -108,8 +108,8 @@ def test_eatt_attention_is_the_same_on_either_path(cross, monkeypatch):
 
     t, s, b, e = 7, 9 if cross else 7, 3, 32
     results = []
-    for choice in ("fast", "reference"):
-        monkeypatch.setenv("FAIRSEQ_EATT_L1", choice)
+    for choice in ("cpp_l1", "reference"):
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", choice)
         torch.manual_seed(3)
         m = get_attention_class("eatt")(e, 4, self_attention=not cross, encoder_decoder_attention=cross,
                                         threshold=0.0)
@@ -137,7 +137,15 @@ def test_kernel_is_built_in_the_project_environment():
     assert F.l1_kernel() is not None, F.l1_kernel_error()
 
 
-def test_bad_implementation_choice_is_refused(monkeypatch):
-    monkeypatch.setenv("FAIRSEQ_EATT_L1", "turbo")
-    with pytest.raises(ValueError, match="FAIRSEQ_EATT_L1='turbo': valid values are auto, fast, reference"):
+def test_bad_backend_choice_is_refused(monkeypatch):
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "cpp_l1,turbo")
+    with pytest.raises(ValueError, match="FAIRSEQ_EATT_BACKEND='cpp_l1,turbo': unknown backend 'turbo'; valid "
+                                         "values are auto or a comma-separated list of reference, cpp_l1"):
+        pairwise_l1(torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+
+
+@pytest.mark.parametrize("retired", ["FAIRSEQ_EATT_L1", "FAIRSEQ_EATT_FUSED", "FAIRSEQ_EATT_SDPA"])
+def test_the_retired_backend_variables_are_refused_with_the_new_setting(monkeypatch, retired):
+    monkeypatch.setenv(retired, "1")
+    with pytest.raises(ValueError, match=f"{retired} is no longer read: set FAIRSEQ_EATT_BACKEND"):
         pairwise_l1(torch.randn(1, 2, 3), torch.randn(1, 2, 3))

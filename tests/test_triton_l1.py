@@ -8,8 +8,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from fairseq_eatt.attention.functional import PairwiseL1, l1_implementation, pairwise_l1  # noqa: E402
-from fairseq_eatt.attention.triton_l1 import BLOCK_D, BLOCK_S, BLOCK_T, TritonPairwiseL1  # noqa: E402
+from fairseq_eatt.attention.backends import select  # noqa: E402
+from fairseq_eatt.attention.functional import PairwiseL1, pairwise_l1  # noqa: E402
+from fairseq_eatt.attention.eatt.triton_kernels import BLOCK_D, BLOCK_S, BLOCK_T, TritonPairwiseL1  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="no GPU and Triton's interpreter is off")
@@ -89,10 +90,10 @@ def test_half_inputs_accumulate_in_float32(dtype):
 def test_pairwise_l1_takes_the_kernels_when_chosen(monkeypatch):
     torch.manual_seed(0)
     q, k = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 5, 8)
-    monkeypatch.setenv("FAIRSEQ_EATT_L1", "triton")
-    assert l1_implementation(q) == "triton"
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "triton_l1")
+    assert select("l1", q) == "triton_l1"
     got = pairwise_l1(q, k)
-    monkeypatch.setenv("FAIRSEQ_EATT_L1", "reference")
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "reference")
     torch.testing.assert_close(got, pairwise_l1(q, k), rtol=1e-5, atol=1e-4)
 
 
@@ -112,7 +113,7 @@ def test_whole_eatt_layers_with_masks_and_padding_equal_the_reference(monkeypatc
     mask = torch.triu(torch.full((t, s), float("-inf")), 1) if causal else None
 
     def run(implementation):
-        monkeypatch.setenv("FAIRSEQ_EATT_L1", implementation)
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", implementation)
         module.zero_grad()
         for x in (query, key):
             x.grad = None
@@ -122,7 +123,7 @@ def test_whole_eatt_layers_with_masks_and_padding_equal_the_reference(monkeypatc
             [p.grad.clone() for p in module.parameters() if p.grad is not None]
         return [out.detach(), weights.detach()] + grads
 
-    for a, b_ in zip(run("triton"), run("reference")):
+    for a, b_ in zip(run("triton_l1"), run("reference")):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
 
 
@@ -144,7 +145,7 @@ def dense_eatt(q, k, v, scale, heads, mask, padding):
     (2, 1, 1, 20, 5, 3, False),   # one query (a decoding step)
 ])
 def test_fused_attention_equals_the_dense_path(b, h, t, s, d, dv, causal):
-    from fairseq_eatt.attention.triton_l1 import FusedEattAttention
+    from fairseq_eatt.attention.eatt.triton_kernels import FusedEattAttention
 
     torch.manual_seed(t + s)
     n = b * h
@@ -170,7 +171,7 @@ def test_fused_attention_equals_the_dense_path(b, h, t, s, d, dv, causal):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_fused_attention_takes_half_inputs(dtype):
-    from fairseq_eatt.attention.triton_l1 import FusedEattAttention
+    from fairseq_eatt.attention.eatt.triton_kernels import FusedEattAttention
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 6, 16).to(dtype), torch.randn(2, 8, 16).to(dtype), torch.randn(2, 8, 4).to(dtype))
@@ -217,14 +218,14 @@ def test_eatt_layers_attend_through_the_fused_kernel_like_the_dense_path(monkeyp
                         lambda self, *a: calls.append(1) or fused_attend(self, *a))
 
     def run(fused):
-        monkeypatch.setenv("FAIRSEQ_EATT_FUSED", fused)
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "triton_fused" if fused == "1" else "dense")
         return output_and_gradients(module, query, key, padding, mask)
 
     fused, dense = run("1"), run("0")
     assert calls == [1]  # the fused kernel ran once, the dense path the other time
     for a, b_ in zip(fused, dense):
         torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
-    monkeypatch.setenv("FAIRSEQ_EATT_FUSED", "1")
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "triton_fused")
     module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=True)  # weights: dense path
     module.log_temperature = torch.nn.Parameter(torch.zeros(heads))
     module(query, key, key, key_padding_mask=padding, attn_mask=mask, need_weights=False)  # temperatures: dense
@@ -250,8 +251,7 @@ def test_beam_search_with_fused_kernels_equals_the_dense_path(monkeypatch):
     sample = sample_of(task)
 
     def search(fused):
-        monkeypatch.setenv("FAIRSEQ_EATT_FUSED", fused)
-        monkeypatch.setenv("FAIRSEQ_EATT_SDPA", fused)
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "triton_fused,sdpa" if fused == "1" else "dense")
         with torch.no_grad():
             return SequenceGenerator([model], task.target_dictionary, beam_size=3, max_len_b=8).forward(sample)
 
@@ -270,7 +270,7 @@ def test_vanilla_positions_through_scaled_dot_product_attention_equal_the_dense_
         padding[2] = True
 
     def run(sdpa):
-        monkeypatch.setenv("FAIRSEQ_EATT_SDPA", sdpa)
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "sdpa" if sdpa == "1" else "dense")
         return output_and_gradients(module, query, key, padding, mask)
 
     fused, dense = run("1"), run("0")
@@ -284,7 +284,7 @@ def test_sdpa_is_kept_away_from_what_it_would_compute_differently(monkeypatch):
     from fairseq_eatt.attention import vanilla as vanilla_module
     from fairseq_eatt.attention.registry import get_attention_class
 
-    monkeypatch.setenv("FAIRSEQ_EATT_SDPA", "1")
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "sdpa")
     calls = []
     real = vanilla_module.F.scaled_dot_product_attention
     monkeypatch.setattr(vanilla_module.F, "scaled_dot_product_attention",
@@ -299,9 +299,9 @@ def test_sdpa_is_kept_away_from_what_it_would_compute_differently(monkeypatch):
         else:
             assert not module.sdpa_exact and not calls, name
         calls.clear()
-    from fairseq_eatt.attention.functional import reference_l1
+    from fairseq_eatt.attention.backends import counting
 
-    with reference_l1():  # the op counter's block: the dense path, whose operations it charges
+    with counting():  # the op counter's block: the dense path, whose operations it charges
         get_attention_class("vanilla")(16, 2, self_attention=True)(x, x, x, need_weights=False)
     assert not calls
     padding = torch.zeros(2, 4, dtype=torch.bool)
@@ -318,7 +318,8 @@ def test_fp16_training_through_the_triton_kernels(demo_run, tmp_path, fused):
     Triton kernels (on a CPU: Triton's interpreter), surrogate gradient included: finite losses and weights."""
     from .test_reliability import losses, params, run, train_flags
 
-    env = dict(os.environ, FAIRSEQ_EATT_L1="triton", FAIRSEQ_EATT_FUSED=fused, TRITON_INTERPRET="1")
+    backend = "triton_l1,triton_fused" if fused == "1" else "triton_l1,dense"
+    env = dict(os.environ, FAIRSEQ_EATT_BACKEND=backend, TRITON_INTERPRET="1")
     log = run([__import__("sys").executable, "-m", "fairseq_cli.train",
                *train_flags(demo_run["data_bin"], tmp_path, ("eatt",) * 3, "--fp16", "--fp16-no-flatten-grads",
                             "--max-update", "2", "--max-tokens", "128", "--disable-validation")], env=env)

@@ -5,21 +5,16 @@ The L1 scores have three implementations that never build the (N, T, S, d) tenso
   signs recomputed in backward;
 - a compiled CPU kernel (``fairseq_eatt/csrc/pairwise_l1.cpp``, built by ``pip install``): vectorized loops
   with a hand-written backward, 3-10x faster than the reference on CPU;
-- Triton kernels for GPUs (``triton_l1.py``, when ``triton`` is installed): score tiles with the features reduced
-  in registers, float32 accumulation for float32/float16/bfloat16 inputs.
-``pairwise_l1`` takes the compiled kernel for CPU tensors and the Triton kernels for CUDA tensors when they are
-available, the reference otherwise. The environment variable ``FAIRSEQ_EATT_L1`` chooses: ``reference``, ``fast``
-(a missing kernel for the tensors' device is an error), ``triton`` (the Triton kernels on any device: on a CPU with
-``TRITON_INTERPRET=1``, Triton's interpreter, which the tests use), ``auto`` (default).
+- Triton kernels for GPUs (``eatt/triton_kernels.py``, when ``triton`` is installed): score tiles with the
+  features reduced in registers, float32 accumulation for float32/float16/bfloat16 inputs.
+Which one runs is chosen in :mod:`fairseq_eatt.attention.backends` (kind ``l1``).
 """
-import contextlib
-import contextvars
 import math
-import os
-import warnings
 
 import torch
 from torch import Tensor
+
+from .backends import select
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 LOG_SQRT_2_OVER_PI = math.log(SQRT_2_OVER_PI)
@@ -159,23 +154,6 @@ class PairwiseL1(torch.autograd.Function):
 
 _KERNEL = None
 _KERNEL_ERROR = None
-_FORCED_REFERENCE = contextvars.ContextVar("fairseq_eatt_forced_reference_l1", default=False)
-
-
-@contextlib.contextmanager
-def reference_l1():
-    """Use the reference L1 scores inside this block: its aten operations are visible to dispatch modes (the
-    operation counter of the energy accounting), the compiled kernel's loops are not."""
-    token = _FORCED_REFERENCE.set(True)
-    try:
-        yield
-    finally:
-        _FORCED_REFERENCE.reset(token)
-
-
-def counting_reference() -> bool:
-    """True inside :func:`reference_l1` (the op counter): attention takes its dense, countable path."""
-    return _FORCED_REFERENCE.get()
 
 
 def l1_kernel():
@@ -195,41 +173,6 @@ def l1_kernel():
 def l1_kernel_error():
     l1_kernel()
     return _KERNEL_ERROR
-
-
-def _triton_error():
-    from .triton_l1 import triton_error
-
-    return triton_error()
-
-
-def l1_implementation(q: Tensor) -> str:
-    """'kernel', 'triton' or 'reference': what ``pairwise_l1`` uses for ``q``."""
-    choice = os.environ.get("FAIRSEQ_EATT_L1", "auto")
-    if choice not in ("auto", "fast", "reference", "triton"):
-        raise ValueError(f"FAIRSEQ_EATT_L1={choice!r}: valid values are auto, fast, reference, triton")
-    if choice == "reference" or _FORCED_REFERENCE.get() or q.dtype == torch.float64:
-        return "reference"
-    if choice == "triton" or q.device.type == "cuda":
-        error = _triton_error()
-        if error is None:
-            return "triton"
-        if choice in ("triton", "fast"):
-            raise RuntimeError(f"FAIRSEQ_EATT_L1={choice}: {error}")
-        if not getattr(l1_implementation, "warned_triton", False):
-            warnings.warn(f"E-ATT uses the slower reference L1 scores on the GPU: {error}")
-            l1_implementation.warned_triton = True
-        return "reference"
-    if q.device.type != "cpu":
-        return "reference"
-    if l1_kernel() is None:
-        if choice == "fast":
-            raise RuntimeError(f"FAIRSEQ_EATT_L1=fast: {l1_kernel_error()}")
-        if not getattr(l1_implementation, "warned", False):
-            warnings.warn(f"E-ATT uses the slower reference L1 scores: {l1_kernel_error()}")
-            l1_implementation.warned = True
-        return "reference"
-    return "kernel"
 
 
 class PairwiseL1Kernel(torch.autograd.Function):
@@ -267,24 +210,6 @@ def pairwise_l1(q: Tensor, k: Tensor) -> Tensor:
 
 
 @torch.jit.unused
-def fused_attention_wanted(q: Tensor) -> bool:
-    """Whether E-ATT attends through the fused Triton kernel: ``FAIRSEQ_EATT_FUSED`` auto (default: CUDA tensors
-    with triton installed, outside the op counter's reference block), 1 (always: a CPU runs it with
-    TRITON_INTERPRET=1), 0 (never)."""
-    choice = os.environ.get("FAIRSEQ_EATT_FUSED", "auto")
-    if choice not in ("auto", "0", "1"):
-        raise ValueError(f"FAIRSEQ_EATT_FUSED={choice!r}: valid values are auto, 1, 0")
-    if choice == "0" or _FORCED_REFERENCE.get() or _in_onnx_export():
-        return False
-    if choice == "1":
-        error = _triton_error()
-        if error is not None:
-            raise RuntimeError(f"FAIRSEQ_EATT_FUSED=1: {error}")
-        return True
-    return q.is_cuda and os.environ.get("FAIRSEQ_EATT_L1", "auto") != "reference" and _triton_error() is None
-
-
-@torch.jit.unused
 def _in_onnx_export() -> bool:
     return torch.onnx.is_in_onnx_export()
 
@@ -298,11 +223,11 @@ def l1_broadcast(q: Tensor, k: Tensor) -> Tensor:
 
 @torch.jit.unused
 def _pairwise_l1_autograd(q3: Tensor, k3: Tensor) -> Tensor:
-    implementation = l1_implementation(q3)
-    if implementation == "triton":
-        from .triton_l1 import TritonPairwiseL1
+    backend = select("l1", q3)
+    if backend == "triton_l1":
+        from .eatt.triton_kernels import TritonPairwiseL1
 
         return TritonPairwiseL1.apply(q3, k3)
-    if implementation == "kernel" and q3.size(0) > 0 and q3.size(1) > 0 and k3.size(1) > 0:
+    if backend == "cpp_l1" and q3.size(0) > 0 and q3.size(1) > 0 and k3.size(1) > 0:
         return PairwiseL1Kernel.apply(q3, k3)
     return PairwiseL1.apply(q3, k3)

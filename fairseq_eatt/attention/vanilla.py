@@ -4,7 +4,6 @@ Numerically the same as fairseq's ``MultiheadAttention`` (a test checks it with 
 ablations are compared against a baseline that runs through the very same code path.
 """
 import math
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -14,8 +13,12 @@ from torch.nn import functional as F
 from .base import AttentionBase, Cache, Positions
 from .cost import AttentionCost
 from .counts import projection, scaled_dot_scores
-from .functional import counting_reference, dot_product_scores
+from .backends import select
+from .functional import dot_product_scores
 from .registry import Capabilities, register_attention
+
+
+SDPA_OFFER = ("sdpa",)  # the fused backend exact for this module's dense path
 
 
 class VanillaCost(AttentionCost):
@@ -57,8 +60,8 @@ class VanillaAttention(AttentionBase):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
                cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        """On GPUs (or with FAIRSEQ_EATT_SDPA=1), PyTorch's fused scaled_dot_product_attention when the weights are
-        not asked for; the dense path otherwise."""
+        """PyTorch's fused scaled_dot_product_attention when the backend choice takes it (on CUDA by default, see
+        backends.py) and the weights are not asked for; the dense path otherwise."""
         if not torch.jit.is_scripting() and self.sdpa_exact and not need_weights and _sdpa_wanted(q):
             mask = _sdpa_mask(q, k, key_padding_mask, attn_mask)
             dead = None
@@ -78,13 +81,7 @@ class VanillaAttention(AttentionBase):
 
 @torch.jit.unused
 def _sdpa_wanted(q: Tensor) -> bool:
-    choice = os.environ.get("FAIRSEQ_EATT_SDPA", "auto")
-    if choice not in ("auto", "0", "1"):
-        raise ValueError(f"FAIRSEQ_EATT_SDPA={choice!r}: valid values are auto (on CUDA tensors), 1 (always), "
-                         "0 (never)")
-    if counting_reference():  # the op counter charges the dense path's operations
-        return False
-    return choice == "1" or (choice == "auto" and q.is_cuda)
+    return select("attend", q, SDPA_OFFER) == "sdpa"
 
 
 @torch.jit.unused

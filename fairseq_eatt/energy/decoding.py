@@ -250,7 +250,7 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
     """Decode ``samples`` (fairseq batches) with fairseq's SequenceGenerator under the counters."""
     from fairseq.sequence_generator import SequenceGenerator
 
-    from ..attention.functional import reference_l1
+    from ..attention.backends import counting
     from .measure import UncountedOperation
 
     model.eval()
@@ -275,7 +275,7 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
         setattr(owner, name, counted(getattr(owner, name)))
     hooks = [_Restore(owner, name) for owner, name in wrapped]
     try:
-        with torch.no_grad(), reference_l1(), counter:
+        with torch.no_grad(), counting(), counter:
             for sample in samples:
                 hypos = generator.generate([model], sample)
                 recorder.count.sentences += len(hypos)

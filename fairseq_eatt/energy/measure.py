@@ -150,9 +150,9 @@ class OpCounter(TorchDispatchMode):
 
 def measure(fn, *args, **kwargs):
     """(result, OpCounts) of ``fn(*args, **kwargs)`` under no_grad."""
-    from ..attention.functional import reference_l1
+    from ..attention.backends import counting
 
-    with torch.no_grad(), reference_l1(), OpCounter() as counter:
+    with torch.no_grad(), counting(), OpCounter() as counter:
         result = fn(*args, **kwargs)
     if counter.unknown:
         raise UncountedOperation(

@@ -172,6 +172,7 @@ def score_op(args, preset: Dict) -> List[Dict]:
     import os as _os
 
     from ..attention import functional as F
+    from ..attention.backends import SETTING
 
     device = torch.device("cuda" if args.gpu else "cpu")
     sync = torch.cuda.synchronize if args.gpu else (lambda: None)
@@ -191,13 +192,13 @@ def score_op(args, preset: Dict) -> List[Dict]:
 
         def l1(choice):
             def run():
-                _os.environ["FAIRSEQ_EATT_L1"] = choice
+                _os.environ[SETTING] = BENCH_BACKENDS[choice]
                 qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
                 F.pairwise_l1(qq, kk).backward(g32)
             return run
 
         row = {"length": length, "n": n, "head_dim": d, "dot_s": spread(timed(dot, repeats, sync))}
-        previous = _os.environ.get("FAIRSEQ_EATT_L1")
+        previous = _os.environ.get(SETTING)
         try:
             implementations = l1_implementations(args.gpu)
             for choice in implementations:
@@ -208,20 +209,24 @@ def score_op(args, preset: Dict) -> List[Dict]:
                 row[f"l1_{choice}_largest_vs_5d"] = probe.largest / (n * length * length * d)
         finally:
             if previous is None:
-                _os.environ.pop("FAIRSEQ_EATT_L1", None)
+                _os.environ.pop(SETTING, None)
             else:
-                _os.environ["FAIRSEQ_EATT_L1"] = previous
+                _os.environ[SETTING] = previous
         rows.append(row)
         log(f"scores L={length}: dot {row['dot_s']['median'] * 1e3:.2f} ms, L1 "
             + ", ".join(f"{c} {row[f'l1_{c}_s']['median'] * 1e3:.2f} ms" for c in implementations))
     return rows
 
 
+# the row labels of the L1 benchmark (kept in its results) and the backend each measures
+BENCH_BACKENDS = {"fast": "cpp_l1", "triton": "triton_l1", "reference": "reference"}
+
+
 def l1_implementations(gpu: bool) -> List[str]:
     """The L1 score implementations measured: the compiled kernel on a CPU, the Triton kernels on a GPU (each when
     available), and the reference."""
     from ..attention import functional as F
-    from ..attention.triton_l1 import triton_error
+    from ..attention.eatt.triton_kernels import triton_error
 
     if gpu:
         return (["triton"] if triton_error() is None else []) + ["reference"]

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from ..base import AttentionBase, Cache, Positions
-from ..functional import binarize, binarize_learned, fused_attention_wanted, pairwise_l1
+from ..backends import select
+from ..functional import binarize, binarize_learned, pairwise_l1
 from ..registry import Capabilities, register_attention
 from ..vanilla import VanillaAttention
 from .cost import EattCost, EattL1Cost, EattSelectCost
@@ -14,6 +15,9 @@ from .options import (CROSS_SCORE_SCALE, INIT, INPUT_NORM, LEARN_TEMPERATURE, LE
                       MODULE_NORM, OPTIONS, QK_DIM, RECIPE_NOTES, RECIPES, DEFAULT_RECIPE, SCORE_SCALE, THRESHOLD,
                       check_threshold, fill_recipe_args, l1_score_divisor, make_norm, position_threshold,
                       resolve_qk_dim)
+
+FUSED_OFFER = ("triton_fused",)  # the fused backend exact for E-ATT's dense path
+
 
 @register_attention("eatt", cost=EattCost)
 class EattAttention(AttentionBase):
@@ -194,10 +198,11 @@ class EattAttention(AttentionBase):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
                cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        """On GPUs with triton (or FAIRSEQ_EATT_FUSED=1), the fused Triton kernel when the weights are not asked for
-        and nothing changes the dense path's probabilities (dropout, learned temperatures, a subclass's scores); the
-        dense path otherwise."""
-        if not torch.jit.is_scripting() and not need_weights and self._fusable() and fused_attention_wanted(q):
+        """The fused Triton kernel when the backend choice takes it (on CUDA with triton by default, see
+        backends.py), the weights are not asked for and nothing changes the dense path's probabilities (dropout,
+        learned temperatures, a subclass's scores); the dense path otherwise."""
+        if not torch.jit.is_scripting() and not need_weights and self._fusable() and \
+                select("attend", q, FUSED_OFFER) == "triton_fused":
             return self._fused_attend(q, k, v, key_padding_mask, attn_mask), None
         return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
 
@@ -209,7 +214,7 @@ class EattAttention(AttentionBase):
     @torch.jit.unused
     def _fused_attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
                       attn_mask: Optional[Tensor]) -> Tensor:
-        from .triton_l1 import FusedEattAttention
+        from .triton_kernels import FusedEattAttention
 
         rows, heads, tgt_len, width = q.shape
         src_len, dv = k.size(2), v.size(3)
