@@ -112,11 +112,12 @@ def preference() -> Tuple[str, ...]:
     return names
 
 
+@torch.jit.unused  # eager only: TorchScript and ONNX graphs take the exact fallbacks
 def select(kind: str, x: Tensor, offered: Optional[Sequence[str]] = None) -> str:
     """The backend that computes this call of ``kind`` on tensors like ``x``. ``offered``: the ``attend``
     backends exact for the calling module (the fallback is always offered)."""
     fallback = next(b.name for b in BACKENDS.values() if b.kind == kind and b.fallback)
-    if _COUNTING.get() or (not torch.jit.is_scripting() and torch.onnx.is_in_onnx_export()):
+    if _COUNTING.get() or torch.onnx.is_in_onnx_export():
         return fallback
     candidates = [b for b in BACKENDS.values() if b.kind == kind and (offered is None or b.name in offered
                                                                         or b.fallback)]

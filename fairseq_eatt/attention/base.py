@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .observers import report_call, report_reorder
 from .options import Option, add_options, option_values
 from .registry import Capabilities
 
@@ -208,10 +209,15 @@ class AttentionBase(nn.Module):
                 else:  # any other order: back to one copy per hypothesis
                     new_order, per_sentence = sentence_of, False
             reordered: Cache = {}
+            moved = 0
             for name, value in buffer.items():
                 if value is not None and value.dim() > 0:
                     value = value.index_select(0, new_order)
+                    if value.is_floating_point():
+                        moved += value.numel()
                 reordered[name] = value
+            if not torch.jit.is_scripting():
+                self._report_reorder(moved)
             if "per_sentence" in reordered:
                 reordered["per_sentence"] = torch.tensor(per_sentence)
             incremental_state = self._set_input_buffer(incremental_state, reordered)
@@ -298,6 +304,8 @@ class AttentionBase(nn.Module):
                 not before_softmax:
             stepped = self.decode_step(query, key, value, key_padding_mask, incremental_state)
             if stepped is not None:
+                if not torch.jit.is_scripting():  # a fixed-size state: no keys to count
+                    self._report_call(query.size(1), query.size(0), None, query.size(0))
                 return stepped
         tgt_len, bsz, _ = query.shape
         buffer: Optional[Cache] = None
@@ -316,6 +324,11 @@ class AttentionBase(nn.Module):
                 raise RuntimeError(self.variant_name + ": cached keys for " + str(sentences) + " sentences cannot "
                                    "serve " + str(bsz) + " hypotheses (beam size " + str(self.beam_size) + ")")
             q = self._fold_beams(q, sentences)
+        if not torch.jit.is_scripting():
+            new_keys: Optional[int] = None
+            if incremental_state is not None:
+                new_keys = (k.size(2) if fresh_values else 0) if static_kv else tgt_len
+            self._report_call(sentences, q.size(2), k.size(2), new_keys)
         if before_softmax:
             scores = self.masked_scores(q, k, pos, key_padding_mask, attn_mask)
             return (self._unfold_beams(scores, bsz, tgt_len) if sentences != bsz else scores), v
@@ -330,6 +343,21 @@ class AttentionBase(nn.Module):
                 probs = self._unfold_beams(probs, bsz, tgt_len)
         out = self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, out.size(1) * out.size(3)))
         return out, self._returned_weights(probs, need_weights or need_head_weights, need_head_weights)
+
+    @torch.jit.unused
+    def _report_call(self, rows: int, queries: int, keys: Optional[int], new_keys: Optional[int]):
+        report_call(self, rows, queries, keys, new_keys)
+
+    @torch.jit.unused
+    def _report_reorder(self, elements: int):
+        report_reorder(self, elements)
+
+    def get_cache(self, incremental_state: Optional[IncrementalState]) -> Cache:
+        """This module's entry of fairseq's incremental state (empty before the first step)."""
+        return self._get_input_buffer(incremental_state)
+
+    def set_cache(self, incremental_state: IncrementalState, cache: Cache):
+        self._set_input_buffer(incremental_state, cache)
 
     def decode_step(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor],
                     key_padding_mask: Optional[Tensor], incremental_state: IncrementalState

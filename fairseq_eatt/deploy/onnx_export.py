@@ -56,7 +56,7 @@ def flatten_state(model, incremental_state) -> Tuple[List[Tensor], List[Dict]]:
     """The incremental state as a list of tensors and its layout (module, entry, batch-first or not)."""
     tensors, layout = [], []
     for name, module in state_modules(model):
-        buffer = module._get_input_buffer(incremental_state)
+        buffer = module.get_cache(incremental_state)
         for entry in sorted(buffer):
             value = buffer[entry]
             if value is None:
@@ -74,7 +74,7 @@ def unflatten_state(model, tensors: Sequence[Tensor], layout: Sequence[Dict]):
     for item, tensor in zip(layout, tensors):
         buffers.setdefault(item["module"], {})[item["entry"]] = tensor
     for name, buffer in buffers.items():
-        modules[name]._set_input_buffer(incremental_state, buffer)
+        modules[name].set_cache(incremental_state, buffer)
     return incremental_state
 
 

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionBase
+from ..attention.observers import observe
 from ..quantization import QuantizedLinear
 from .measure import OpCounter, is_binary_code
-from ..attention.counts import OpCounts, projection
-from ..attention.counts import Traffic, check_precision
+from ..attention.counts import OpCounts, Traffic, check_precision, projection
 
 
 def attention_position(name: str) -> Optional[str]:
@@ -109,7 +109,6 @@ class _Recorder:
     def _watch_attention(self, module, position):
         cls = type(module)
         options = cls.kwargs_from_args(self.args, position)
-        original_reorder = module.reorder_incremental_state
         quantized = [m for m in module.modules() if isinstance(m, QuantizedLinear)]
 
         def quantized_call(linear, args, output):
@@ -125,10 +124,7 @@ class _Recorder:
             self.handles.append(linear.register_forward_hook(quantized_call))
 
         def pre(mod, args, kwargs):
-            state = kwargs.get("incremental_state")
-            buffer = mod._get_input_buffer(state) if state is not None else {}
-            prev = buffer.get("prev_key") if buffer else None
-            self.state[id(mod)] = {"cached": 0 if prev is None else prev.size(2), "incremental": state is not None}
+            self.state[id(mod)] = {}
             if module.capabilities.binarizes:
                 mod.track_binarization = True
             counter = OpCounter()
@@ -147,25 +143,12 @@ class _Recorder:
             ratio, empty = _ratio(mod, position)
             if module.capabilities.binarizes:
                 mod.track_binarization = False
-            if not info["incremental"]:  # a full pass (the encoder)
-                rows, lq, lk, new = hypotheses, tgt_len, (args[1] if len(args) > 1 else kwargs["key"]).size(0), None
-            else:
-                buffer = mod._get_input_buffer(state)
-                prev = buffer.get("prev_key")
-                if position == DECODER_SELF:
-                    rows, lq = hypotheses, tgt_len
-                    if prev is not None:
-                        lk = prev.size(2)
-                    else:  # a fixed-size state (Performer's running sums): keys so far = steps taken
-                        key = ("steps", id(mod), id(state))
-                        lk = self.steps.get(key, 0) + tgt_len
-                        self.steps[key] = lk
-                    new = tgt_len
-                else:
-                    rows = prev.size(0)
-                    lq = tgt_len * hypotheses // rows
-                    lk = prev.size(2)
-                    new = lk if info["cached"] == 0 else 0
+            shape = info["shape"]  # reported by the module itself (observers.observe)
+            rows, lq, lk, new = shape.rows, shape.queries, shape.keys, shape.new_keys
+            if lk is None:  # a fixed-size state (Performer's running sums): keys so far = steps taken
+                key = ("steps", id(mod), id(state))
+                lk = self.steps.get(key, 0) + tgt_len
+                self.steps[key] = lk
             declared = cls.cost.op_counts(lq, lk, d, heads, "complete", ratio, new_keys=new,
                                      self_attention=position != DECODER_CROSS, **options)["attention"]
             declared = declared.scaled(rows) + projection(tgt_len * hypotheses, d, d) + OpCounts(add=empty)
@@ -190,19 +173,18 @@ class _Recorder:
                                                   traffic))
             self.attention_depth -= 1  # only now: the declarations above build modules on the meta device
 
-        def reorder(incremental_state, new_order):
-            before = {k: v for k, v in module._get_input_buffer(incremental_state).items()
-                      if isinstance(v, torch.Tensor) and v.is_floating_point()}
-            result = original_reorder(incremental_state, new_order)
-            after = module._get_input_buffer(incremental_state)
-            moved = sum(t.numel() for k, t in after.items() if k in before and t is not before[k])
-            self.count.reorder = self.count.reorder + Traffic(reorder=2 * moved * self.size)  # read and written
-            return result
-
-        module.reorder_incremental_state = reorder
         self.handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         self.handles.append(module.register_forward_hook(post, with_kwargs=True))
-        self.handles.append(_Restore(module, "reorder_incremental_state"))
+        self.handles.append(observe(module, self))
+
+    # the observer interface (fairseq_eatt.attention.observers)
+    def call(self, module, shape):
+        info = self.state.get(id(module))
+        if info is not None:
+            info["shape"] = shape
+
+    def reorder(self, module, elements: int):
+        self.count.reorder = self.count.reorder + Traffic(reorder=2 * elements * self.size)  # read and written
 
     def _other_hook(self, mod, args, output):
         if self.attention_depth:

@@ -229,7 +229,7 @@ def measure_traffic(module, query, key, value, incremental_state=None, **kwargs)
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         if t.is_floating_point() and name.split(".")[0] not in type(module).cost.block_weights:
             watched[_storage(t)] = name
-    before = _float_entries(module._get_input_buffer(incremental_state)) if incremental_state is not None else {}
+    before = _float_entries(module.get_cache(incremental_state)) if incremental_state is not None else {}
     for name, t in before.items():
         watched[_storage(t)] = "cache:" + name
     with torch.no_grad(), _ReadTracker(watched) as tracker:
@@ -240,7 +240,7 @@ def measure_traffic(module, query, key, value, incremental_state=None, **kwargs)
     cache_write = 0
     if incremental_state is not None:
         seen = set()
-        for name, t in _float_entries(module._get_input_buffer(incremental_state)).items():
+        for name, t in _float_entries(module.get_cache(incremental_state)).items():
             if _storage(t) in seen:  # one tensor kept under two names (keys that are also the values)
                 continue
             seen.add(_storage(t))

@@ -201,15 +201,15 @@ class EattAttention(AttentionBase):
         """The fused Triton kernel when the backend choice takes it (on CUDA with triton by default, see
         backends.py), the weights are not asked for and nothing changes the dense path's probabilities (dropout,
         learned temperatures, a subclass's scores); the dense path otherwise."""
-        if not torch.jit.is_scripting() and not need_weights and self._fusable() and \
-                select("attend", q, FUSED_OFFER) == "triton_fused":
+        if not torch.jit.is_scripting() and not need_weights and self._fused_wanted(q):
             return self._fused_attend(q, k, v, key_padding_mask, attn_mask), None
         return self.dense_attend(q, k, v, pos, key_padding_mask, attn_mask, need_weights)
 
     @torch.jit.unused
-    def _fusable(self) -> bool:
+    def _fused_wanted(self, q: Tensor) -> bool:
         dropout = self.dropout_p > 0 and (self.training or self.dropout_at_inference)
-        return type(self).computes_like(EattAttention) and self.log_temperature is None and not dropout
+        fusable = type(self).computes_like(EattAttention) and self.log_temperature is None and not dropout
+        return fusable and select("attend", q, FUSED_OFFER) == "triton_fused"
 
     @torch.jit.unused
     def _fused_attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
