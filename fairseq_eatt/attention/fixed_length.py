@@ -60,8 +60,11 @@ class FixedLengthAttention(AttentionBase):
         """``pos``, after checking that its lengths fit the learned per-position weights."""
         assert pos is not None, "fixed-length attention needs positions"
         over: List[str] = []
-        if self.limits_query and pos.query_len_bound > self.max_query_length:
-            over.append(f"{pos.query_len_bound} query positions (at most {self.max_query_length})")
+        query_bound = pos.query_len_bound
+        if self.limits_query and query_bound < 0:  # a decoding step: its positions are still on the device
+            query_bound = int(pos.query.max()) + 1
+        if self.limits_query and query_bound > self.max_query_length:
+            over.append(f"{query_bound} query positions (at most {self.max_query_length})")
         if self.limits_key and pos.key_len_bound > self.max_key_length:
             over.append(f"{pos.key_len_bound} key positions (at most {self.max_key_length})")
         if len(over) > 0:

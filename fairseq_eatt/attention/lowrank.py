@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .counts import OpCounts, check_convention, dot_scores, only_complete, projection, weighted_sum
+from .cache import entry
 from .base import Cache, Positions
 from .fixed_length import FixedLengthAttention
 from .options import Option, positive
@@ -109,8 +110,8 @@ class LinformerAttention(VanillaAttention, FixedLengthAttention):
         pos = self._check_lengths(pos)
         bsz = q.size(0)
         # cross-attention while decoding (cache): project the source once, not every step
-        cached_k, cached_v, cached_f = self._cached(cache, "linformer_k_low"), self._cached(cache, "linformer_v_low"), \
-            self._cached(cache, "linformer_f")
+        cached_k, cached_v, cached_f = entry(cache, "linformer_k_low"), entry(cache, "linformer_v_low"), \
+            entry(cache, "linformer_f")
         if cached_k is not None and cached_v is not None and cached_f is not None and cached_k.size(0) == bsz:
             k_low, v_low, f = cached_k, cached_v, cached_f
         else:

@@ -135,3 +135,32 @@ def add_options(parser, options: Iterable[Option], seen: set):
 def option_values(options: Iterable[Option], given: Dict[str, Any]) -> Dict[str, Any]:
     """Every constructor option's value: ``given`` where present, the declared default elsewhere."""
     return {o.key: given.get(o.key, o.default) for o in options if o.constructor}
+
+
+class DeclaredOptions:
+    """The part of an attention module that its options give: flags, constructor arguments from parsed flags,
+    defaults. A variant lists its options in ``options``."""
+
+    options: Tuple[Option, ...] = ()
+    # options added to a variant after checkpoints were saved: {option: the value that computes what those
+    # checkpoints computed}; checkpoint metadata without the option is accepted when the model has that value
+    added_options: Dict[str, object] = {}
+
+    @classmethod
+    def add_args(cls, parser, seen: Optional[set] = None):
+        """Add the flags of this variant's options (each flag once across variants: ``seen``)."""
+        add_options(parser, cls.options, set() if seen is None else seen)
+
+    @classmethod
+    def kwargs_from_args(cls, args, position: str) -> dict:
+        """Constructor keyword arguments of this variant taken from parsed flags, for one position."""
+        return {o.key: o.from_args(args) for o in cls.options if o.constructor}
+
+    @classmethod
+    def option_values(cls, given: Dict[str, object]) -> Dict[str, object]:
+        """Every constructor option: ``given`` where present, else its declared default (for the costs)."""
+        return option_values(cls.options, given)
+
+    @classmethod
+    def prepare_args(cls, args):
+        """Fill parsed flags that this variant derives from others (e.g. E-ATT's recipe) before a model is built."""

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .counts import OpCounts, check_convention, projection
+from .cache import entry
 from .base import Cache, IncrementalState, Positions
 from .options import Option, positive
 from .registry import Capabilities, register_attention
@@ -177,7 +178,7 @@ class PerformerAttention(VanillaAttention):
                attn_mask: Optional[Tensor], need_weights: bool,
                cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
         tgt_len, src_len = q.size(2), k.size(2)
-        cached_phi_k = self._cached(cache, "performer_phi_k")
+        cached_phi_k = entry(cache, "performer_phi_k")
         if cached_phi_k is not None and cached_phi_k.shape[:3] == k.shape[:3]:
             phi_k = cached_phi_k  # cross-attention while decoding: the source's features, once
         else:
@@ -206,7 +207,7 @@ class PerformerAttention(VanillaAttention):
 
     def _key_summary(self, phi_k: Tensor, v: Tensor, cache: Optional[Cache]) -> Tuple[Tensor, Tensor]:
         """(sum_s phi(k_s) v_s^T, sum_s phi(k_s)), kept in the decoding cache of cross-attention."""
-        cached_kv, cached_k_sum = self._cached(cache, "performer_kv"), self._cached(cache, "performer_k_sum")
+        cached_kv, cached_k_sum = entry(cache, "performer_kv"), entry(cache, "performer_k_sum")
         if cached_kv is not None and cached_k_sum is not None:
             return cached_kv, cached_k_sum
         kv, k_sum = torch.einsum("bhsm,bhsd->bhmd", phi_k, v), phi_k.sum(dim=2)
