@@ -189,12 +189,6 @@ class EattAttention(AttentionBase):
             v = self.project_value(value)
         return self._split_heads(self.q_select(q_bits)), k, v
 
-    def project_query(self, query: Tensor) -> Tensor:
-        return self._split_heads(self.q_select(self.binarize(query, "query")))
-
-    def project_key(self, key: Tensor) -> Tensor:
-        return self._split_heads(self.k_select(self.binarize(key, "key")))
-
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
                cache: Optional[Cache] = None) -> Tuple[Tensor, Optional[Tensor]]:
