@@ -144,3 +144,11 @@ def test_model_max_positions_respect_a_synthesizer_length(dict_dir):
     assert model.max_decoder_positions() == 20
     vanilla_args = model_args(dict_dir, "vanilla", "decoder_cross")
     assert tasks.setup_task(vanilla_args).build_model(vanilla_args).max_positions() == (1024, 1024)
+
+
+@pytest.mark.parametrize("position, limits", [("encoder_self", (20, 1024)), ("decoder_self", (1024, 20)),
+                                              ("decoder_cross", (20, 20))])
+def test_a_synthesizer_limits_the_side_its_position_sees(dict_dir, position, limits):
+    args = model_args(dict_dir, "synth_dense", position)
+    args.attention_max_length = 20
+    assert tasks.setup_task(args).build_model(args).max_positions() == limits
