@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..data.text import atomic_output
 from ..fairseq_tools import load_checkpoint
-from .binarization import attention_modules, binarizes, capabilities_of
+from ..tracking import attention_modules, binarizes, capabilities_of
 
 POSITIONS = ("encoder_self", "decoder_self", "cross")
 
@@ -261,7 +261,7 @@ def table(rows: List[Dict]) -> str:
 
 
 def plot(results: List[Tuple[str, List[Dict]]], out_png: str, title: str):
-    from ..experiments.plots import pyplot, save
+    from ..plots import pyplot, save
 
     panels = [("relative_entropy", None, "attention entropy / log(keys)"),
               ("nonzero_ratio", "key_codes", "nonzero ratio (key side)"),

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
+from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions
+from ..positions import everywhere_allowed  # noqa: F401  (R.everywhere_allowed)
 from .settings import PAPER_TASKS, SMALL_TASK
 
 TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete selection"),
@@ -184,12 +185,6 @@ def default_seeds(recipe: str, scale: str) -> List[int]:
     if recipe in ("table4", "figure3"):  # Figure 3 measures every E-ATT seed of Table 4
         return [1, 2, 3, 4, 5] if scale == "paper" else [1, 2, 3]
     return [1]
-
-
-def everywhere_allowed(variant: str) -> Dict[str, str]:
-    """``variant`` in every position it supports, vanilla attention in the others."""
-    allowed = get_attention_class(variant).capabilities.allowed_positions()
-    return {pos: (variant if pos in allowed else "vanilla") for pos in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)}
 
 
 def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int],
