@@ -1,16 +1,14 @@
-"""The fairseq plumbing the plugin's tools share: where the plugin is, loading a checkpoint, running fairseq's
-console tools through this interpreter, reading fairseq-generate's output, and the provenance (machine, commit)
-that results carry."""
+"""The fairseq plumbing the plugin's tools share: loading a checkpoint, running fairseq's console tools through
+this interpreter, reading fairseq-generate's output, and the training flags. Where the plugin is and what results
+were made on: :mod:`fairseq_eatt.provenance` (its names stay importable from here)."""
 import os
-import platform
 import re
 import shlex
 import subprocess
 import sys
 from typing import Dict, Iterable, List, Optional
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))  # what --user-dir takes
-REPO_ROOT = os.path.dirname(PLUGIN_DIR)
+from .provenance import PLUGIN_DIR, REPO_ROOT, git_commit, machine  # noqa: F401  (re-exported)
 
 
 class ToolFailed(RuntimeError):
@@ -124,39 +122,6 @@ def load_checkpoint(path: str, data: str):
     model = models[0]
     model.eval()
     return model, task
-
-
-def machine() -> Dict:
-    """The machine a result was measured on: CPU, cores, GPU, torch, fairseq and Python versions."""
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    try:
-        from importlib.metadata import version
-
-        fairseq_version = version("fairseq-fixed")
-    except Exception:  # noqa: BLE001 (an unusual install: report what fairseq says)
-        import fairseq
-
-        fairseq_version = getattr(fairseq, "__version__", "unknown")
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "fairseq": fairseq_version,
-            "python": platform.python_version()}
-
-
-def git_commit() -> Optional[str]:
-    """The repository's short commit, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def optimization_flags(*, lr: float, warmup_updates: int, plateau_updates: int, max_tokens: int, max_update: int,

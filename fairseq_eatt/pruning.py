@@ -29,7 +29,7 @@ def check_keep_ratio(ratio) -> float:
     return float(ratio)
 
 
-def check_threshold(threshold) -> float:
+def check_prune_threshold(threshold) -> float:
     if threshold is None or not (0.0 <= float(threshold) <= 1.0) or math.isnan(float(threshold)):
         raise ValueError(f"--prune-threshold must be in [0, 1] (a share of the sentence's largest importance), "
                          f"got {threshold!r}")
@@ -55,7 +55,7 @@ def check_prune_args(layer, ratio, threshold, importance, encoder_layers: Option
     if ratio is not None:
         check_keep_ratio(ratio)
     if threshold is not None:
-        check_threshold(threshold)
+        check_prune_threshold(threshold)
     if importance is not None and importance not in IMPORTANCE:
         raise ValueError(f"--prune-importance must be one of {', '.join(IMPORTANCE)}, got {importance!r}")
 
@@ -72,7 +72,7 @@ class TokenPruner(nn.Module):
         if keep_ratio is None and threshold is None:
             keep_ratio = DEFAULT_KEEP_RATIO
         self.keep_ratio = -1.0 if keep_ratio is None else check_keep_ratio(keep_ratio)
-        self.threshold = -1.0 if threshold is None else check_threshold(threshold)
+        self.threshold = -1.0 if threshold is None else check_prune_threshold(threshold)
         if importance not in IMPORTANCE:
             raise ValueError(f"--prune-importance must be one of {', '.join(IMPORTANCE)}, got {importance!r}")
         self.uses_attention = importance == "attention"

@@ -1,33 +1,35 @@
 """Report files under results/: OUT.json holds a record (measurements and provenance: command, date, machine,
 commit) and OUT.md is rendered from that record alone, so that a test regenerates every committed report byte for
-byte and a change of the rendering or of the counts shows."""
-import datetime
+byte and a change of the rendering or of the counts shows.
+
+Each module that makes a kind of record registers its renderer here with ``@renderer(kind)``; this module imports
+none of them (they import it), so rendering finds the kinds whose modules are imported: the producer of a record
+has been, and ``fairseq_eatt.cli.report_kinds`` imports them all."""
 import json
 from typing import Callable, Dict
 
 from .data.text import atomic_output
+from .provenance import provenance  # noqa: F401  (re-exported: reports.provenance(command))
+
+_RENDERERS: Dict[str, Callable[[Dict], str]] = {}
 
 
-def provenance(command: str) -> Dict:
-    from .fairseq_tools import git_commit, machine
+def renderer(kind: str) -> Callable[[Callable[[Dict], str]], Callable[[Dict], str]]:
+    """Decorator: ``function(record) -> markdown`` renders records of ``kind``; a kind has one renderer."""
+    def register(function: Callable[[Dict], str]) -> Callable[[Dict], str]:
+        known = _RENDERERS.get(kind)
+        where = (function.__module__, function.__qualname__)
+        if known is not None and (known.__module__, known.__qualname__) != where:  # a reload may register again
+            raise ValueError(f"report kind {kind!r} is already rendered by {known.__module__}.{known.__qualname__}")
+        _RENDERERS[kind] = function
+        return function
 
-    return {"command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
-            "git_commit": git_commit()}
+    return register
 
 
 def renderers() -> Dict[str, Callable[[Dict], str]]:
-    from .energy.decoding_report import markdown as decoding_markdown
-    from .energy.files import checkpoint_markdown, tables_markdown
-    from .energy.pareto import markdown as pareto_markdown
-    from .energy.roofline import markdown as roofline_markdown
-    from .experiments.techniques import markdown as techniques_markdown
-    from .perf.deploy import markdown as deploy_markdown
-    from .perf.params import markdown as params_markdown
-    from .perf.precision import markdown as precision_markdown
-
-    return {"tables": tables_markdown, "checkpoint": checkpoint_markdown, "precision": precision_markdown,
-            "params": params_markdown, "deploy": deploy_markdown, "decoding": decoding_markdown,
-            "roofline": roofline_markdown, "pareto": pareto_markdown, "techniques": techniques_markdown}
+    """{kind: renderer} of the kinds registered so far (by the modules imported)."""
+    return dict(_RENDERERS)
 
 
 def render(record: Dict) -> str:

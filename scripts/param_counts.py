@@ -8,6 +8,7 @@ import sys
 
 from fairseq_eatt import reports
 from fairseq_eatt.perf.params import markdown, measure
+from fairseq_eatt.provenance import provenance
 
 
 def main():
@@ -17,7 +18,7 @@ def main():
     p.add_argument("--out", default=None, help="write OUT.md and OUT.json (e.g. results/attention_variants)")
     args = p.parse_args()
     rec = {**measure(args.arch, args.vocab),
-           **reports.provenance(shlex.join(["python", "scripts/param_counts.py"] + sys.argv[1:]))}
+           **provenance(shlex.join(["python", "scripts/param_counts.py"] + sys.argv[1:]))}
     if args.out:
         reports.write(args.out, rec)
     print(markdown(rec), end="")

@@ -16,7 +16,7 @@ FAIRSEQ_SPEC="fairseq-fixed==0.12.3.1"
 # fairseq-fixed's real runtime dependencies, plus what the plugin, data prep and tests use.
 DEPS=(cffi cython numpy regex "sacrebleu>=2.0" tqdm bitarray scikit-learn packaging
       "hydra-core==1.3.2" "omegaconf==2.3.0" sacremoses subword-nmt jieba matplotlib
-      onnx onnxruntime pytest hypothesis
+      onnx onnxruntime pytest hypothesis import-linter
       triton)  # E-ATT's GPU kernels; the tests run them with Triton's interpreter on the CPU
 
 # The stamp changes with the dependencies, the package metadata and the C++ kernel's source.

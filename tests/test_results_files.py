@@ -1,6 +1,7 @@
 """Every report committed under results/ is what its committed record renders to today, byte for byte: a change
 of the rendering, of the declared operation counts or of the parameter counts shows here. (The tables and figures
 made from run JSON by fairseq-eatt-aggregate are checked in test_experiments.py.)"""
+import ast
 import glob
 import json
 import os
@@ -8,8 +9,9 @@ import os
 import pytest
 
 from fairseq_eatt import reports
+from fairseq_eatt.cli.report_kinds import REPORT_MODULES  # registers every kind's renderer
 
-from .helpers import REPO_ROOT
+from .helpers import PLUGIN_DIR, REPO_ROOT
 
 RESULTS = os.path.join(REPO_ROOT, "results")
 
@@ -52,6 +54,28 @@ def test_the_benchmark_report_regenerates_from_its_json():
         report = json.load(handle)
     with open(os.path.join(RESULTS, "performance.md"), encoding="utf-8") as handle:
         assert markdown(report) == handle.read()
+
+
+def _registers_a_renderer(path):
+    """Whether the module at ``path`` decorates a function with ``renderer(...)`` (or ``reports.renderer(...)``)."""
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    for node in ast.walk(tree):
+        for decorator in getattr(node, "decorator_list", []):
+            call = decorator.func if isinstance(decorator, ast.Call) else None
+            if getattr(call, "id", None) == "renderer" or getattr(call, "attr", None) == "renderer":
+                return True
+    return False
+
+
+def test_every_module_that_renders_a_kind_is_listed():
+    """reports.py imports no producer: a renderer whose module REPORT_MODULES leaves out would go unregistered."""
+    found = set()
+    for path in glob.glob(os.path.join(PLUGIN_DIR, "**", "*.py"), recursive=True):
+        if _registers_a_renderer(path):
+            relative = os.path.relpath(path, os.path.dirname(PLUGIN_DIR))
+            found.add(relative[:-len(".py")].replace(os.sep, "."))
+    assert found == {module.__name__ for module in REPORT_MODULES}
 
 
 def test_a_record_of_an_unknown_kind_is_refused(tmp_path):

@@ -18,7 +18,6 @@ import datetime
 import json
 import platform
 import sys
-from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from ..data.text import atomic_output
 from ..fairseq_tools import load_checkpoint
-from .binarization import attention_modules, binarizes, capabilities_of
+from ..tracking import attention_modules, binarizes, capabilities_of
 
 POSITIONS = ("encoder_self", "decoder_self", "cross")
 
@@ -225,13 +224,6 @@ def diagnose(model: nn.Module, task, subset: str, max_tokens: int = 4096,
     return diagnostics.summary()
 
 
-def counts_by_position(rows: List[Dict]) -> Dict[str, Dict[int, Dict]]:
-    out: Dict[str, Dict[int, Dict]] = defaultdict(dict)
-    for row in rows:
-        out[row["position"]][row["layer"]] = row
-    return out
-
-
 # ---- the report: markdown, JSON and a plot comparing checkpoints
 
 SHORT = {"encoder_self": "enc", "decoder_self": "dec", "cross": "x"}
@@ -261,7 +253,7 @@ def table(rows: List[Dict]) -> str:
 
 
 def plot(results: List[Tuple[str, List[Dict]]], out_png: str, title: str):
-    from ..experiments.plots import pyplot, save
+    from ..plots import pyplot, save
 
     panels = [("relative_entropy", None, "attention entropy / log(keys)"),
               ("nonzero_ratio", "key_codes", "nonzero ratio (key side)"),

@@ -69,7 +69,7 @@ def draw(data: str, checkpoint: str, source: str, target: str, out: str, layer: 
             raise ValueError(f"--layer {index}: the decoder has layers 1..{len(layers)}")
         panels = [(f"layer {index}", layers[index - 1])]
 
-    from ..experiments.plots import pyplot, save
+    from ..plots import pyplot, save
 
     size = 0.32
     width = max(4.0, size * len(src_labels) + 1.5) * len(panels)

@@ -9,6 +9,7 @@ The L1 scores have three implementations that never build the (N, T, S, d) tenso
   features reduced in registers, float32 accumulation for float32/float16/bfloat16 inputs.
 Which one runs is chosen in :mod:`fairseq_eatt.attention.backends` (kind ``l1``).
 """
+import importlib
 import math
 
 import torch
@@ -161,9 +162,8 @@ def l1_kernel():
     global _KERNEL, _KERNEL_ERROR
     if _KERNEL is None and _KERNEL_ERROR is None:
         try:
-            from .. import _pairwise_l1  # built by setup.py
-
-            _KERNEL = _pairwise_l1
+            # built by setup.py; imported by name: an extension module, not part of the package's import graph
+            _KERNEL = importlib.import_module(__name__.rsplit(".", 2)[0] + "._pairwise_l1")
         except ImportError as err:
             _KERNEL_ERROR = f"the compiled L1 kernel is not built ({err}); reinstall with `pip install -e .` " \
                             f"(needs torch importable at build time and a C++ compiler)"

@@ -18,6 +18,7 @@ POSITION_FLAGS = {
     DECODER_SELF: "--decoder-self-attention",
     DECODER_CROSS: "--decoder-cross-attention",
 }
+POSITION_ATTRS = {position: flag[2:].replace("-", "_") for position, flag in POSITION_FLAGS.items()}  # argparse
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,9 @@ def build_attention(name: str, embed_dim: int, num_heads: int, position: str = E
     cross = position == DECODER_CROSS
     return cls(embed_dim, num_heads, kdim=kdim, vdim=vdim, dropout=dropout, self_attention=not cross,
                encoder_decoder_attention=cross, **values)
+
+
+def everywhere_allowed(variant: str) -> Dict[str, str]:
+    """``variant`` in every position it supports, vanilla attention in the others."""
+    allowed = get_attention_class(variant).capabilities.allowed_positions()
+    return {pos: (variant if pos in allowed else "vanilla") for pos in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)}

@@ -1,5 +1,4 @@
-"""Sparse attention patterns named by the edge-efficient attention survey
-(../shared/seeds/edge-efficient-attention-survey.txt).
+"""Sparse attention patterns named by the edge-efficient attention survey (strided, block-sparse, local).
 
 Dot-product attention where each query sees only some keys, by position among real tokens (padding shifts
 nothing):

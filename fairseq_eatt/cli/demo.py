@@ -18,7 +18,6 @@ from typing import Dict, List, Optional
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF
 from ..fairseq_tools import (
-    PLUGIN_DIR,
     ToolFailed,
     fairseq_command,
     generate_scores,
@@ -30,7 +29,7 @@ from ..fairseq_tools import (
 )
 from ..data.prepare import SHIPPED_MULTI30K, bpe_and_binarize
 from ..experiments.recipes import recipe_label
-from ..reports import provenance
+from ..provenance import PLUGIN_DIR, provenance
 from ..data.text import atomic_output, decompress, read_lines, tokenize_file
 
 

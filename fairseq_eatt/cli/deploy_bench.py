@@ -17,6 +17,7 @@ import tempfile
 
 from .. import reports
 from ..deploy.onnx_export import ExportError, export_checkpoint
+from ..deploy.ort_translate import postprocessor
 from ..perf.deploy import DeployBenchError, measure, record
 
 
@@ -47,13 +48,6 @@ def parse_args(argv):
     return args
 
 
-def detokenizer(lang: str):
-    from sacremoses import MosesDetokenizer
-
-    moses = MosesDetokenizer(lang=lang)
-    return lambda line: moses.detokenize((line + " ").replace("@@ ", "").split())
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -70,7 +64,7 @@ def main(argv=None):
         try:
             if not args.export:
                 export_checkpoint(args.data, args.path, export_dir)
-            measured = measure(args.data, args.path, export_dir, sources, references, detokenizer(args.target_lang),
+            measured = measure(args.data, args.path, export_dir, sources, references, postprocessor(args.target_lang),
                                args.beam, args.lenpen, args.max_len_b)
         except (ExportError, DeployBenchError) as err:
             sys.exit(f"fairseq-eatt-deploy-bench: {err}")

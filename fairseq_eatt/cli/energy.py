@@ -171,8 +171,9 @@ def measure_report(args, argv=None):
               f"{c['joules_above_idle']:.3f} J above idle")
     if args.out:
         from ..data.text import atomic_output
+        from ..provenance import provenance
 
-        record = {"kind": "energy-measured", "result": result, **reports.provenance(command_line(argv))}
+        record = {"kind": "energy-measured", "result": result, **provenance(command_line(argv))}
         with atomic_output(args.out + ".json") as handle:
             json.dump(record, handle, indent=1)
         print(f"wrote {args.out}.json")
@@ -246,8 +247,9 @@ def decode_report(args, argv=None):
         print(f"counted {label}", flush=True)
     names = available_attentions() if args.variants == "all" else [v for v in args.variants.split(",") if v]
     for name in names:
-        _, task, model, _ = build({"data": args.data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": 4096,
-                                   "criterion": criterion(name), "model_args": model_args(name, PRESETS["small"])})
+        _, task, model, _ = build({"data": args.data, "src": args.source_lang, "tgt": args.target_lang,
+                                   "max_tokens": 4096, "criterion": criterion(name),
+                                   "model_args": model_args(name, PRESETS["small"])})
         rows.append({"label": f"`{name}` (untrained, source length)", "variant": name, "decoding": "forced",
                      "batches": measure_model(model.eval(), task, samples(task, model), table, args.beam, True,
                                               200)})

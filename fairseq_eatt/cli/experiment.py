@@ -51,7 +51,8 @@ from ..attention.eatt import DEFAULT_RECIPE, RECIPES as EATT_RECIPES
 from ..data.text import atomic_output
 from ..experiments import recipes as R
 from ..experiments import runner
-from ..fairseq_tools import git_commit, machine, optimization_flags
+from ..fairseq_tools import optimization_flags
+from ..provenance import provenance
 from ..experiments.settings import SCALES, setting
 
 RECIPES = R.TRAINING_RECIPES + ("figure1", "figure2", "figure3", "energy", "study-diagnose")
@@ -478,8 +479,7 @@ def figure1(args):
                        energy_note=f"ASIC (paper's Table 1), paper convention, l = {l_mean} (mean test source "
                                    f"length), relative to the vanilla model of the teacher's size",
                        bleu_note="fairseq-generate's sacreBLEU on test (BPE removed, tokenized text)",
-                       train_args=train_args, date=teacher["date"], machine=machine(),
-                       git_commit=git_commit())
+                       train_args=train_args, **{**provenance(), "date": teacher["date"]})
         with atomic_output(out) as handle:
             json.dump(summary, handle, indent=2)
         log(f"wrote {out}")

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from .. import reports
-from ..fairseq_tools import PLUGIN_DIR
+from ..provenance import PLUGIN_DIR
 from ..perf.precision import MODES, PrecisionError, compare, record
 
 
@@ -30,8 +30,8 @@ def parse_args(argv):
             p.error(f"{flag} {path}: no such file or folder")
     bad = [f for f in generate_flags if f.split("=", 1)[0] in ("--quantize", "--inference-dtype")]
     if bad:
-        p.error(f"{bad[0].split('=', 1)[0]}: this tool decodes with every precision ({', '.join(MODES)}); give fairseq-generate "
-                f"flags only")
+        p.error(f"{bad[0].split('=', 1)[0]}: this tool decodes with every precision ({', '.join(MODES)}); give "
+                f"fairseq-generate flags only")
     return args, generate_flags
 
 

@@ -46,13 +46,14 @@ def main(argv=None):
     args = parse_args(argv)
     from .. import reports
     from ..experiments import techniques
+    from ..provenance import provenance
 
     body = techniques.measure(args.workdir, args.results, args.jobs, args.energy_sentences, args.configs)
     if not body["rows"]:
         raise SystemExit(f"fairseq-eatt-techniques: no trained run of the techniques recipe under {args.results} "
                          f"with its checkpoint under {args.workdir}: run fairseq-eatt-experiment techniques first")
     command = "fairseq-eatt-techniques " + " ".join(sys.argv[1:] if argv is None else argv)
-    record = {"kind": "techniques", **body, **reports.provenance(command.strip())}
+    record = {"kind": "techniques", **body, **provenance(command.strip())}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     record["figures"] = techniques.plot(record, args.out)
     reports.publish(args.out, record)

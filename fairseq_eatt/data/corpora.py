@@ -1,6 +1,6 @@
 """The corpora of the E-ATT paper, as data: where each file comes from, its checksum, and how it is prepared.
 
-Checksums are pinned where a trustworthy copy was available (see ../shared/data/*/SOURCE.md): the IWSLT'15
+Checksums are pinned where a trustworthy copy was available (each corpus's SOURCE.md says where from): the IWSLT'15
 En-Vi training set (md5 published with the release mirrors), its dev/test sets and the WMT test sets. The WMT
 training archives could not be obtained here; their checksums are not pinned, and the preparation says so when
 it uses them. A local directory (``--local-dir``) replaces downloading file by file, under the same names.

@@ -25,7 +25,7 @@ from typing import Dict, List
 from tqdm import tqdm
 
 from ..fairseq_tools import ToolFailed, fairseq_command, run_tool
-from ..fairseq_tools import REPO_ROOT
+from ..provenance import REPO_ROOT
 from .corpora import CORPORA, Corpus, RemoteFile
 from .text import apply_bpe_file, atomic_output, count_lines, learn_bpe, tokenize_file
 

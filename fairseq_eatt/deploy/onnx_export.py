@@ -289,7 +289,8 @@ def export_checkpoint(data: str, checkpoint: str, out_dir: str, bpe_codes: Optio
                       tokenizer: Optional[str] = None) -> Dict:
     """Export a fairseq checkpoint (see the module's docstring); returns what export.json holds."""
     from .. import __version__
-    from ..fairseq_tools import git_commit, load_checkpoint, machine
+    from ..fairseq_tools import load_checkpoint
+    from ..provenance import provenance
     from ..models.transformer_eatt import attention_settings
 
     if tokenizer not in (None, "moses"):
@@ -319,7 +320,7 @@ def export_checkpoint(data: str, checkpoint: str, out_dir: str, bpe_codes: Optio
             "attention": attention_settings(args), "arch": args.arch, "opset": OPSET,
             "files": {name: os.path.getsize(os.path.join(work, name)) for name in GRAPHS + (WEIGHTS,)},
             "checkpoint": os.path.abspath(checkpoint), "plugin_version": __version__,
-            "machine": machine(), "git_commit": git_commit()})
+            **provenance()})
         write_json(os.path.join(work, "export.json"), record)
         replace_directory(work, out_dir)
     finally:

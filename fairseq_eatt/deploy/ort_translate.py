@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,23 +50,43 @@ class Dictionary:
         return " ".join(self.symbols[i] for i in ids if i not in (self.bos, self.pad, self.eos))
 
 
+def postprocessor(lang: Optional[str] = None, bpe: bool = True) -> Callable[[str], str]:
+    """Hypothesis -> text, as fairseq-generate's ``--post-process subword_nmt --tokenizer moses``: subword-nmt's
+    "@@ " joins undone (``bpe``), then Moses detokenization in ``lang`` (None: the text stays tokenized). The
+    plugin's one copy of this, here because this file also runs beside an export, without the plugin."""
+    detokenize = None
+    if lang is not None:
+        from sacremoses import MosesDetokenizer
+
+        moses = MosesDetokenizer(lang=lang)
+        detokenize = moses.detokenize
+
+    def postprocess(line: str) -> str:
+        if bpe:
+            line = (line + " ").replace("@@ ", "").rstrip()
+        return detokenize(line.split()) if detokenize is not None else line
+
+    return postprocess
+
+
 class Preprocessing:
     """Moses tokenization and subword-nmt BPE on the way in, their inverses on the way out, as the export names."""
 
     def __init__(self, export_dir: str, config: Dict, pretokenized: bool):
-        self.tokenize = self.detokenize = None
+        self.tokenize = None
         self.bpe = None
+        moses = not pretokenized and config.get("tokenizer") == "moses"
+        self.target = postprocessor(config["target_lang"] if moses else None,  # hypothesis -> text
+                                    bpe=not pretokenized and bool(config.get("bpe_codes")))
         if pretokenized:
             return
-        if config.get("tokenizer") == "moses":
-            from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
+        if moses:
+            from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
             normalizer = MosesPunctNormalizer(lang=config["source_lang"])
             tokenizer = MosesTokenizer(lang=config["source_lang"])
-            detokenizer = MosesDetokenizer(lang=config["target_lang"])
             self.tokenize = lambda line: tokenizer.tokenize(normalizer.normalize(line), escape=False,
                                                             return_str=True)
-            self.detokenize = lambda line: detokenizer.detokenize(line.split())
         if config.get("bpe_codes"):
             from subword_nmt.apply_bpe import BPE
 
@@ -80,13 +100,6 @@ class Preprocessing:
         if self.bpe is not None:
             line = self.bpe.process_line(line)
         return line.split()
-
-    def target(self, line: str) -> str:
-        if self.bpe is not None:
-            line = (line + " ").replace("@@ ", "").rstrip()
-        if self.detokenize is not None:
-            line = self.detokenize(line)
-        return line
 
 
 class Translator:

@@ -10,7 +10,7 @@ paper does.
 from typing import Dict, List
 
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, get_attention_class
-from ..models.transformer_eatt import POSITION_ATTRS
+from ..attention import POSITION_ATTRS
 from ..attention.counts import OpCounts, projection
 from .report import attention_counts, feed_forward
 from .tables import EnergyTable

@@ -2,7 +2,8 @@
 arithmetic only and with memory traffic under each memory assumption, at several batch sizes."""
 from typing import Dict, List, Optional, Sequence
 
-from ..reports import provenance
+from ..provenance import provenance
+from ..reports import renderer
 from .decoding import count_generation
 from .tables import EnergyTable
 from ..attention.counts import MEMORY, MEMORY_HELP
@@ -45,6 +46,7 @@ def record(command: str, rows: List[Dict], table: EnergyTable, beam: int, note: 
             **provenance(command)}
 
 
+@renderer("decoding")
 def markdown(rec: Dict) -> str:
     table = rec["table"]
     lines = ["# Decoding energy: fairseq's beam search, counted", "",
@@ -60,8 +62,9 @@ def markdown(rec: Dict) -> str:
     batches = sorted({b for r in rec["rows"] for b in r["batches"]}, key=int)
     for bsz in batches:
         lines += [f"## Batch {bsz}", "",
-                  "| model | sentences | target tokens | µJ / sentence, arithmetic | µJ / sentence, with traffic (dram) "
-                  "| with traffic (sram) | µJ / token (dram) | attention share of arithmetic | declared = executed |",
+                  "| model | sentences | target tokens | µJ / sentence, arithmetic | µJ / sentence, with traffic "
+                  "(dram) | with traffic (sram) | µJ / token (dram) | attention share of arithmetic | "
+                  "declared = executed |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rec["rows"]:
             m = r["batches"].get(bsz)

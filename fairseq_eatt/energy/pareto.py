@@ -10,13 +10,16 @@ import json
 import os
 from typing import Dict, List, Optional
 
+from ..provenance import provenance
+from ..reports import renderer
+
 FORMS = (("arithmetic", "arithmetic only"), ("dram", "with memory traffic (weights in DRAM)"),
          ("measured", "measured (hardware counters)"))
 
 
 def run_bleu(runs_dir: str, variant: str, recipe_suffix: str = "") -> Optional[Dict]:
     """The test and dev BLEU of ``variant``'s run (its everywhere-allowed mix, seed 1), or None."""
-    from ..experiments.recipes import everywhere_allowed
+    from ..attention import everywhere_allowed
 
     mix = everywhere_allowed(variant)
     name = f"{mix['encoder_self']}-{mix['decoder_self']}-{mix['decoder_cross']}{recipe_suffix}.seed1.json"
@@ -79,8 +82,6 @@ def pareto_front(pts: List[Dict], form: str) -> List[str]:
 
 
 def record(command: str, decoding_path: str, runs_dir: str, batch: str, measured: Dict) -> Dict:
-    from ..reports import provenance
-
     with open(decoding_path, encoding="utf-8") as handle:
         decoding = json.load(handle)
     pts = points(decoding, runs_dir, batch, measured)
@@ -89,13 +90,15 @@ def record(command: str, decoding_path: str, runs_dir: str, batch: str, measured
             "fronts": {form: pareto_front(pts, form) for form, _ in FORMS}, **provenance(command)}
 
 
+@renderer("pareto")
 def markdown(rec: Dict) -> str:
     lines = ["# BLEU against decoding energy, every variant (small scale)", "",
              f"Made by `{rec['command']}`. Date, machine and commit: the JSON file beside this one.", "",
              f"BLEU: each variant's small-scale run (`{rec['runs']}`, seed 1; reduced scale). Energy per sentence: "
              f"`{rec['decoding']}` at batch {rec['batch']} (beam search counted as it runs, hypotheses forced to "
              "their source's length). Measured: " + ("; ".join(
-                 f"`{v}`: `{m['path']}` ({', '.join(m['counters'])} on {m['machine'].get('gpu') or m['machine']['cpu']}, "
+                 f"`{v}`: `{m['path']}` ({', '.join(m['counters'])} on "
+                 f"{m['machine'].get('gpu') or m['machine']['cpu']}, "
                  f"joules above idle / {m['sentences']} sentences, its own batch and process)"
                  for v, m in sorted(rec["measured"].items())) if rec["measured"] else
                  "no hardware energy counter was readable; nothing shown") + ". Figure: the PNG beside this file.", "",
@@ -112,12 +115,9 @@ def markdown(rec: Dict) -> str:
 
 
 def figure(rec: Dict, path: str):
-    import matplotlib
+    from ..plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.5))
     for ax, (form, label) in zip(axes, FORMS):
         pts = [p for p in rec["points"] if p[form] is not None]
         ax.set_title(label, fontsize=10)
@@ -134,6 +134,5 @@ def figure(rec: Dict, path: str):
         ax.set_xscale("log")
     fig.suptitle(f"BLEU vs decoding energy at batch {rec['batch']} (small scale; red: Pareto front)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 

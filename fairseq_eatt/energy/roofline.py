@@ -12,6 +12,8 @@ from typing import Dict, List
 
 import torch
 
+from ..provenance import provenance
+from ..reports import renderer
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
 from ..attention.counts import intensity
 
@@ -40,7 +42,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, memory: str = "dram",
+def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, memory: str = "dram",  # noqa: E741
          precision: str = "fp32", batch: int = 1) -> List[Dict]:
     """Intensity, attainable throughput and bound of each variant's calls at length ``l`` (keys so far for the
     steps) and ``batch`` rows sharing the weights."""
@@ -67,8 +69,8 @@ def rows(l: int, d: int, heads: int, peak_gops: float, bandwidth_gbs: float, mem
     return out
 
 
-def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: str, batches=(1, 64)) -> Dict:
-    from ..reports import provenance
+def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: str,  # noqa: E741
+           batches=(1, 64)) -> Dict:
     from ..attention.counts import MEMORY
 
     return {"kind": "roofline", "measured_machine": machine, "l": l, "d": d, "heads": heads, "precision": precision,
@@ -77,6 +79,7 @@ def record(command: str, machine: Dict, l: int, d: int, heads: int, precision: s
             **provenance(command)}
 
 
+@renderer("roofline")
 def markdown(rec: Dict) -> str:
     from ..attention.counts import MEMORY_HELP
 
@@ -104,17 +107,14 @@ def markdown(rec: Dict) -> str:
 
 
 def figure(rec: Dict, path: str, memory: str = "dram", batch: str = "1"):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import pyplot, save
 
     m = rec["measured_machine"]
     pts = rec["rows"][memory][batch]
     xs = [r["intensity"] for r in pts]
     lo, hi = min(xs + [0.01]) / 2, max(xs + [m["peak_gops"] / m["bandwidth_gbs"]]) * 4
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = pyplot().subplots(figsize=(8, 5))
     ax.loglog(grid, [min(m["peak_gops"], x * m["bandwidth_gbs"]) for x in grid], "k-", label="roofline")
     markers = {"encoder_self full pass": "o", "decoder self step": "s", "cross step (cached source)": "^"}
     for call, marker in markers.items():
@@ -128,5 +128,4 @@ def figure(rec: Dict, path: str, memory: str = "dram", batch: str = "1"):
     ax.set_title(f"Roofline, memory {memory}, batch {batch}, d {rec['d']}, length {rec['l']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)

@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 
 from ..data.text import atomic_output
 from ..fairseq_tools import (
-    PLUGIN_DIR,
     ToolFailed,
     fairseq_command,
     generate_scores,
@@ -17,6 +16,7 @@ from ..fairseq_tools import (
     read_generate_output,
     run_tool,
 )
+from ..provenance import PLUGIN_DIR
 from .runner import training_finished
 
 

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions, get_attention_class
+from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions
+from ..attention import everywhere_allowed  # noqa: F401  (R.everywhere_allowed)
 from .settings import PAPER_TASKS, SMALL_TASK
 
 TABLE5_ROWS = (("vanilla", "Vanilla"), ("eatt_select", "Replace with discrete selection"),
@@ -27,7 +28,7 @@ def recipe_folder(root: str, recipe: str) -> str:
     """Output folder of ``recipe``'s tables and figures under ``root``: ``root`` or ``root/<recipe>``."""
     return root if recipe == "paper" else os.path.join(root, recipe)
 
-# The E-ATT study (issue 15): levers of the authors' released code and of the paper's text, each alone, and
+# The E-ATT study: levers of the authors' released code and of the paper's text, each alone, and
 # combinations. tag -> (variant, what it changes, model flags). A lever's run is named <variant>+<tag>.
 STUDY_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "eatt+authors": ("eatt", "--eatt-recipe authors: pre-norm blocks, tau = 0 on the layer-normed input, Q/K of "
@@ -53,7 +54,7 @@ STUDY_CONFIGS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
                              "--eatt-learn-temperature", "true")),
 }
 _PRENORM = ("--encoder-normalize-before", "--decoder-normalize-before")
-# The levers again at the longer budget, in pre-norm blocks (issue 29), and the two roads from a vanilla model:
+# The levers again at the longer budget, in pre-norm blocks, and the two roads from a vanilla model:
 # distillation (the run trains on the vanilla teacher's translations: ROADS) and conversion (study-convert).
 # In a pre-norm block fairseq's layer norm before the attention is the authors' module-owned norm, so "the
 # module-owned norm at tau 0" is tau 0 in pre-norm blocks.
@@ -83,7 +84,7 @@ STUDY_CURVE_EVERY = {"small": 500, "paper": 5000}  # dev BLEU along the way: che
 STUDY_HYBRIDS = ("vanilla-vanilla-eatt", "eatt-eatt-vanilla", "synth_random-synth_random-eatt")
 STUDY_LONG_DEFAULT = ("eatt+authors",)  # configurations trained at the longer budget besides vanilla and E-ATT
 
-# The survey's techniques (issue 19) on vanilla and on E-ATT, under the plugin's default E-ATT recipe:
+# The survey's techniques on vanilla and on E-ATT, under the plugin's default E-ATT recipe:
 # tag -> (variant, what it adds, model flags); the runs without a technique are the recipe's vanilla and E-ATT.
 _PRUNE = ("--prune-layer", "1", "--prune-keep-ratio", "0.7")
 _EXIT = ("--early-exit",)
@@ -184,12 +185,6 @@ def default_seeds(recipe: str, scale: str) -> List[int]:
     if recipe in ("table4", "figure3"):  # Figure 3 measures every E-ATT seed of Table 4
         return [1, 2, 3, 4, 5] if scale == "paper" else [1, 2, 3]
     return [1]
-
-
-def everywhere_allowed(variant: str) -> Dict[str, str]:
-    """``variant`` in every position it supports, vanilla attention in the others."""
-    allowed = get_attention_class(variant).capabilities.allowed_positions()
-    return {pos: (variant if pos in allowed else "vanilla") for pos in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS)}
 
 
 def runs_for(recipe: str, scale: str, tasks: Sequence[str], seeds: Sequence[int],

@@ -20,25 +20,23 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ..attention import get_attention_class
+from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 from ..data.text import atomic_output, read_lines
 from ..fairseq_tools import (
-    PLUGIN_DIR,
     ToolFailed,
     fairseq_command,
-    git_commit,
     load_checkpoint,
-    machine,
     model_flags,
     optimization_flags,
     read_generate_output,
     run_tool,
 )
+from ..provenance import PLUGIN_DIR, git_commit, provenance
 from ..data.prepare import SHIPPED_MULTI30K
 from .recipes import RunSpec
 from .settings import TaskSetting
 
 SCHEMA = 1
-AUX_CRITERION = "label_smoothed_cross_entropy_with_aux"
 
 
 @dataclass
@@ -424,7 +422,7 @@ def _execute_locked(run: RunSpec, setting: TaskSetting, data: PreparedData, run_
         "threads": threads or os.cpu_count(),
         "command": "fairseq-train " + " ".join(shlex.quote(c) for c in [shown_path(data.data_bin)] + flags),
         "workdir": shown_path(run_dir),
-        "date": datetime.date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
+        **provenance(),
     }
     keep_run_hypotheses(run_dir, data, result_path(results, run))
     with atomic_output(result_path(results, run)) as handle:

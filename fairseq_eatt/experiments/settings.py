@@ -1,6 +1,6 @@
 """Training and decoding settings of each task at the paper's scale and at the small CPU scale.
 
-Paper scale (E-ATT paper, Sec. 4.2; ANCHORS.md section 1): Transformer-base, lr = 0.001 * min(t/8000, 1,
+Paper scale (E-ATT paper, Sec. 4.2, and the authors' released code): Transformer-base, lr = 0.001 * min(t/8000, 1,
 (20000/t)^0.5), En-Vi 50k updates x 4,096 tokens with dropout 0.3 and all embeddings shared, En-De 150k x 32,768
 tokens and Zh-En 200k x 32,768 with dropout 0.1 and shared decoder input/output embeddings; beam 4 / 4 / 10 and
 length penalty 1.5 / 0.6 / 1.5; the best checkpoint on the dev set.

@@ -1,4 +1,4 @@
-"""The E-ATT study's report (issue 15): each lever at the demo budget, and the dev BLEU curves at the longer budget.
+"""The E-ATT study's report: each lever at the demo budget, and the dev BLEU curves at the longer budget.
 
 Writes ``OUT/levers.md`` (one row per configuration: mean over its seeds) and ``OUT/curve.md`` + ``curve.png``
 (dev BLEU every 500 updates of the long runs), each with its status and provenance. Runs are the JSON results of
@@ -9,7 +9,8 @@ import statistics
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import recipes as R
-from .plots import pyplot, save
+from ..plots import pyplot, save
+from ..provenance import machine_label
 from .results import ResultError, attention_energy, describe_setting, load_runs, mean_std
 from .index import update_block
 from .significance import LEGEND, Verdict, seed_difference, verdict
@@ -99,14 +100,13 @@ def levers_table(runs: Dict[str, List[Dict]], title: str) -> Tuple[str, str]:
     lines += ["", "Runs (command, machine, date, commit):", ""]
     for name, group in runs.items():
         for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {machine_label(r['machine'])}, commit "
-                         f"{r.get('git_commit')}")
+            lines.append(f"- {r['run']}: `{r['_path']}`; {_made(r)}")
     return status, "\n".join(lines) + "\n"
 
 
-def machine_label(machine: Dict) -> str:
-    """The processor a run trained on: its CPU, or its GPU (and host CPU) where it had one."""
-    return f"{machine['gpu']} ({machine['cpu']} host)" if machine.get("gpu") else machine["cpu"]
+def _made(run: Dict) -> str:
+    """A run's provenance in a report's list of runs: date, processor, commit."""
+    return f"{run['date']}, {machine_label(run['machine'])}, commit {run.get('git_commit')}"
 
 
 def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str, str]:
@@ -145,8 +145,7 @@ def curve_report(runs: Dict[str, List[Dict]], title: str, png: str) -> Tuple[str
     for name in with_curve:
         for r in runs[name]:
             note = r.get("curve_note") or "no dev curve (its checkpoints kept along the way were not decoded)"
-            lines.append(f"- {r['run']}: `{r['_path']}`; trained {r['date']}, {machine_label(r['machine'])}, "
-                         f"commit {r.get('git_commit')}; {note}")
+            lines.append(f"- {r['run']}: `{r['_path']}`; trained {_made(r)}; {note}")
     status = "measured" if len(with_curve) >= 2 else "partial"
     return status, "\n".join(lines) + "\n"
 
@@ -300,8 +299,7 @@ def verdict_report(runs: Dict[str, List[Dict]], gpu_runs: Dict[str, List[Dict]],
     lines += ["", "Runs (command in each JSON; machine, date, commit):", ""]
     for group in runs.values():
         for r in group:
-            lines.append(f"- {r['run']}: `{r['_path']}`; {r['date']}, {machine_label(r['machine'])}, commit "
-                         f"{r.get('git_commit')}")
+            lines.append(f"- {r['run']}: `{r['_path']}`; {_made(r)}")
     status = "measured" if rows else "not run (no configuration has its baseline yet)"
     return status, "\n".join(lines) + "\n"
 
@@ -381,9 +379,8 @@ def convert_report(runs: List[Dict], teachers: Dict[str, List[Dict]], title: str
                      "a run again where its checkpoints kept along the way are gone).")
     lines += ["", "Runs:", ""]
     for r in runs:
-        lines.append(f"- {r['run']}: `{r['_path']}`; from {r['origin']}; {r['date']}, {machine_label(r['machine'])}, "
-                     f"commit {r.get('git_commit')}" + "".join(f"; {r[k]}" for k in ("points_note", "retrained_note")
-                                                              if r.get(k)))
+        lines.append(f"- {r['run']}: `{r['_path']}`; from {r['origin']}; {_made(r)}"
+                     + "".join(f"; {r[k]}" for k in ("points_note", "retrained_note") if r.get(k)))
     return "measured", "\n".join(lines) + "\n"
 
 

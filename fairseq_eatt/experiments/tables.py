@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, available_attentions
 from ..attention.eatt import RECIPE_NOTES
 from . import recipes as R
-from .plots import finish, plot_points, pyplot
+from ..plots import finish, plot_points, pyplot
 from .results import SCALE_NOTES, Collection, attention_energy, describe_setting, mean_std
 from .significance import LEGEND, UNTESTED, verdict
 

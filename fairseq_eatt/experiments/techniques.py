@@ -1,4 +1,4 @@
-"""The survey's techniques at small scale (issue 19): curves and comparison rows from the techniques recipe's runs.
+"""The survey's techniques at small scale: curves and comparison rows from the techniques recipe's runs.
 
 For the trained runs of ``fairseq-eatt-experiment techniques`` (vanilla and E-ATT, each alone and with ternary or
 binary weights, encoder token pruning or early exit), every checkpoint is decoded in-process with fairseq's
@@ -12,13 +12,13 @@ lowest threshold whose dev BLEU is within 1 BLEU of its full depth. Rows add par
 maps at 1/2 bits per weight plus a scale per output channel), and decoding energy counted by
 :func:`fairseq_eatt.energy.decoding.count_generation` (declared = executed for every attention call).
 """
-import argparse
 import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
+from ..reports import renderer
 from . import recipes as R
 from .significance import LEGEND, UNTESTED
 
@@ -52,7 +52,7 @@ def run_of(config: str, task: str = R.SMALL_TASK, scale: str = "small", seed: in
     return dataclasses.replace(R.study_run(task, scale, config, seed), recipe=RECIPE)
 
 
-# ---- decoding ---------------------------------------------------------------------------------------------------------
+# ---- decoding --------------------------------------------------------------------------------------------------------
 
 def load(checkpoint: str, data_bin: str, overrides: Dict):
     from fairseq import checkpoint_utils
@@ -71,14 +71,12 @@ def translate(model, task, split: str, beam: int, lenpen: float, src: str, tgt: 
     """Hypotheses of ``split`` in corpus order, post-processed as fairseq-generate does, and what decoding did:
     seconds, source tokens kept by the encoder, exit depth of every decoding step of every hypothesis."""
     import torch
-    from fairseq.data import encoders
     from fairseq.sequence_generator import SequenceGenerator
 
+    from ..deploy.ort_translate import postprocessor
     from ..perf.worker import batches
 
-    tokenizer = encoders.build_tokenizer(argparse.Namespace(tokenizer="moses", moses_source_lang=src,
-                                                            moses_target_lang=tgt, moses_no_dash_splits=False,
-                                                            moses_no_escape=False)) if detok else None
+    postprocess = postprocessor(tgt if detok else None)
     generator = SequenceGenerator([model], task.target_dictionary, beam_size=beam, len_penalty=lenpen,
                                   max_len_a=0, max_len_b=200)
     seen = {"kept": 0, "source": 0, "depth": 0, "steps": 0}
@@ -105,9 +103,9 @@ def translate(model, task, split: str, beam: int, lenpen: float, src: str, tgt: 
         with torch.no_grad():
             for sample in batches(task, model, split, max_sentences=max_sentences, shuffle=False):
                 for sid, found in zip(sample["id"].tolist(), generator.generate([model], sample)):
-                    text = task.target_dictionary.string(found[0]["tokens"].int(), "subword_nmt",
+                    text = task.target_dictionary.string(found[0]["tokens"].int(),
                                                          extra_symbols_to_ignore={task.target_dictionary.eos()})
-                    hyps[sid] = tokenizer.decode(text) if tokenizer else text
+                    hyps[sid] = postprocess(text)
     finally:
         del model.encoder.forward_torchscript, model.decoder.forward
     seconds = time.perf_counter() - start
@@ -158,7 +156,7 @@ def decode_point(job: Dict) -> Dict:
     return cached(job, _decode)
 
 
-# ---- rows ---------------------------------------------------------------------------------------------------------------
+# ---- rows ------------------------------------------------------------------------------------------------------------
 
 def stored_bytes(model) -> float:
     """Bytes of the model as stored for decoding: float32 parameters, binary/ternary/8-bit maps packed."""
@@ -263,12 +261,13 @@ def measure(workdir: str, results: str, jobs: int = 1, sentences: int = 100, con
             "energy_table": ENERGY_TABLE, "setting": s.as_dict()}
 
 
-# ---- report -------------------------------------------------------------------------------------------------------------
+# ---- report ----------------------------------------------------------------------------------------------------------
 
 def base_of(config: str) -> str:
     return config.split("+")[0]
 
 
+@renderer("techniques")
 def markdown(rec: Dict) -> str:
     rows = {r["config"]: r for r in rec["rows"]}
     lines = ["# The survey's techniques on vanilla and E-ATT (small scale)", "",
@@ -287,8 +286,8 @@ def markdown(rec: Dict) -> str:
     if rec.get("missing"):
         lines += [f"Not run yet: {', '.join(rec['missing'])}.", ""]
     lines += ["## Comparison rows", "",
-              "| run | technique (setting) | params | stored MiB | dev BLEU | test BLEU | vs base (test) | energy µJ/sent."
-              " (arith.) | with DRAM | multiplications / sent. | attention mult. / sent. | decoding s (test) | "
+              "| run | technique (setting) | params | stored MiB | dev BLEU | test BLEU | vs base (test) | energy "
+              "µJ/sent. (arith.) | with DRAM | multiplications / sent. | attention mult. / sent. | decoding s (test) | "
               "declared = executed |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for config, row in rows.items():
         p, e = row["point"], row["energy"]
@@ -350,7 +349,8 @@ def findings(rec: Dict) -> List[str]:
     if "eatt+ternary" in rows and "vanilla" in rows:
         e, v = rows["eatt+ternary"]["energy"], rows["vanilla"]["energy"]
         out.append(f"E-ATT with ternary weights keeps {e['attention_mul_per_sentence']:,.0f} attention "
-                   f"multiplications per sentence ({e['attention_mul_per_sentence'] / v['attention_mul_per_sentence']:.1%}"
+                   f"multiplications per sentence "
+                   f"({e['attention_mul_per_sentence'] / v['attention_mul_per_sentence']:.1%}"
                    f" of vanilla's): the softmax-weighted sums of values and one scale per output of the value and "
                    f"output projections; Q and K are selections, the L1 scores additions. The whole model keeps "
                    f"{e['mul_per_sentence'] / v['mul_per_sentence']:.1%} of vanilla's multiplications (the output "
@@ -359,7 +359,7 @@ def findings(rec: Dict) -> List[str]:
 
 
 def plot(rec: Dict, out_prefix: str) -> Dict[str, str]:
-    from .plots import finish, pyplot
+    from ..plots import finish, pyplot
 
     plt = pyplot()
     figures = {}

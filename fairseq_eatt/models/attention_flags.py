@@ -4,6 +4,7 @@ from ..attention import (
     DECODER_CROSS,
     DECODER_SELF,
     ENCODER_SELF,
+    POSITION_ATTRS,
     POSITION_FLAGS,
     AttentionSpecError,
     available_attentions,
@@ -13,7 +14,6 @@ from ..attention import (
 from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 
 DEFAULT_ATTENTION = "eatt"
-POSITION_ATTRS = {position: flag[2:].replace("-", "_") for position, flag in POSITION_FLAGS.items()}
 WHERE = {
     ENCODER_SELF: "encoder self-attention",
     DECODER_SELF: "decoder self-attention (must support causal masking)",

@@ -19,7 +19,7 @@ from fairseq.models.transformer import TransformerConfig, TransformerEncoderBase
 from fairseq.modules import transformer_layer
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
-from ..analysis.binarization import BinarizationStats, binarizing_modules, set_tracking
+from ..tracking import BinarizationStats, binarizing_modules, set_tracking
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionSpecError, build_attention
 from ..pruning import TokenPruner
 from ..quantization import unpack_state

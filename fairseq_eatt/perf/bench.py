@@ -1,7 +1,6 @@
 """fairseq-eatt-bench's measurements: each model measured in its own process (perf/worker.py) in alternating
 rounds, E-ATT's score operation alone, and time and memory against the sentence length; report.py writes them."""
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -35,7 +34,7 @@ def spread(values: List[float]) -> Dict:
 def model_args(name: str, preset: Dict) -> List[str]:
     """fairseq arguments of one benchmarked model; all share the preset's dimensions."""
     from ..attention.eatt import BLOCK_DEFAULTS, DEFAULT_RECIPE
-    from ..experiments.recipes import everywhere_allowed
+    from ..attention import everywhere_allowed
 
     dims = []
     for side in ("encoder", "decoder"):
@@ -55,7 +54,7 @@ def model_args(name: str, preset: Dict) -> List[str]:
 def criterion(name: str) -> str:
     """The auxiliary-loss criterion where the variant has one (adaptive span), the plain one otherwise."""
     from ..attention import get_attention_class
-    from ..experiments.runner import AUX_CRITERION
+    from ..criterions.label_smoothed_cross_entropy_with_aux import NAME as AUX_CRITERION
 
     if name != "transformer" and get_attention_class(name).has_auxiliary_loss(argparse.Namespace()):
         return AUX_CRITERION
@@ -274,17 +273,10 @@ def length_scaling(args, preset: Dict, variants: List[str]) -> Dict[str, List[Di
     return out
 
 
-def machine() -> Dict:
-    from ..fairseq_tools import machine as describe
-
-    info = describe()
-    info["threads"] = torch.get_num_threads()
-    return info
-
-
-
 def run(args, command: str) -> Dict:
     """Measure what ``args`` (fairseq-eatt-bench's parsed flags) choose; writes OUT.md and OUT.json."""
+    from ..provenance import provenance
+
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = dict(PRESETS[args.preset])
@@ -295,8 +287,7 @@ def run(args, command: str) -> Dict:
     started = time.time()
     data = args.data or default_data(args)
     models = ["transformer", "vanilla"] + [v for v in args.variant_list if v != "vanilla"]
-    report = {"command": command,
-              "date": datetime.date.today().isoformat(), "machine": machine(), "preset": args.preset,
+    report = {**provenance(command, threads=True), "preset": args.preset,
               "preset_values": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()},
               "data": data, "gpu": args.gpu, "fp16": bool(getattr(args, "fp16", False)), "train": {}, "generate": {}}
     base = {"data": data, "src": args.source_lang, "tgt": args.target_lang, "max_tokens": preset["max_tokens"],

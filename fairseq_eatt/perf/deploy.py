@@ -15,6 +15,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from ..provenance import provenance
+from ..reports import renderer
+
 WAYS = ("eager", "int8", "torchscript", "onnxruntime")
 
 
@@ -33,7 +36,7 @@ def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam
     import torch
     from fairseq.sequence_generator import SequenceGenerator
 
-    from ..cli.generate import convert, model_bytes
+    from ..deploy.inference import convert, model_bytes
     from ..fairseq_tools import load_checkpoint
 
     torch.set_num_threads(1)
@@ -123,12 +126,11 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
 
 def record(command: str, data: str, checkpoint: str, export_dir: str, measurements: Dict,
            note: Optional[str] = None) -> Dict:
-    from ..reports import provenance
-
     return {"kind": "deploy", "data": data, "checkpoint": checkpoint, "export_dir": export_dir, "note": note,
             "measurements": measurements, **provenance(command)}
 
 
+@renderer("deploy")
 def markdown(rec: Dict) -> str:
     m = rec["measurements"]
     lines = [f"# One checkpoint deployed four ways ({m['sentences']} test sentences, batch 1)", "",

@@ -7,12 +7,13 @@ import tempfile
 from typing import Dict
 
 from ..attention import POSITION_FLAGS, available_attentions, get_attention_class
+from ..reports import renderer
 
 
 def model_params(data_dir: str, arch: str, flags) -> int:
     from fairseq import options, tasks
 
-    from ..fairseq_tools import PLUGIN_DIR
+    from ..provenance import PLUGIN_DIR
 
     parser = options.get_training_parser()
     argv = [data_dir, "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t", "de", "--arch", arch,
@@ -56,6 +57,7 @@ def measure(arch: str = "transformer_eatt_small", vocab: int = 7968, dim: int = 
             "layer_heads": heads, "layer_max_length": max_length, "variants": rows}
 
 
+@renderer("params")
 def markdown(rec: Dict) -> str:
     rows = rec["variants"]
     lines = ["# Attention variants: positions and parameter counts", "",

@@ -11,6 +11,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from ..fairseq_tools import ToolFailed, generate_scores, generate_to, read_generate_output
+from ..provenance import provenance
+from ..reports import renderer
 
 MODES = {"float32": [], "int8": ["--quantize", "int8"], "bfloat16": ["--inference-dtype", "bfloat16"]}
 SIZE = re.compile(r"model size ([0-9.]+) MiB \(float32\) -> ([0-9.]+) MiB")
@@ -84,12 +86,11 @@ def runs_size(runs: Dict) -> Optional[float]:
 
 def record(command: str, data: str, checkpoint: str, flags: Sequence[str], result: Dict,
            note: Optional[str] = None) -> Dict:
-    from ..reports import provenance
-
     return {"kind": "precision", "data": data, "checkpoint": checkpoint, "generate_flags": list(flags),
             "note": note, **result, **provenance(command)}
 
 
+@renderer("precision")
 def markdown(rec: Dict) -> str:
     modes = rec["modes"]
     base = modes["float32"]["model_mib"]

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 from ..data.text import atomic_output
 
 CPU_TARGETS = TARGETS = {"train": 0.95, "generate": 0.95, "memory": 1.10, "scores": 3.0}
-GPU_TARGETS = {"train": 0.9, "generate": 0.95, "memory": 1.10, "scores": 2.0}  # issue 20, Transformer-base on a GPU
+GPU_TARGETS = {"train": 0.9, "generate": 0.95, "memory": 1.10, "scores": 2.0}  # the GPU targets, Transformer-base
 
 
 def med(values: List[float]) -> float:

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import torch
 
-from ..fairseq_tools import PLUGIN_DIR
+from ..provenance import PLUGIN_DIR
 
 
 def rss_mib() -> float:

@@ -1,4 +1,4 @@
-"""Plots of the reports and tools (matplotlib off screen, PNG written atomically)."""
+"""Plots of the reports and tools (matplotlib off screen, PNG written atomically), for every layer that draws."""
 import logging
 import os
 
@@ -44,7 +44,7 @@ def finish(fig, ax, xlabel: str, ylabel: str, title: str, path: str):
 
 def save(fig, path: str, dpi: int = 120):
     """Write ``fig`` as PNG to ``path`` atomically and close it."""
-    from ..data.text import atomic_output
+    from .data.text import atomic_output
 
     with atomic_output(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=dpi)

@@ -1,0 +1,8 @@
+"""Every module that renders a kind of report record (``@reports.renderer(kind)``), imported here so that whatever
+renders records of any kind finds them all: the regeneration of results/ and its test. reports.py imports none of
+them, as they sit above it."""
+from ..energy import decoding_report, files, pareto, roofline
+from ..experiments import techniques
+from ..perf import deploy, params, precision
+
+REPORT_MODULES = (decoding_report, files, pareto, roofline, techniques, deploy, params, precision)
