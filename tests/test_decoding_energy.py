@@ -152,3 +152,32 @@ def test_pareto_from_a_decoding_report_runs_and_measurements(tmp_path):
     assert reports.regenerate(str(out) + ".json") == (tmp_path / "pareto.md").read_text()
     with pytest.raises(SystemExit, match="VARIANT=JSON@SENTENCES"):
         energy.main(["--pareto", str(tmp_path / "dec.json"), "--runs", runs, "--measured", "vanilla"])
+
+
+def test_the_encoder_and_decoder_report_their_forwards_and_a_model_that_does_not_is_refused(data_dir, monkeypatch):
+    """The decoding counter learns where the model's work is from the encoder's and decoder's own reports."""
+    from fairseq_eatt.attention.observers import observe
+
+    task, model = tiny(data_dir, "eatt")
+    seen = []
+
+    class Regions:
+        def enter(self, module):
+            seen.append(("enter", module))
+
+        def exit(self, module):
+            seen.append(("exit", module))
+
+    handles = [observe(model.encoder, Regions()), observe(model.decoder, Regions())]
+    sample = sample_of(task, bsz=2, length=5)
+    count_generation(model, task, [sample], beam=2, max_len_b=2)
+    for handle in handles:
+        handle.remove()
+    assert seen[0] == ("enter", model.encoder) and seen[1] == ("exit", model.encoder)
+    decoder_calls = [event for event, module in seen if module is model.decoder]
+    assert decoder_calls.count("enter") == decoder_calls.count("exit") >= 2  # one per decoding step
+    # an encoder and a decoder that report nothing (a model from elsewhere)
+    monkeypatch.setattr(type(model.encoder), "forward", type(model.encoder).forward_scriptable)
+    monkeypatch.setattr(type(model.decoder), "forward", type(model.decoder)._forward)
+    with pytest.raises(ValueError, match="report their forwards"):
+        count_generation(model, task, [sample], beam=2, max_len_b=2)

@@ -308,10 +308,10 @@ def test_an_export_that_computes_something_else_is_refused_and_leaves_nothing(da
     graph: the check against the model refuses it and removes what was written."""
     from fairseq_eatt.attention import register_attention
     from fairseq_eatt.attention import registry as attention_registry
-    from fairseq_eatt.attention.vanilla import VanillaAttention
+    from fairseq_eatt.attention.vanilla import VanillaAttention, VanillaCost
     from fairseq_eatt.deploy import onnx_export
 
-    @register_attention("test_counting")
+    @register_attention("test_counting", cost=VanillaCost)
     class Counting(VanillaAttention):
         calls = 0
 

@@ -12,7 +12,7 @@ import fairseq_eatt  # noqa: F401  (registers the plugin)
 from fairseq_eatt.attention import AttentionSpecError, available_attentions, register_attention
 from fairseq_eatt.attention import registry as attention_registry
 from fairseq_eatt.attention.eatt import EattAttention
-from fairseq_eatt.attention.vanilla import VanillaAttention
+from fairseq_eatt.attention.vanilla import VanillaAttention, VanillaCost
 from fairseq_eatt.models.transformer_eatt import decode_metadata, encode_metadata
 
 from .helpers import PLUGIN_DIR, write_dicts
@@ -91,7 +91,7 @@ def test_help_lists_registered_variants_and_new_ones_appear():
         assert flag in text
     assert "choices: " + ", ".join(available_attentions()) in " ".join(text.split())
 
-    @register_attention("test_only_variant")
+    @register_attention("test_only_variant", cost=VanillaCost)
     class TestOnly(VanillaAttention):
         pass
 
@@ -134,7 +134,7 @@ def test_programmatic_bad_values_are_refused_at_build_time(data_dir):
 def test_variant_refused_in_a_position_it_cannot_serve(data_dir):
     from fairseq_eatt.attention import Capabilities
 
-    @register_attention("test_non_causal")
+    @register_attention("test_non_causal", cost=VanillaCost)
     class NonCausal(VanillaAttention):
         capabilities = Capabilities(causal=False)
 

@@ -1,10 +1,14 @@
-"""A public hook on attention modules: the shape of each call and what beam search moved in its cache.
+"""A public hook on the plugin's modules: what each call of an attention module computed over, what beam search
+moved in its cache, and when the model's encoder and decoder run.
 
-``observe(module, observer)`` makes the module report, after every call, a :class:`CallShape` to
+``observe(module, observer)`` makes an attention module report, after every call, a :class:`CallShape` to
 ``observer.call(module, shape)``, and after every reorder of its cache the elements moved to
-``observer.reorder(module, elements)``. The energy accounting counts decoding with it, without reading a cache's
-entries or patching a method. Modules with no observer pay one dictionary lookup per call.
+``observer.reorder(module, elements)``; the model's encoder and decoder call ``observer.enter(module)`` and
+``observer.exit(module)`` around each forward (:func:`region`). The energy accounting counts decoding with it,
+without reading a cache's entries or patching a method. Modules with no observer pay one dictionary lookup per
+call.
 """
+import contextlib
 import weakref
 from dataclasses import dataclass
 from typing import Optional
@@ -52,3 +56,16 @@ def report_reorder(module, elements: int):
     if watching:
         for observer in list(watching):
             observer.reorder(module, elements)
+
+
+@contextlib.contextmanager
+def region(module):
+    """Around a forward of ``module`` (the model's encoder or decoder): its observers' ``enter`` and ``exit``."""
+    watching = list(_OBSERVERS.get(module, ()))
+    for observer in watching:
+        observer.enter(module)
+    try:
+        yield
+    finally:
+        for observer in watching:
+            observer.exit(module)

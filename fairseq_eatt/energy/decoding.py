@@ -205,21 +205,22 @@ class _Recorder:
             handle.remove()
 
 
-class _Restore:
-    def __init__(self, module, attr):
-        self.module, self.attr = module, attr
-
-    def remove(self):
-        self.module.__dict__.pop(self.attr, None)
-
-
 class _ModelCounter(OpCounter):
     """The operation counter, charging only inside the model's encoder and decoder (not the search)."""
 
     def __init__(self, recorder):
         super().__init__()
         self.depth = 0
+        self.entered = 0
         self.recorder = recorder  # attention calls are counted by their own counters, not here
+
+    # the observer interface (fairseq_eatt.attention.observers.region)
+    def enter(self, module):
+        self.depth += 1
+        self.entered += 1
+
+    def exit(self, module):
+        self.depth -= 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if not self.depth or self.recorder.attention_depth:
@@ -242,20 +243,8 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
     recorder = _Recorder(model, args, precision)
     counter = _ModelCounter(recorder)
 
-    def counted(method):
-        def run(*args, **kwargs):
-            counter.depth += 1
-            try:
-                return method(*args, **kwargs)
-            finally:
-                counter.depth -= 1
-        return run
-
-    # the generator calls these methods directly (not through __call__, so module hooks would not fire)
-    wrapped = [(model.encoder, "forward_torchscript"), (model.encoder, "forward"), (model.decoder, "forward")]
-    for owner, name in wrapped:
-        setattr(owner, name, counted(getattr(owner, name)))
-    hooks = [_Restore(owner, name) for owner, name in wrapped]
+    # the encoder and the decoder report each forward (observers.region): only those are the model's work
+    hooks = [observe(model.encoder, counter), observe(model.decoder, counter)]
     try:
         with torch.no_grad(), counting(), counter:
             for sample in samples:
@@ -269,6 +258,9 @@ def count_generation(model, task, samples, beam: int = 4, precision: str = "fp32
         for info in recorder.state.values():  # a call that raised: leave its counter
             if isinstance(info, dict) and "counter" in info:
                 info["counter"].__exit__(None, None, None)
+    if not counter.entered:
+        raise ValueError("count_generation needs a model whose encoder and decoder report their forwards "
+                         "(fairseq_eatt's transformer_eatt architectures do); this one reports none")
     unknown = set(counter.unknown)
     for call_counter in recorder.counters:
         unknown |= call_counter.unknown

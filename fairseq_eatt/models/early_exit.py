@@ -4,13 +4,14 @@ fairseq 0.12's decoder runs its layers inside one method, extract_features_scrip
 layers, so the forward is copied here with the exits added; tests/test_early_exit_copy.py checks that without
 exits it computes exactly what fairseq's does.
 """
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
 from fairseq.models.transformer import TransformerDecoderBase
 
+from ..attention.observers import region
 from .techniques import exit_threshold
 
 
@@ -25,6 +26,39 @@ class EarlyExitDecoder(TransformerDecoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
         self.exit_threshold = exit_threshold(cfg)
+
+    def forward(self, prev_output_tokens, encoder_out: Optional[Dict[str, List[Tensor]]] = None,
+                incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None, features_only: bool = False,
+                full_context_alignment: bool = False, alignment_layer: Optional[int] = None,
+                alignment_heads: Optional[int] = None, src_lengths: Optional[Any] = None,
+                return_all_hiddens: bool = False):
+        if not torch.jit.is_scripting():  # observers (the energy accounting) see each forward
+            return self._observed_forward(prev_output_tokens, encoder_out, incremental_state, features_only,
+                                          full_context_alignment, alignment_layer, alignment_heads)
+        return self._forward(prev_output_tokens, encoder_out, incremental_state, features_only,
+                             full_context_alignment, alignment_layer, alignment_heads)
+
+    def _forward(self, prev_output_tokens, encoder_out: Optional[Dict[str, List[Tensor]]] = None,
+                 incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+                 features_only: bool = False, full_context_alignment: bool = False,
+                 alignment_layer: Optional[int] = None, alignment_heads: Optional[int] = None):
+        """fairseq's decoder forward: the features, then the output layer."""
+        x, extra = self.extract_features(prev_output_tokens, encoder_out=encoder_out,
+                                         incremental_state=incremental_state,
+                                         full_context_alignment=full_context_alignment,
+                                         alignment_layer=alignment_layer, alignment_heads=alignment_heads)
+        if not features_only:
+            x = self.output_layer(x)
+        return x, extra
+
+    @torch.jit.unused
+    def _observed_forward(self, prev_output_tokens, encoder_out: Optional[Dict[str, List[Tensor]]],
+                          incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]], features_only: bool,
+                          full_context_alignment: bool, alignment_layer: Optional[int],
+                          alignment_heads: Optional[int]):
+        with region(self):
+            return self._forward(prev_output_tokens, encoder_out, incremental_state, features_only,
+                                 full_context_alignment, alignment_layer, alignment_heads)
 
     def exit_features(self, state: Tensor) -> Tensor:
         """(T, B, C) state of a layer -> (B, T, C) features for the shared output layer, as after the last layer."""

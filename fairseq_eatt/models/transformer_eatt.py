@@ -21,6 +21,7 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from ..tracking import BinarizationStats, binarizing_modules, set_tracking
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionSpecError, build_attention
+from ..attention.observers import region
 from ..pruning import TokenPruner
 from ..quantization import unpack_state
 from .attention_flags import (  # noqa: F401  (DEFAULT_ATTENTION, POSITION_ATTRS: also imported from here)
@@ -146,6 +147,18 @@ class EattTransformerEncoder(TransformerEncoderBase):
 
     def build_encoder_layer(self, cfg):
         return _wrap_layer(EattEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+    def forward(self, src_tokens, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
+                token_embeddings: Optional[Tensor] = None):
+        if not torch.jit.is_scripting():  # observers (the energy accounting) see each forward
+            return self._observed_forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+        return self.forward_scriptable(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+
+    @torch.jit.unused
+    def _observed_forward(self, src_tokens, src_lengths: Optional[Tensor], return_all_hiddens: bool,
+                          token_embeddings: Optional[Tensor]):
+        with region(self):
+            return self.forward_scriptable(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
     def forward_scriptable(self, src_tokens, src_lengths: Optional[Tensor] = None, return_all_hiddens: bool = False,
                            token_embeddings: Optional[Tensor] = None):
