@@ -7,18 +7,23 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionBase, Capabilities
+from .attention import AttentionBase, Capabilities, Position
+
+
+# the label the reports and their stored files give each position (the cross position's is shorter)
+REPORT_LABEL = {Position.ENCODER_SELF: "encoder_self", Position.DECODER_SELF: "decoder_self",
+                Position.DECODER_CROSS: "cross"}
 
 
 def attention_modules(model: nn.Module) -> Iterator[Tuple[str, int, nn.Module]]:
-    """(position: encoder_self, decoder_self or cross; layer from 1; module) of every attention module of an
-    encoder-decoder transformer."""
+    """(position's report label, layer from 1, module) of every attention module of an encoder-decoder
+    transformer."""
     for i, layer in enumerate(getattr(model.encoder, "layers", [])):
-        yield "encoder_self", i + 1, layer.self_attn
+        yield REPORT_LABEL[Position.ENCODER_SELF], i + 1, layer.self_attn
     for i, layer in enumerate(getattr(model.decoder, "layers", [])):
-        yield "decoder_self", i + 1, layer.self_attn
+        yield REPORT_LABEL[Position.DECODER_SELF], i + 1, layer.self_attn
         if getattr(layer, "encoder_attn", None) is not None:
-            yield "cross", i + 1, layer.encoder_attn
+            yield REPORT_LABEL[Position.DECODER_CROSS], i + 1, layer.encoder_attn
 
 
 def capabilities_of(module: nn.Module) -> Capabilities:
@@ -56,7 +61,7 @@ class BinarizationStats:
         for position, layer, module in binarizing_modules(model):
             counts = module.binarization_counts
             source = kept_pad if kept_pad is not None else src_pad
-            if position == "cross":
+            if position == REPORT_LABEL[Position.DECODER_CROSS]:
                 self._add(("cross_query", layer), counts.get("query"), tgt_pad, module.embed_dim)
                 self._add(("cross_key", layer), counts.get("key"), source, module.kdim)
             elif position == "encoder_self":

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from ..data.text import atomic_output
 from ..fairseq_tools import load_checkpoint
-from ..tracking import attention_modules, binarizes, capabilities_of
+from ..tracking import REPORT_LABEL, attention_modules, binarizes, capabilities_of
 
-POSITIONS = ("encoder_self", "decoder_self", "cross")
+POSITIONS = tuple(REPORT_LABEL.values())
 
 
 class _Side:

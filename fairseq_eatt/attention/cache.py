@@ -26,7 +26,7 @@ def one_source_per_group(key: Tensor, value: Optional[Tensor], key_padding_mask:
     sharing it is exact whatever the caller (a cheap check next to the projections it saves)."""
     if not same_in_groups(key, 1, beam):
         return False
-    if value is not None and not (value is key) and not same_in_groups(value, 1, beam):
+    if value is not None and not (value is key) and not same_in_groups(value, 1, beam):  # noqa: E714 (TorchScript compiles `not (a is b)`)
         return False
     return key_padding_mask is None or key_padding_mask.dim() != 2 or same_in_groups(key_padding_mask, 0, beam)
 

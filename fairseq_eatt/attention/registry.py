@@ -7,12 +7,21 @@ name may be used in a given position, so a new variant appears everywhere by dec
 """
 import argparse
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable, Dict, List, Optional, Type
 
-# Positions of attention inside an encoder-decoder transformer, with the command-line flag that selects each.
-ENCODER_SELF = "encoder_self"
-DECODER_SELF = "decoder_self"
-DECODER_CROSS = "decoder_cross"
+
+
+class Position(StrEnum):
+    """Where an attention module sits in an encoder-decoder transformer (members are their names as strings)."""
+
+    ENCODER_SELF = "encoder_self"
+    DECODER_SELF = "decoder_self"
+    DECODER_CROSS = "decoder_cross"
+
+
+ENCODER_SELF, DECODER_SELF, DECODER_CROSS = Position.ENCODER_SELF, Position.DECODER_SELF, Position.DECODER_CROSS
+# the command-line flag that selects each position's variant
 POSITION_FLAGS = {
     ENCODER_SELF: "--encoder-self-attention",
     DECODER_SELF: "--decoder-self-attention",
