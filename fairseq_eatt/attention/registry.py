@@ -20,7 +20,8 @@ class Position(StrEnum):
     DECODER_CROSS = "decoder_cross"
 
 
-ENCODER_SELF, DECODER_SELF, DECODER_CROSS = Position.ENCODER_SELF, Position.DECODER_SELF, Position.DECODER_CROSS
+# the members' values, plain strings: stored files (checkpoints, JSON) keep holding strings, not the enum
+ENCODER_SELF, DECODER_SELF, DECODER_CROSS = (p.value for p in Position)
 # the command-line flag that selects each position's variant
 POSITION_FLAGS = {
     ENCODER_SELF: "--encoder-self-attention",
