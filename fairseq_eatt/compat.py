@@ -1,17 +1,61 @@
-"""Compatibility of fairseq 0.12 with recent torch.
+"""Compatibility of fairseq 0.12 with recent torch, and checkpoints that cannot run code.
 
-torch >= 2.6 loads with ``weights_only=True`` by default, which refuses fairseq checkpoints (they pickle an
-argparse.Namespace and omegaconf configs): fairseq-generate, resuming training and ``from_pretrained`` fail with
-"Unsupported global: argparse.Namespace". We wrap fairseq's single loading function so that, for fairseq
-checkpoints only, torch uses the full unpickler, exactly as fairseq did on the torch it was written for. Loading a
-checkpoint therefore trusts its file, as it always has with fairseq.
+torch >= 2.6 loads with ``weights_only=True`` by default: a restricted unpickler that builds tensors, containers
+and plain values, and refuses every other global, so that a crafted file cannot run code when it is loaded.
+fairseq's checkpoints hold one other global, ``argparse.Namespace`` (their saved arguments). We wrap fairseq's
+single loading function, ``checkpoint_utils.load_checkpoint_to_cpu`` (behind fairseq-train's resume,
+fairseq-generate, ``from_pretrained`` and every tool of the plugin), so that it allows exactly that
+(:func:`safe_globals`) and refuses anything else with an error naming the file and the global. A file you trust
+that holds more (written by other code) loads with the full unpickler when ``FAIRSEQ_EATT_TRUST_CHECKPOINTS=1``.
 """
+import argparse
 import contextlib
 import functools
 import os
+import pickle
+import re
 import warnings
+import zipfile
 
+TRUST_VARIABLE = "FAIRSEQ_EATT_TRUST_CHECKPOINTS"
+
+
+def safe_globals() -> list:
+    """What fairseq and the plugin store besides tensors, containers and plain values: the saved arguments
+    (``argparse.Namespace``) and, in files written from a loaded checkpoint before the plugin stored plain
+    configs (packed and converted checkpoints), omegaconf's untyped config containers. Data only: none of these
+    runs code of the file's choosing when it is rebuilt."""
+    import collections
+    import typing
+
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [argparse.Namespace, DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list,
+            int, collections.defaultdict]
+
+
+def storable_cfg(cfg):
+    """A loaded checkpoint's config as fairseq-train stores it: plain containers (fairseq's loading turns them into
+    omegaconf objects)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return cfg
 _ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is refused or cannot be read; the message names the file."""
+
+
+def trusted() -> bool:
+    value = os.environ.get(TRUST_VARIABLE, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{TRUST_VARIABLE}={value!r}: valid values are 1 (load with the full unpickler) or 0")
+    return value == "1"
 
 
 @contextlib.contextmanager
@@ -29,6 +73,41 @@ def _full_unpickler():
             os.environ[_ENV] = previous
 
 
+@contextlib.contextmanager
+def checkpoint_loading(path: str):
+    """Around a ``torch.load`` of a checkpoint: the restricted unpickler with :data:`SAFE_GLOBALS` (the full one
+    when trusted), and a clear error naming ``path`` for a refused global or an unreadable file."""
+    import torch
+
+    if trusted():
+        with _full_unpickler():
+            yield
+        return
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            yield
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:  # not a refused object: a damaged file
+            raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt)") from None
+        what = found.group(1)
+        raise CheckpointError(
+            f"{path}: refused: the file holds {what}, which no fairseq or fairseq-eatt checkpoint holds; loading it "
+            f"could run code. Only if you trust the file, load it with {TRUST_VARIABLE}=1") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, RuntimeError) and not re.search(r"zip|archive|unpickl|storage|EOF", str(err), re.I):
+            raise
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {err})") from None
+
+
+def load_state(path: str, map_location="cpu"):
+    """A checkpoint's contents, loaded as fairseq's tools load them (see :func:`checkpoint_loading`)."""
+    import torch
+
+    with checkpoint_loading(path):
+        return torch.load(path, map_location=map_location)
+
+
 def enable_fairseq_checkpoint_loading():
     from fairseq import checkpoint_utils
 
@@ -37,9 +116,9 @@ def enable_fairseq_checkpoint_loading():
         return
 
     @functools.wraps(original)
-    def load_checkpoint_to_cpu(*args, **kwargs):
-        with _full_unpickler():
-            return original(*args, **kwargs)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        with checkpoint_loading(str(path)):
+            return original(path, *args, **kwargs)
 
     load_checkpoint_to_cpu._eatt_wrapped = True
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

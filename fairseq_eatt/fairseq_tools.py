@@ -117,8 +117,25 @@ def load_checkpoint(path: str, data: str):
     import fairseq_eatt  # noqa: F401  (registers the model; checkpoint loading on torch >= 2.6)
 
     # activation checkpointing is for training; its wrappers cannot be scripted or exported
+    from .compat import CheckpointError
+    from .models.metadata import CheckpointMismatchError
+
     overrides = {"data": data, "checkpoint_activations": False, "offload_activations": False}
-    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    try:
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    except CheckpointError as err:
+        raise SystemExit(f"--path {err}") from None
+    except CheckpointMismatchError as err:
+        raise SystemExit(f"--path {path} with data {data}: {err}") from None
+    except FileNotFoundError as err:  # fairseq's task setup reads dict.<lang>.txt
+        raise SystemExit(f"data directory {data}: {err.strerror or err}: {err.filename} (it needs the "
+                         f"dictionaries the model was trained with, dict.<source>.txt and dict.<target>.txt)") from None
+    except RuntimeError as err:
+        if "size mismatch" not in str(err):
+            raise
+        raise SystemExit(f"--path {path}: its embeddings do not fit the dictionaries of data directory {data} "
+                         f"(give the data directory the model was trained with): "
+                         f"{str(err).splitlines()[-1].strip()}") from None
     model = models[0]
     model.eval()
     return model, task

@@ -196,11 +196,10 @@ def trained_recipe(checkpoint: str) -> str:
     """The E-ATT recipe the checkpoint was trained with, read from its saved arguments as the model reads them."""
     from types import SimpleNamespace
 
-    import torch
-
     from ..attention.eatt import recipe_of
+    from ..compat import load_state
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_state(checkpoint)
     cfg = state.get("cfg") or {}
     model = cfg.get("model") if isinstance(cfg, dict) else getattr(cfg, "model", None)
     if isinstance(model, dict):

@@ -25,6 +25,7 @@ def main(argv=None):
     from fairseq import checkpoint_utils
 
     import fairseq_eatt  # noqa: F401  (registers the model)
+    from ..compat import storable_cfg
     from ..data.text import atomic_output
     from ..quantization import pack_state, quantized_maps
 
@@ -35,6 +36,7 @@ def main(argv=None):
         p.error(f"{args.checkpoint}: no quantized weights (train with --weight-bits 1, 2 or 8)")
     state["model"] = pack_state(state["model"], maps)
     state["last_optimizer_state"] = None
+    state["cfg"] = storable_cfg(state.get("cfg"))
     with atomic_output(args.out, "wb") as handle:
         torch.save(state, handle)
     print(f"packed {len(maps)} quantized maps: {os.path.getsize(args.checkpoint) / 2**20:.2f} MiB -> "

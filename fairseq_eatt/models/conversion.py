@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..compat import storable_cfg
+from .metadata import decode_metadata, encode_metadata
 from ..attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, POSITION_FLAGS, get_attention_class
 
 # where each position's attention sits in fairseq's transformer layers
@@ -113,6 +115,21 @@ def build_converted_model(args: argparse.Namespace, state_dict: Dict[str, torch.
     return models.build_model(copy.deepcopy(args), _Vocabulary(src, tgt, shared))
 
 
+def keep_dictionaries(converted: Dict[str, torch.Tensor], source: Dict[str, torch.Tensor]):
+    """The converted checkpoint records the source checkpoint's dictionaries (the model built here for the
+    conversion has stand-in vocabularies of the same sizes)."""
+    key = "_extra_state"
+    if key not in converted:
+        return
+    metadata = decode_metadata(converted[key])
+    metadata.pop("dictionaries", None)
+    if key in source:
+        dictionaries = decode_metadata(source[key]).get("dictionaries")
+        if dictionaries:
+            metadata["dictionaries"] = dictionaries
+    converted[key] = encode_metadata(metadata)
+
+
 def attention_prefixes(args: argparse.Namespace) -> Dict[str, str]:
     """{state-dict prefix of an attention module: its position}."""
     out = {}
@@ -182,9 +199,10 @@ def convert_checkpoint(src_path: str, dst_path: str, attention: Optional[Dict[st
     model = build_converted_model(args, state["model"])
     weights, report = convert_state_dict(state["model"], model.state_dict(), args, attention)
     model.load_state_dict(weights, strict=True)  # the converted model loads what it will be fine-tuned from
+    keep_dictionaries(weights, state["model"])
     history = (state.get("optimizer_history") or [{}])[-1]
     out = {
-        "args": None, "cfg": copy.deepcopy(state["cfg"]), "model": weights, "criterion": {},
+        "args": None, "cfg": storable_cfg(copy.deepcopy(state["cfg"])), "model": weights, "criterion": {},
         # no optimizer state; fine-tuning counts its updates from 0 and starts at epoch 1
         "optimizer_history": [{**history, "lr_scheduler_state": {"best": None}, "num_updates": 0}],
         "task_state": state.get("task_state", {}),

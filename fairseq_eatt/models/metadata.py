@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+from typing import Optional
 
 import torch
 
@@ -34,11 +35,41 @@ def attention_settings(args) -> dict:
     return settings
 
 
-def checkpoint_metadata(args) -> dict:
+def dictionary_digests(source, target) -> dict:
+    """{side: {"symbols": count, "sha256": digest of the symbols in order}} of the model's two dictionaries: a
+    data directory whose dictionaries differ (even at equal sizes) would translate into other words."""
+    out = {}
+    for side, dictionary in (("source", source), ("target", target)):
+        if dictionary is not None and hasattr(dictionary, "symbols"):
+            out[side] = {"symbols": len(dictionary), "sha256": _digest("\n".join(dictionary.symbols))}
+    return out
+
+
+def checkpoint_metadata(args, dictionaries: Optional[dict] = None) -> dict:
     from .. import __version__
 
-    return {"plugin": "fairseq_eatt", "format": CHECKPOINT_FORMAT, "version": __version__,
-            "attention": attention_settings(args)}
+    metadata = {"plugin": "fairseq_eatt", "format": CHECKPOINT_FORMAT, "version": __version__,
+                "attention": attention_settings(args)}
+    if dictionaries:
+        metadata["dictionaries"] = dictionaries
+    return metadata
+
+
+def check_dictionaries(stored: dict, current: Optional[dict], args):
+    """Refuse a data directory whose dictionaries are not the ones the checkpoint was trained with."""
+    if not stored or not current:
+        return
+    data = getattr(args, "data", "the data directory")
+    langs = {"source": getattr(args, "source_lang", None), "target": getattr(args, "target_lang", None)}
+    problems = [f"{data}/dict.{langs[side] or side}.txt: {current[side]['symbols']} symbols"
+                f"{'' if current[side]['symbols'] != theirs['symbols'] else ' (other symbols or order)'}, the "
+                f"checkpoint's {theirs['symbols']}"
+                for side, theirs in sorted(stored.items()) if side in current and current[side] != theirs]
+    if problems:
+        raise CheckpointMismatchError(
+            "the data directory's dictionaries are not the checkpoint's: " + "; ".join(problems)
+            + ". Give the data directory the model was trained with (fairseq-preprocess output with the same "
+              "dict.*.txt)")
 
 
 def _digest(text: str) -> str:
@@ -83,11 +114,13 @@ def _options_differ(variant: str, mine: dict, theirs: dict) -> bool:
     return False
 
 
-def check_checkpoint_metadata(stored, args):
-    """Refuse a checkpoint made by another plugin format or with other attention settings than ``args``."""
+def check_checkpoint_metadata(stored, args, dictionaries: Optional[dict] = None):
+    """Refuse a checkpoint made by another plugin format, with other attention settings than ``args``, or with
+    other dictionaries than ``dictionaries`` (the model's, from the data directory)."""
     from .. import __version__
 
     stored = decode_metadata(stored)
+    check_dictionaries(stored.get("dictionaries"), dictionaries, args)
     if stored.get("plugin") != "fairseq_eatt":
         raise CheckpointMismatchError(f"the checkpoint's fairseq_eatt metadata is unreadable ({stored!r:.200})")
     fmt = stored.get("format")

@@ -41,6 +41,7 @@ from .metadata import (  # noqa: F401  (the metadata's names, also imported from
     attention_settings,
     check_checkpoint_metadata,
     checkpoint_metadata,
+    dictionary_digests,
     decode_metadata,
     encode_metadata,
 )
@@ -287,10 +288,14 @@ class TransformerEattModel(TransformerModel):
 
     # ---- checkpoints: the plugin's format and the attention settings travel with the weights ----
     def get_extra_state(self):
-        return encode_metadata(checkpoint_metadata(self.args))
+        return encode_metadata(checkpoint_metadata(self.args, self._dictionaries()))
 
     def set_extra_state(self, state):
-        check_checkpoint_metadata(state, self.args)  # runs before any weight is loaded into a layer
+        # runs before any weight is loaded into a layer
+        check_checkpoint_metadata(state, self.args, self._dictionaries())
+
+    def _dictionaries(self) -> dict:
+        return dictionary_digests(getattr(self.encoder, "dictionary", None), getattr(self.decoder, "dictionary", None))
 
     def upgrade_state_dict_named(self, state_dict, name):
         unpack_state(state_dict)  # a packed checkpoint (fairseq-eatt-pack): its quantized weights as floats
