@@ -167,3 +167,17 @@ def model_flags(arch: str, attention: Optional[Dict[str, str]] = None, shared_em
         flags += [POSITION_FLAGS[position], variant]
     flags.append("--share-all-embeddings" if shared_embeddings == "all" else "--share-decoder-input-output-embed")
     return flags + (["--dropout", str(dropout)] if dropout is not None else [])
+
+
+def load_subset(task, subset: str):
+    """Load a split of ``task``'s data directory; a split it lacks is a ValueError naming --subset and the splits
+    there are."""
+    import glob
+
+    data = task.cfg.data if hasattr(task, "cfg") else task.args.data
+    try:
+        task.load_dataset(subset)
+    except FileNotFoundError:
+        found = sorted({os.path.basename(f).split(".")[0] for f in glob.glob(os.path.join(data, "*.idx"))})
+        raise ValueError(f"--subset {subset}: no such split in {data} (it has: {', '.join(found) or 'none'})") from None
+    return task.dataset(subset)

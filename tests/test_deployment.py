@@ -435,3 +435,15 @@ def test_deploy_bench_reports_every_way_and_their_agreement(data_dir, tmp_path):
     # process holds neither torch nor fairseq
     assert ways["onnxruntime"]["peak_mib"] < ways["eager"]["peak_mib"] / 2
     assert "BLEU" in (tmp_path / "report.md").read_text()
+
+
+def test_deploy_bench_refuses_an_empty_source_before_exporting(tmp_path):
+    from fairseq_eatt.cli import deploy_bench
+
+    (tmp_path / "data").mkdir()
+    for name in ("checkpoint.pt", "src.txt", "ref.txt"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(SystemExit, match="--source .*src.txt is empty"):
+        deploy_bench.main([str(tmp_path / "data"), "--path", str(tmp_path / "checkpoint.pt"), "--source",
+                           str(tmp_path / "src.txt"), "--reference", str(tmp_path / "ref.txt")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "data", "ref.txt", "src.txt"]

@@ -150,3 +150,25 @@ def test_the_demo_refuses_a_bad_raw_dir_before_doing_anything(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main(["--raw-dir", str(raw), "--workdir", str(work)])
     assert "missing test_2016_flickr.de (or .gz)" in capsys.readouterr().err and not work.exists()
+
+
+@pytest.mark.parametrize("problem", ["line-counts", "empty", "same-language"])
+def test_the_demo_refuses_a_corpus_that_cannot_train_before_doing_anything(tmp_path, capsys, problem):
+    from fairseq_eatt.cli import demo
+
+    raw, work = tmp_path / "raw", tmp_path / "work"
+    raw.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        (raw / f"{split}.en").write_text("a b\nc d\n")
+        (raw / f"{split}.de").write_text("e f\ng h\n")
+    if problem == "line-counts":
+        (raw / "val.de").write_text("e f\n")
+    elif problem == "empty":
+        (raw / "train.en").write_text("")
+    argv = ["--raw-dir", str(raw), "--workdir", str(work)] + (["--tgt", "en"] if problem == "same-language" else [])
+    with pytest.raises(SystemExit) as stop:
+        demo.main(argv)
+    message = capsys.readouterr().err
+    assert stop.value.code == 2 and not work.exists()
+    assert {"line-counts": "val.en has 2 lines, val.de 1: a parallel corpus needs one target line per source line",
+            "empty": "train.en is empty", "same-language": "--src and --tgt are both 'en'"}[problem] in message

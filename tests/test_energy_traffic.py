@@ -158,3 +158,23 @@ def test_the_measure_command_reports_counters_and_writes_its_record(tmp_path, mo
     assert record["kind"] == "energy-measured" and record["result"]["returncode"] == 0 and record["machine"]
     with pytest.raises(SystemExit, match="no readable energy counter"):
         energy.main(["--powercap-root", str(tmp_path / "none"), "--idle-seconds", "0", "--measure", "--", "true"])
+
+
+def test_a_measured_command_that_fails_leaves_no_record_and_fails(tmp_path, monkeypatch):
+    from fairseq_eatt.cli import energy
+    from fairseq_eatt.energy.pareto import parse_measured
+
+    monkeypatch.setattr(counters, "nvml_counters", lambda: [])
+    fake_powercap(tmp_path / "pc")
+    base = ["--powercap-root", str(tmp_path / "pc"), "--idle-seconds", "0.01", "--out", str(tmp_path / "m")]
+    with pytest.raises(SystemExit, match="the command exited with status 3 .*nothing was recorded"):
+        energy.main(base + ["--measure", "--", sys.executable, "-c", "raise SystemExit(3)"])
+    assert not list(tmp_path.glob("m*"))
+    with pytest.raises(SystemExit, match="cannot run 'no-such-program-here'"):
+        energy.main(base + ["--measure", "--", "no-such-program-here"])
+    assert not list(tmp_path.glob("m*"))
+    # a record of a failed run written before the refusal existed is not a measurement --pareto accepts
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"kind": "energy-measured", "machine": {}, "result": {"returncode": 1, "counters": {}}}))
+    with pytest.raises(ValueError, match="its command exited with status 1"):
+        parse_measured([f"eatt={stale}@10"])

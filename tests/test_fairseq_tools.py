@@ -51,3 +51,19 @@ def test_commands_and_flags():
     opt = optimization_flags(lr=0.1, warmup_updates=2, plateau_updates=4, max_tokens=100, max_update=8, seed=3)
     assert opt[opt.index("--lr-scheduler") + 1] == "eatt" and opt[opt.index("--seed") + 1] == "3"
 
+
+
+def test_a_split_the_data_directory_lacks_is_an_error_naming_subset_and_the_splits(tmp_path):
+    from fairseq_eatt.fairseq_tools import load_subset
+
+    from .helpers import write_dicts
+    from .test_model import build
+
+    write_dicts(tmp_path)
+    task, _, _ = build(tmp_path, "--arch", "transformer_eatt_tiny")
+    with pytest.raises(ValueError, match=r"--subset valid: no such split in .* \(it has: none\)"):
+        load_subset(task, "valid")
+    for lang in ("en", "de"):
+        (tmp_path / f"train.en-de.{lang}.idx").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"--subset test: no such split in .* \(it has: train\)"):
+        load_subset(task, "test")

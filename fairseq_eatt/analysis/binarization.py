@@ -27,8 +27,9 @@ POSITIONS = ("encoder_self", "decoder_self", "cross_query", "cross_key")
 # ---- the report of one checkpoint over a split (fairseq-eatt-binarization, Figure 3)
 
 def collect(model, task, subset: str, max_tokens: int, max_sentences=None) -> BinarizationStats:
-    task.load_dataset(subset)
-    dataset = task.dataset(subset)
+    from ..fairseq_tools import load_subset
+
+    dataset = load_subset(task, subset)
     batches = task.get_batch_iterator(dataset=dataset, max_tokens=max_tokens, ignore_invalid_inputs=True,
                                       seed=1).next_epoch_itr(shuffle=False)
     stats = BinarizationStats()

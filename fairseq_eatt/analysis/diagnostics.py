@@ -205,8 +205,9 @@ def diagnose(model: nn.Module, task, subset: str, max_tokens: int = 4096,
     """Statistics of every attention module of ``model`` over ``subset`` of ``task``."""
     from tqdm import tqdm
 
-    task.load_dataset(subset)
-    dataset = task.dataset(subset)
+    from ..fairseq_tools import load_subset
+
+    dataset = load_subset(task, subset)
     batches = task.get_batch_iterator(dataset=dataset, max_tokens=max_tokens, ignore_invalid_inputs=True,
                                       seed=1).next_epoch_itr(shuffle=False)
     diagnostics = Diagnostics(model)

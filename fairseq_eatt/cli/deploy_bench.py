@@ -55,6 +55,9 @@ def main(argv=None):
         sources = handle.read().splitlines()
     with open(args.reference, encoding="utf-8") as handle:
         references = handle.read().splitlines()
+    if not sources:
+        sys.exit(f"fairseq-eatt-deploy-bench: --source {args.source} is empty (give the test sentences, tokenized and "
+                 f"with BPE, one per line)")
     if len(sources) != len(references):
         sys.exit(f"fairseq-eatt-deploy-bench: --source has {len(sources)} lines, --reference {len(references)}")
     if args.limit:

@@ -166,6 +166,11 @@ def measure_report(args, argv=None):
         result = measure_command(args.measure, args.idle_seconds, args.powercap_root)
     except NoCounterError as err:
         raise SystemExit(f"fairseq-eatt-energy --measure: {err}") from None
+    except FileNotFoundError as err:
+        raise SystemExit(f"fairseq-eatt-energy --measure: cannot run {args.measure[0]!r}: {err.strerror}") from None
+    if result["returncode"] != 0:  # joules of a failed run measure nothing: no record
+        raise SystemExit(f"fairseq-eatt-energy --measure: the command exited with status {result['returncode']} "
+                         f"after {result['seconds']:.1f} s; nothing was recorded: {' '.join(args.measure)}")
     for name, c in result["counters"].items():
         print(f"{name}: {c['joules']:.3f} J measured over {result['seconds']:.2f} s; idle {c['idle_watts']:.2f} W; "
               f"{c['joules_above_idle']:.3f} J above idle")

@@ -48,6 +48,9 @@ def parse_measured(specs: List[str]) -> Dict[str, Dict]:
             report = json.load(handle)
         if report.get("kind") != "energy-measured":
             raise ValueError(f"--measured {path}: not a fairseq-eatt-energy --measure report")
+        if report["result"].get("returncode", 0) != 0:  # written before failed runs were refused
+            raise ValueError(f"--measured {path}: its command exited with status {report['result']['returncode']}; "
+                             f"measure a run that succeeds")
         counters = report["result"]["counters"]
         out[variant] = {"path": path, "sentences": sentences, "machine": report["machine"],
                         "counters": sorted(counters),
