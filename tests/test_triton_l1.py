@@ -232,11 +232,12 @@ def test_eatt_layers_attend_through_the_fused_kernel_like_the_dense_path(monkeyp
     assert calls == [1]
 
 
-def test_beam_search_with_fused_kernels_equals_the_dense_path(monkeypatch):
+@pytest.mark.parametrize("decoder_self", ["vanilla", "eatt"], ids=["vanilla-decoder-self", "eatt-everywhere"])
+def test_beam_search_with_fused_kernels_equals_the_dense_path(monkeypatch, decoder_self):
     from fairseq.sequence_generator import SequenceGenerator
 
     from .helpers import write_dicts
-    from .test_deployment import same_hypotheses, sample_of, spread
+    from .test_deployment import sample_of, spread
     from .test_model import build
 
     import tempfile
@@ -245,17 +246,35 @@ def test_beam_search_with_fused_kernels_equals_the_dense_path(monkeypatch):
     directory = pathlib.Path(tempfile.mkdtemp())
     write_dicts(directory, vocab_size=40)
     torch.manual_seed(0)
-    task, model, _ = build(directory, "--arch", "transformer_eatt_tiny", "--decoder-self-attention", "vanilla",
+    task, model, _ = build(directory, "--arch", "transformer_eatt_tiny", "--decoder-self-attention", decoder_self,
                            "--eatt-threshold", "0.0")
-    spread(model)
+    spread(model).float()  # the Triton kernels take float32 (float64 keeps the exact PyTorch paths)
     sample = sample_of(task)
+
+    from fairseq_eatt.attention.eatt import EattAttention
+
+    fused_by = []
+    fused_attend = EattAttention._fused_attend
+    monkeypatch.setattr(EattAttention, "_fused_attend",
+                        lambda self, q, *a: fused_by.append((id(self), q.size(2))) or fused_attend(self, q, *a))
 
     def search(fused):
         monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "triton_fused,sdpa" if fused == "1" else "dense")
         with torch.no_grad():
             return SequenceGenerator([model], task.target_dictionary, beam_size=3, max_len_b=8).forward(sample)
 
-    same_hypotheses(search("1"), search("0"))
+    fused, dense = search("1"), search("0")
+    for hyps_fused, hyps_dense in zip(fused, dense):
+        assert [h["tokens"].tolist() for h in hyps_fused] == [h["tokens"].tolist() for h in hyps_dense]
+        assert [h["score"].item() for h in hyps_fused] == pytest.approx([h["score"].item() for h in hyps_dense],
+                                                                       abs=1e-4)
+    assert len({tuple(hyps[0]["tokens"].tolist()) for hyps in fused}) > 1  # sentences get different translations
+    decoder_self_modules = {id(layer.self_attn) for layer in model.decoder.layers}
+    steps = [length for module, length in fused_by if module in decoder_self_modules]
+    if decoder_self == "eatt":  # the fused kernel served causal decoding steps, one query at a time
+        assert steps and set(steps) == {1}
+    else:
+        assert not steps
 
 
 @pytest.mark.parametrize("causal, empty", [(False, False), (True, False), (False, True)],

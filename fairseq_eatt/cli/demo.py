@@ -84,7 +84,8 @@ def parse_args(argv=None):
     if args.src == args.tgt:
         p.error(f"--src and --tgt are both {args.src!r}: give the source and the target language suffixes")
     for split in dict.fromkeys((args.train_split, args.valid_split, args.test_split)):
-        counts = {lang: sum(1 for _ in read_lines(raw_file(args.raw_dir, split, lang))) for lang in (args.src, args.tgt)}
+        counts = {lang: sum(1 for _ in read_lines(raw_file(args.raw_dir, split, lang)))
+                  for lang in (args.src, args.tgt)}
         if 0 in counts.values():
             empty = next(lang for lang, n in counts.items() if n == 0)
             p.error(f"--raw-dir {args.raw_dir}: {split}.{empty} is empty (one sentence per line)")
