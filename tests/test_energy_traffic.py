@@ -119,7 +119,7 @@ def test_powercap_zones_are_read_and_wraps_handled(tmp_path):
     found = counters.powercap_counters(str(tmp_path))
     assert [c.name for c in found] == ["powercap:intel-rapl:0 (package-0)", "powercap:intel-rapl:0:0 (dram)"]
     start = counters.read_all(found)
-    assert start["powercap:intel-rapl:0 (package-0)"] == 1.0
+    assert start["powercap:intel-rapl:0 (package-0)"] == 1_000_000  # micro-joules, as the zone counts
     (tmp_path / "intel-rapl:0" / "energy_uj").write_text("500000\n")  # wrapped past max_energy_range_uj
     end = counters.read_all(found)
     delta = counters.difference(found, start, end)
@@ -178,3 +178,53 @@ def test_a_measured_command_that_fails_leaves_no_record_and_fails(tmp_path, monk
     stale.write_text(json.dumps({"kind": "energy-measured", "machine": {}, "result": {"returncode": 1, "counters": {}}}))
     with pytest.raises(ValueError, match="its command exited with status 1"):
         parse_measured([f"eatt={stale}@10"])
+
+
+class FakeNVML:
+    """A stand-in for pynvml: one GPU whose total-energy counter (millijoules) gives the readings in turn."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, readings_mj):
+        self.readings = iter(readings_mj)
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("gpu", i)
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake GPU"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return next(self.readings)
+
+
+@pytest.mark.parametrize("wraps", [False, True], ids=["plain", "wraparound"])
+def test_the_nvml_reader_measures_joules_above_the_idle_baseline(tmp_path, monkeypatch, wraps):
+    base = 2**64 - 1_500 if wraps else 10_000  # mJ; wrapping past 2**64 during the command
+    # probe, idle start, idle end (+100 mJ over the idle period), command start, command end (+4,000 mJ)
+    readings = [base - 200, base - 200, base - 100, base, (base + 4_000) % 2**64]
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML(readings))
+    result = counters.measure_command(["true"], idle_s=0.05, powercap_root=str(tmp_path / "absent"))
+    gpu = result["counters"]["nvml:0 (Fake GPU)"]
+    assert gpu["joules"] == pytest.approx(4.0)
+    assert gpu["idle_watts"] == pytest.approx(0.1 / 0.05)
+    assert gpu["joules_above_idle"] == pytest.approx(4.0 - 2.0 * result["seconds"])
+
+
+def test_an_nvml_without_an_energy_counter_gives_no_counter(monkeypatch):
+    fake = FakeNVML([])
+
+    def unsupported(handle):
+        raise FakeNVML.NVMLError("not supported")
+
+    fake.nvmlDeviceGetTotalEnergyConsumption = unsupported
+    fake.NVMLError = FakeNVML.NVMLError
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert counters.nvml_counters() == []

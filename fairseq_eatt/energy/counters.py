@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 POWERCAP_ROOT = "/sys/class/powercap"
+NVML_WRAP_MJ = 2**64  # NVML's total energy is an unsigned 64-bit count of millijoules
 
 
 @dataclass
 class Counter:
     name: str  # e.g. powercap:intel-rapl:0 (package-0)
-    read_j: Callable[[], float]  # joules so far
-    wrap_j: Optional[float] = None  # the counter wraps at this many joules
+    read: Callable[[], float]  # the counter's reading, in its own unit (integers: differences stay exact)
+    unit_j: float  # joules per unit (powercap: micro-joules, NVML: milli-joules)
+    wrap: Optional[float] = None  # the reading wraps at this many units
 
 
 def _read_number(path: str) -> Optional[float]:
@@ -48,8 +50,8 @@ def powercap_counters(root: str = POWERCAP_ROOT) -> List[Counter]:
         except OSError:
             label = zone
         wrap = _read_number(os.path.join(path, "max_energy_range_uj"))
-        counters.append(Counter(f"powercap:{zone} ({label})", lambda e=energy: _read_number(e) / 1e6,
-                                wrap / 1e6 if wrap else None))
+        counters.append(Counter(f"powercap:{zone} ({label})", lambda e=energy: _read_number(e), 1e-6,
+                                wrap if wrap else None))
     return counters
 
 
@@ -68,7 +70,8 @@ def nvml_counters() -> List[Counter]:
             name = pynvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else name
             counters.append(Counter(f"nvml:{i} ({name})",
-                                    lambda h=handle: pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3))
+                                    lambda h=handle: pynvml.nvmlDeviceGetTotalEnergyConsumption(h), 1e-3,
+                                    NVML_WRAP_MJ))
         return counters
     except pynvml.NVMLError:
         return []
@@ -79,7 +82,8 @@ def available_counters(powercap_root: str = POWERCAP_ROOT) -> List[Counter]:
 
 
 def read_all(counters: List[Counter]) -> Dict[str, float]:
-    return {c.name: c.read_j() for c in counters}
+    """Every counter's reading, in its own unit."""
+    return {c.name: c.read() for c in counters}
 
 
 def difference(counters: List[Counter], start: Dict[str, float], end: Dict[str, float]) -> Dict[str, float]:
@@ -87,9 +91,9 @@ def difference(counters: List[Counter], start: Dict[str, float], end: Dict[str, 
     out = {}
     for c in counters:
         delta = end[c.name] - start[c.name]
-        if delta < 0 and c.wrap_j:
-            delta += c.wrap_j
-        out[c.name] = delta
+        if delta < 0 and c.wrap:
+            delta += c.wrap
+        out[c.name] = delta * c.unit_j
     return out
 
 
