@@ -135,7 +135,7 @@ def test_a_packed_checkpoint_is_smaller_and_decodes_with_the_quantized_weights(d
     with torch.no_grad():
         expected = SequenceGenerator([model.eval()], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
         got = SequenceGenerator([loaded.eval()], task.target_dictionary, beam_size=2, max_len_b=6).forward(sample)
-    same_hypotheses(expected, got)
+    same_hypotheses(expected, got, varied=True)
 
 
 def test_packing_a_float_checkpoint_is_refused(data_dir, tmp_path, capsys):
