@@ -22,8 +22,9 @@ TRUST_VARIABLE = "FAIRSEQ_EATT_TRUST_CHECKPOINTS"
 
 def safe_globals() -> list:
     """What fairseq and the plugin store besides tensors, containers and plain values: the saved arguments
-    (``argparse.Namespace``) and, in files written from a loaded checkpoint before the plugin stored plain
-    configs (packed and converted checkpoints), omegaconf's untyped config containers. Data only: none of these
+    (``argparse.Namespace``), numeric numpy values of the logged meters and, in files written from a loaded
+    checkpoint before the plugin stored plain configs (packed and converted checkpoints), omegaconf's untyped
+    config containers. Data only: none of these
     runs code of the file's choosing when it is rebuilt."""
     import collections
     import typing
@@ -33,7 +34,18 @@ def safe_globals() -> list:
     from omegaconf.nodes import AnyNode
 
     return [argparse.Namespace, DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, dict, list,
-            int, collections.defaultdict]
+            int, collections.defaultdict, *_numpy_globals()]
+
+
+def _numpy_globals() -> list:
+    """Numeric numpy arrays and scalars: fairseq's logged meters keep some values as numpy (in extra_state)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    names = ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "Int16DType", "Int8DType",
+             "UInt8DType", "BoolDType")
+    dtypes = [getattr(np.dtypes, n) for n in names if hasattr(getattr(np, "dtypes", None), n)]
+    return [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar, *dtypes]
 
 
 def storable_cfg(cfg):

@@ -139,3 +139,16 @@ def test_a_damaged_checkpoint_is_an_error_naming_it_through_the_tools(data_dir, 
         handle.write(data[: len(data) // 3])
     with pytest.raises(SystemExit, match=f"--path {path}: not a readable checkpoint"):
         load_checkpoint(path, str(data_dir))
+
+
+def test_numpy_values_of_fairseqs_logged_meters_load(tmp_path):
+    """fairseq-train keeps some logged meters as numpy values in extra_state (seen with adaptive span)."""
+    import numpy as np
+
+    path = tmp_path / "checkpoint.pt"
+    meters = {"val": np.array(3, dtype=np.int64), "sum": np.array([1.5, 2.0]), "scalar": np.float64(0.25),
+              "mask": np.array([True, False])}
+    torch.save({"model": {}, "extra_state": {"metrics": {"valid": [(0, "span", "AverageMeter", meters)]}}}, path)
+    loaded = load_state(str(path))["extra_state"]["metrics"]["valid"][0][3]
+    assert loaded["val"] == 3 and loaded["sum"].tolist() == [1.5, 2.0] and loaded["scalar"] == 0.25
+    assert loaded["mask"].tolist() == [True, False] and RAN == []
