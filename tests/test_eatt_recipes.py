@@ -16,7 +16,7 @@ from fairseq import options, tasks
 import fairseq_eatt  # noqa: F401  (registers the plugin)
 from fairseq_eatt.attention import DECODER_CROSS, DECODER_SELF, ENCODER_SELF, AttentionSpecError
 from fairseq_eatt.attention.eatt import OPTIONS, EattAttention, parse_thresholds
-from fairseq_eatt.attention.functional import SQRT_2_OVER_PI, binarize
+from fairseq_eatt.attention.functional import binarize
 from fairseq_eatt.models.transformer_eatt import check_checkpoint_metadata, checkpoint_metadata
 
 from .helpers import PLUGIN_DIR, parse_train_args
@@ -53,10 +53,39 @@ def test_the_default_is_the_papers_attention_in_pre_norm_blocks(data_dir):
     assert all(m.threshold == 1.0 and m.module_norm_kind == "none" for m in modules(model))
 
 
-@pytest.mark.parametrize("recipe,same", [("paper-prenorm", True), ("paper", True), ("authors", False)])
-def test_the_energy_tables_count_the_attention_of_the_default_recipe(data_dir, recipe, same):
-    """The energy tables (fairseq-eatt-experiment energy) count E-ATT with the paper's options; the default recipe
-    changes the blocks only, so they hold for it; the authors' options count otherwise."""
+L, D, HEADS = 22, 512, 8  # the paper's Appendix A example: 22 tokens, d = 512, 8 heads
+
+
+def appendix_a(l: int, d: int, qk: int):
+    """(mul, add) written out from the paper's Appendix A, with Q/K ``qk`` wide (the paper: qk = d). Alignment:
+    selection adds l*qk per side (Eq. 8), one addition per L1 term (Eq. 10), no multiplication. Attention adds
+    the V projection (l d^2 of each) and the weighted sum of values (l^2 d of each)."""
+    alignment_add = 2 * l * qk + l * l * qk
+    return {"alignment": (0, alignment_add),
+            "attention": (l * d * d + l * l * d, l * d * d + alignment_add + l * l * d)}
+
+
+def complete_alignment(l: int, d: int, qk: int, heads: int, self_attention: bool):
+    """(mul, add, cmp) of the complete convention: half the rows of W_Q / W_K added per token without a measured
+    ratio, a subtraction and an accumulation per L1 term, one scaling per score, one comparison per binarized
+    input (self-attention binarizes its one input once)."""
+    add = d * qk * (0.5 * l + 0.5 * l) + 2 * l * l * qk
+    return l * l * heads, add, d * (l if self_attention else 2 * l)
+
+
+def test_appendix_a_written_out_gives_the_papers_totals():
+    """The formulas above at qk = d are the paper's: alignment add 2ld + l^2 d, attention add ld^2 + 2ld + 2l^2 d,
+    mul ld^2 + l^2 d (numbers computed by hand)."""
+    expected = appendix_a(L, D, D)
+    assert expected["alignment"] == (0, 270336)
+    assert expected["attention"] == (6014976, 6285312)
+
+
+@pytest.mark.parametrize("recipe,qk", [("paper-prenorm", D), ("paper", D), ("authors", D // HEADS)])
+def test_the_energy_tables_count_the_attention_of_the_default_recipe(data_dir, recipe, qk):
+    """The module counts what the paper's formulas give for its recipe's Q/K width; the energy tables
+    (fairseq-eatt-experiment energy) count the paper's options, so they hold for the paper's recipes (the default
+    changes the blocks only) and differ for the authors' (Q/K of d/h)."""
     from fairseq_eatt.energy.report import attention_counts
 
     args = parse(data_dir, "--eatt-recipe", recipe)
@@ -64,10 +93,14 @@ def test_the_energy_tables_count_the_attention_of_the_default_recipe(data_dir, r
     for position in (ENCODER_SELF, DECODER_SELF, DECODER_CROSS):
         kwargs = EattAttention.kwargs_from_args(args, position)
         self_attention = position != DECODER_CROSS
-        for convention in ("paper", "complete"):
-            built = EattAttention.cost.op_counts(22, 22, 512, 8, convention, None, **kwargs, self_attention=self_attention)
-            table = attention_counts("eatt", 22, 22, 512, 8, convention, self_attention=self_attention)
-            assert (built == table) is same, (recipe, position, convention)
+        paper = EattAttention.cost.op_counts(L, L, D, HEADS, "paper", None, **kwargs, self_attention=self_attention)
+        for part, (mul, add) in appendix_a(L, D, qk).items():
+            assert (paper[part].mul, paper[part].add, paper[part].cmp) == (mul, add, 0), (recipe, position, part)
+        complete = EattAttention.cost.op_counts(L, L, D, HEADS, "complete", None, **kwargs,
+                                                self_attention=self_attention)["alignment"]
+        assert (complete.mul, complete.add, complete.cmp) == complete_alignment(L, D, qk, HEADS, self_attention)
+        table = attention_counts("eatt", L, L, D, HEADS, "paper", self_attention=self_attention)
+        assert (table["alignment"].add == appendix_a(L, D, qk)["alignment"][1]) is (qk == D)
 
 
 def test_paper_recipe_is_the_papers_text(data_dir):
@@ -209,7 +242,8 @@ def test_learned_threshold_forward_and_surrogate_gradient():
     torch.testing.assert_close(bits, (x > tau).double())
     g = torch.randn_like(bits)
     bits.backward(g)
-    s = SQRT_2_OVER_PI * torch.exp(-2 * (x.detach() - tau.detach()) ** 2)
+    # the surrogate's derivative, sqrt(2/pi) exp(-2 (x - tau)^2), written out here (not imported)
+    s = math.sqrt(2 / math.pi) * torch.exp(-2 * (x.detach() - tau.detach()) ** 2)
     torch.testing.assert_close(x.grad, g * s)
     torch.testing.assert_close(tau.grad, -(g * s).sum(dim=(0, 1)))
 
