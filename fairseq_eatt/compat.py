@@ -2,9 +2,10 @@
 
 torch >= 2.6 loads with ``weights_only=True`` by default: a restricted unpickler that builds tensors, containers
 and plain values, and refuses every other global, so that a crafted file cannot run code when it is loaded.
-fairseq's checkpoints hold one other global, ``argparse.Namespace`` (their saved arguments). We wrap fairseq's
-single loading function, ``checkpoint_utils.load_checkpoint_to_cpu`` (behind fairseq-train's resume,
-fairseq-generate, ``from_pretrained`` and every tool of the plugin), so that it allows exactly that
+fairseq's checkpoints hold a few other globals: ``argparse.Namespace`` (their saved arguments), numeric numpy values
+(logged meters) and omegaconf containers (files written from a loaded checkpoint). We wrap fairseq's single loading
+function, ``checkpoint_utils.load_checkpoint_to_cpu`` (behind fairseq-train's resume,
+fairseq-generate, ``from_pretrained`` and every tool of the plugin), so that it allows exactly those
 (:func:`safe_globals`) and refuses anything else with an error naming the file and the global. A file you trust
 that holds more (written by other code) loads with the full unpickler when ``FAIRSEQ_EATT_TRUST_CHECKPOINTS=1``.
 """
@@ -106,7 +107,9 @@ def checkpoint_loading(path: str):
         raise CheckpointError(
             f"{path}: refused: the file holds {what}, which no fairseq or fairseq-eatt checkpoint holds; loading it "
             f"could run code. Only if you trust the file, load it with {TRUST_VARIABLE}=1") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         if isinstance(err, RuntimeError) and not re.search(r"zip|archive|unpickl|storage|EOF", str(err), re.I):
             raise
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {err})") from None

@@ -29,6 +29,23 @@ def demo_run(tmp_path_factory):
 
 
 
+@pytest.fixture(scope="session")
+def translating_checkpoint(demo_run, tmp_path_factory):
+    """The demo's tiny E-ATT trained on its slice for 300 updates: a model whose translations differ across
+    sentences (the 6-update demo model's agree trivially), for tests that compare ways of decoding one model."""
+    save_dir = tmp_path_factory.mktemp("translating")
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(demo_run["data_bin"]), "--user-dir",
+           os.path.join(REPO_ROOT, "fairseq_eatt"), "--task", "translation", "--arch", "transformer_eatt_tiny",
+           "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam",
+           "--lr", "0.003", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "30", "--max-tokens", "1024",
+           "--max-update", "300", "--dropout", "0.1", "--seed", "1", "--num-workers", "0", "--cpu",
+           "--disable-validation", "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
+           "--save-dir", str(save_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return save_dir / "checkpoint_last.pt"
+
+
 
 @pytest.fixture(scope="session")
 def dict_dir(tmp_path_factory):

@@ -56,21 +56,21 @@ def test_the_default_is_the_papers_attention_in_pre_norm_blocks(data_dir):
 L, D, HEADS = 22, 512, 8  # the paper's Appendix A example: 22 tokens, d = 512, 8 heads
 
 
-def appendix_a(l: int, d: int, qk: int):
-    """(mul, add) written out from the paper's Appendix A, with Q/K ``qk`` wide (the paper: qk = d). Alignment:
-    selection adds l*qk per side (Eq. 8), one addition per L1 term (Eq. 10), no multiplication. Attention adds
-    the V projection (l d^2 of each) and the weighted sum of values (l^2 d of each)."""
-    alignment_add = 2 * l * qk + l * l * qk
+def appendix_a(n: int, d: int, qk: int):
+    """(mul, add) written out from the paper's Appendix A for n tokens, with Q/K ``qk`` wide (the paper: qk = d).
+    Alignment: selection adds n*qk per side (Eq. 8), one addition per L1 term (Eq. 10), no multiplication.
+    Attention adds the V projection (n d^2 of each) and the weighted sum of values (n^2 d of each)."""
+    alignment_add = 2 * n * qk + n * n * qk
     return {"alignment": (0, alignment_add),
-            "attention": (l * d * d + l * l * d, l * d * d + alignment_add + l * l * d)}
+            "attention": (n * d * d + n * n * d, n * d * d + alignment_add + n * n * d)}
 
 
-def complete_alignment(l: int, d: int, qk: int, heads: int, self_attention: bool):
+def complete_alignment(n: int, d: int, qk: int, heads: int, self_attention: bool):
     """(mul, add, cmp) of the complete convention: half the rows of W_Q / W_K added per token without a measured
     ratio, a subtraction and an accumulation per L1 term, one scaling per score, one comparison per binarized
     input (self-attention binarizes its one input once)."""
-    add = d * qk * (0.5 * l + 0.5 * l) + 2 * l * l * qk
-    return l * l * heads, add, d * (l if self_attention else 2 * l)
+    add = d * qk * (0.5 * n + 0.5 * n) + 2 * n * n * qk
+    return n * n * heads, add, d * (n if self_attention else 2 * n)
 
 
 def test_appendix_a_written_out_gives_the_papers_totals():

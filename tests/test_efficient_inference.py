@@ -94,16 +94,17 @@ def test_adaptive_span_without_the_aux_criterion_is_refused(demo_run, tmp_path):
 
 
 @pytest.mark.e2e
-def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, tmp_path):
-    """fairseq-eatt-precision decodes the test slice in each precision; each one's translations scored against
-    float32's (as the reference) keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the
-    translations. Its report renders from its JSON record alone."""
+def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, translating_checkpoint, tmp_path):
+    """fairseq-eatt-precision decodes the test slice in each precision with a model that translates (its float32
+    translations differ across sentences); each one's translations scored against float32's (as the reference)
+    keep sacreBLEU >= AGREEMENT[mode]: quantization may change a few words, not the translations. Its report
+    renders from its JSON record alone."""
     import json
 
     from fairseq_eatt import reports
     from fairseq_eatt.cli import precision
 
-    (checkpoint,) = demo_run["workdir"].glob("checkpoints/*/checkpoint_best.pt")
+    checkpoint = translating_checkpoint
     out = tmp_path / "precision"
     precision.main([str(demo_run["data_bin"]), "--path", str(checkpoint), "--out", str(out), "--gen-subset", "test",
                     "--source-lang", "en", "--target-lang", "de", "--beam", "2", "--batch-size", "8",
@@ -113,8 +114,12 @@ def test_int8_and_bf16_translations_stay_close_to_float32(demo_run, tmp_path):
     assert rec["machine"]["cores"] >= 1 and rec["date"]
     modes = rec["modes"]
     assert set(modes) == {"float32", "int8", "bfloat16"}
+    # a model emitting one sentence for every input would agree with itself in every precision
+    assert modes["float32"]["distinct_hypotheses"] >= TEST_SENTENCES // 2, modes["float32"]
     for mode, floor in AGREEMENT.items():
         assert modes[mode]["bleu_vs_float32"] >= floor, (mode, modes[mode])
+        # and the quality stays: a wrong scale would translate worse, not only otherwise
+        assert abs(modes[mode]["bleu"] - modes["float32"]["bleu"]) <= 2.0, (mode, modes[mode], modes["float32"])
         assert modes[mode]["model_mib"] < 0.75 * modes["float32"]["model_mib"]
     assert reports.regenerate(str(tmp_path / "precision.json")) == (tmp_path / "precision.md").read_text()  # round trip
 
@@ -128,4 +133,7 @@ def test_precision_tool_refuses_a_precision_flag(demo_run, capsys):
     assert "decodes with every precision" in capsys.readouterr().err
 
 
-AGREEMENT = {"int8": 80.0, "bfloat16": 80.0}  # measured 100 on the tiny slice model
+# sacreBLEU of each precision's translations against float32's. Measured 76.4 (int8) and 70.7 (bfloat16) on the
+# 300-update fixture, whose uncertain choices flip more easily than a better model's (88.5 and 89.0 on the demo's
+# 650-update model, results/precision_demo.md); a degenerate model agrees 100 with itself, hence distinct_hypotheses.
+AGREEMENT = {"int8": 60.0, "bfloat16": 60.0}

@@ -1,5 +1,7 @@
 """Loading a checkpoint cannot run code: fairseq's checkpoints load, a crafted one is refused and nothing runs."""
 import pickle
+import re
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from fairseq_eatt.compat import TRUST_VARIABLE, CheckpointError, load_state
 
 from .test_deployment import write_checkpoint
 from .test_model import build, data_dir  # noqa: F401  (data_dir: the dictionaries fixture)
+from .test_reliability import GROUP_IDS, GROUPS, run, train_flags
 
 RAN = []
 
@@ -117,11 +120,12 @@ def test_the_data_directory_must_hold_the_checkpoints_dictionaries(data_dir, tmp
     path = _trained_pair(data_dir, tmp_path)
     model, _ = load_checkpoint(path, str(data_dir))  # its own dictionaries: loads
     same_size = _data(tmp_path, "shuffled", [f"w{i}" for i in reversed(range(40))])
-    with pytest.raises(SystemExit, match=r"dictionaries are not the checkpoint's: .*shuffled/dict.de.txt: 44 "
-                                         r"symbols \(other symbols or order\), the checkpoint's 44"):
+    with pytest.raises(SystemExit, match=r"with data .*shuffled: the data directory's dictionaries are not the "
+                                         r"checkpoint's: .*dict.de.txt: 44 symbols \(other symbols or order\), the "
+                                         r"checkpoint's 44"):
         load_checkpoint(path, same_size)
     larger = _data(tmp_path, "larger", [f"w{i}" for i in range(48)])
-    with pytest.raises(SystemExit, match=r"larger/dict.de.txt: 52 symbols, the checkpoint's 44"):
+    with pytest.raises(SystemExit, match=r"with data .*larger: .*dict.de.txt: 52 symbols, the checkpoint's 44"):
         load_checkpoint(path, larger)
     empty = tmp_path / "no-dicts"
     empty.mkdir()
@@ -152,3 +156,62 @@ def test_numpy_values_of_fairseqs_logged_meters_load(tmp_path):
     loaded = load_state(str(path))["extra_state"]["metrics"]["valid"][0][3]
     assert loaded["val"] == 3 and loaded["sum"].tolist() == [1.5, 2.0] and loaded["scalar"] == 0.25
     assert loaded["mask"].tolist() == [True, False] and RAN == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variants", GROUPS, ids=GROUP_IDS)
+def test_fairseq_train_resumes_from_its_own_checkpoint_of_every_variant(demo_run, tmp_path, variants):
+    """fairseq-train writes a checkpoint (model, optimizer state, meters) of hybrids that hold every variant; it
+    loads with the allow-list alone: in this process and when fairseq-train itself resumes from it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != TRUST_VARIABLE}
+    flags = train_flags(demo_run["data_bin"], tmp_path, variants, "--disable-validation")
+    run([sys.executable, "-m", "fairseq_cli.train", *flags, "--max-update", "2"], env=env)
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "checkpoint_last.pt"))
+    assert state["last_optimizer_state"]["state"], "no optimizer state in the checkpoint"
+    assert state["optimizer_history"][-1]["num_updates"] == 2
+    log = run([sys.executable, "-m", "fairseq_cli.train", *flags, "--max-update", "3"], env=env)
+    assert re.search(r"[Ll]oaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 2 updates\)", log), log[-2000:]
+    assert checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "checkpoint_last.pt"))[
+        "optimizer_history"][-1]["num_updates"] == 3
+
+
+@pytest.mark.parametrize("problem", ["crafted", "truncated", "missing", "other-dictionaries", "no-dictionaries"])
+def test_fairseq_eatt_generate_answers_a_bad_checkpoint_or_data_directory_in_one_line(data_dir, tmp_path,
+                                                                                     monkeypatch, problem):
+    """The plugin's fairseq-generate: an error naming the file and what would be valid, not a traceback."""
+    from fairseq_eatt.cli import generate
+
+    from .helpers import PLUGIN_DIR
+
+    path, data = _trained_pair(data_dir, tmp_path), str(data_dir)
+    expected = {"crafted": "refused: the file holds tests.test_safe_loading.record_run",
+                "truncated": "not a readable checkpoint", "missing": "--path {path}: no such checkpoint file",
+                "other-dictionaries": "shuffled: the data directory's dictionaries are not the checkpoint's: "
+                                      "dict.en.txt: 44 symbols (other symbols or order)",
+                "no-dictionaries": "dict.en.txt: no such file or directory (DATA must be fairseq-preprocess's output"}[problem]
+    if problem == "crafted":
+        torch.save({"model": {}, "args": None, "payload": Crafted()}, path)
+    elif problem == "truncated":
+        with open(path, "rb") as handle:
+            head = handle.read(2000)
+        with open(path, "wb") as handle:
+            handle.write(head)
+    elif problem == "missing":
+        path = str(tmp_path / "nowhere.pt")
+        expected = expected.format(path=path)
+    elif problem == "other-dictionaries":
+        data = _data(tmp_path, "shuffled", [f"w{i}" for i in reversed(range(40))])
+    else:
+        (tmp_path / "empty").mkdir()
+        data = str(tmp_path / "empty")
+    monkeypatch.setattr(sys, "argv", ["fairseq-eatt-generate"])
+    with pytest.raises(SystemExit) as stop:
+        generate.main([data, "--path", path, "--user-dir", PLUGIN_DIR, "--task", "translation", "-s", "en", "-t",
+                       "de", "--gen-subset", "test", "--cpu"])
+    message = str(stop.value.code)
+    assert message.startswith("fairseq-eatt-generate: ") and expected in message, message
+    if problem in ("crafted", "truncated", "missing"):
+        assert path in message
+    assert not RAN

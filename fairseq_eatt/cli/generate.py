@@ -9,11 +9,14 @@ output projection. Embeddings and layer norms stay in float32. ``--inference-dty
 bfloat16. Either way the model size before and after is reported. Every other flag is fairseq-generate's own.
 """
 import argparse
+import os
 import sys
 
 import torch
 
+from ..compat import CheckpointError
 from ..deploy.inference import convert
+from ..models.metadata import CheckpointMismatchError
 
 
 def parse_own_args(argv):
@@ -21,6 +24,16 @@ def parse_own_args(argv):
     p.add_argument("--quantize", choices=("none", "int8"), default="none")
     p.add_argument("--inference-dtype", choices=("float32", "bfloat16"), default="float32")
     return p.parse_known_args(argv)
+
+
+def checkpoint_paths(argv):
+    """The checkpoints of ``--path`` (fairseq separates an ensemble's with ':')."""
+    for i, arg in enumerate(argv):
+        if arg == "--path" and i + 1 < len(argv):
+            return argv[i + 1].split(os.pathsep)
+        if arg.startswith("--path="):
+            return arg.split("=", 1)[1].split(os.pathsep)
+    return []
 
 
 def main(argv=None):
@@ -38,6 +51,9 @@ def main(argv=None):
     if not any(a.startswith("--required-batch-size-multiple") for a in rest):
         # fairseq 0.12 silently drops the last (n mod 8) sentences of a split otherwise (fairseq issue #5036)
         rest += ["--required-batch-size-multiple", "1"]
+    for path in checkpoint_paths(rest):
+        if not os.path.isfile(path):
+            raise SystemExit(f"fairseq-eatt-generate: --path {path}: no such checkpoint file")
     from fairseq import checkpoint_utils
     from fairseq_cli import generate
 
@@ -53,6 +69,15 @@ def main(argv=None):
     try:
         sys.argv = [sys.argv[0]] + rest
         generate.cli_main()
+    except CheckpointError as err:
+        raise SystemExit(f"fairseq-eatt-generate: {err}") from None
+    except CheckpointMismatchError as err:
+        data = rest[0] if rest and not rest[0].startswith("-") else "DATA"
+        raise SystemExit(f"fairseq-eatt-generate: --path {':'.join(checkpoint_paths(rest))} with data {data}: "
+                         f"{err}") from None
+    except FileNotFoundError as err:  # fairseq opens the data directory's files without naming what they are
+        raise SystemExit(f"fairseq-eatt-generate: {err.filename}: no such file or directory (DATA must be fairseq-preprocess's "
+                         f"output: dict.SRC.txt, dict.TGT.txt and the split's .bin/.idx)") from None
     finally:
         checkpoint_utils.load_model_ensemble = original
 

@@ -3,6 +3,7 @@ renders records of any kind finds them all: the regeneration of results/ and its
 them, as they sit above it."""
 from ..energy import decoding_report, files, pareto, roofline
 from ..experiments import techniques
+from .. import breaks
 from ..perf import deploy, params, precision
 
-REPORT_MODULES = (decoding_report, files, pareto, roofline, techniques, deploy, params, precision)
+REPORT_MODULES = (decoding_report, files, pareto, roofline, techniques, deploy, params, precision, breaks)

@@ -59,9 +59,9 @@ def check_dictionaries(stored: dict, current: Optional[dict], args):
     """Refuse a data directory whose dictionaries are not the ones the checkpoint was trained with."""
     if not stored or not current:
         return
-    data = getattr(args, "data", "the data directory")
+    # no directory named: the model's arguments hold the data path it was trained with, not the one given now
     langs = {"source": getattr(args, "source_lang", None), "target": getattr(args, "target_lang", None)}
-    problems = [f"{data}/dict.{langs[side] or side}.txt: {current[side]['symbols']} symbols"
+    problems = [f"dict.{langs[side] or side}.txt: {current[side]['symbols']} symbols"
                 f"{'' if current[side]['symbols'] != theirs['symbols'] else ' (other symbols or order)'}, the "
                 f"checkpoint's {theirs['symbols']}"
                 for side, theirs in sorted(stored.items()) if side in current and current[side] != theirs]

@@ -71,6 +71,7 @@ def compare(data: str, checkpoint: str, flags: Sequence[str], modes: Sequence[st
         vs_float32 = metric.corpus_score(r["hypotheses"], [base["hypotheses"]])
         rows[mode] = {"bleu": round(vs_refs.score, 2), "bleu_vs_float32": round(vs_float32.score, 2),
                       "identical_to_float32": sum(a == b for a, b in zip(r["hypotheses"], base["hypotheses"])),
+                      "distinct_hypotheses": len(set(r["hypotheses"])),
                       "model_mib": runs_size(runs) if mode == "float32" else r["model_mib"],
                       "fairseq_bleu": r["fairseq_bleu"], "decode_seconds": r["decode_seconds"],
                       "wall_seconds": r["wall_seconds"]}

@@ -1,0 +1,54 @@
+"""Paths of the code broken on purpose (scripts/break_on_purpose.py): each names the tests that must catch it."""
+import dataclasses
+from typing import Dict, List
+
+from .reports import renderer
+
+
+@dataclasses.dataclass(frozen=True)
+class Break:
+    name: str
+    what: str
+    path: str
+    old: str
+    new: str
+    tests: List[str]
+
+
+BREAKS = [
+    Break("onnx-cache-reorder", "ONNX Runtime beam search no longer reorders the decoder caches with the hypotheses",
+          "fairseq_eatt/deploy/ort_translate.py",
+          "state = [s[order] if follows else s for s, follows in zip(state, self.follows)]",
+          "state = [s if follows else s for s, follows in zip(state, self.follows)]",
+          ["tests/test_deployment.py::test_onnx_runtime_beam_search_translates_like_fairseq[eatt]",
+           "tests/test_deployment.py::test_onnx_runtime_beam_search_translates_like_fairseq[vanilla]"]),
+    Break("allow-list-namespace", "argparse.Namespace (fairseq's saved arguments) dropped from the loading allow-list",
+          "fairseq_eatt/compat.py", "return [argparse.Namespace, DictConfig,", "return [DictConfig,",
+          ["tests/test_safe_loading.py"]),
+    Break("fused-causal-mask-sign", "the fused E-ATT kernel subtracts the additive future mask instead of adding it",
+          "fairseq_eatt/attention/eatt/triton_kernels.py", "s += _load(mask_ptr, rows, cols, m_t, m_s, T, S)",
+          "s -= _load(mask_ptr, rows, cols, m_t, m_s, T, S)",
+          ["tests/test_triton_l1.py::test_beam_search_with_fused_kernels_equals_the_dense_path"]),
+    Break("eatt-selection-count", "E-ATT's paper-convention selection counted over d instead of its Q/K width",
+          "fairseq_eatt/attention/eatt/cost.py", "return OpCounts(add=(lq + lk) * qk)",
+          "return OpCounts(add=(lq + lk) * d)",
+          ["tests/test_eatt_recipes.py::test_the_energy_tables_count_the_attention_of_the_default_recipe"]),
+    Break("counter-wrap", "an energy counter's wraparound is no longer added back",
+          "fairseq_eatt/energy/counters.py", "delta += c.wrap", "delta += 0",
+          ["tests/test_energy_traffic.py::test_the_nvml_reader_measures_joules_above_the_idle_baseline",
+           "tests/test_energy_traffic.py::test_powercap_zones_are_read_and_wraps_handled"]),
+]
+
+
+
+@renderer("deliberate_breaks")
+def markdown(rec: Dict) -> str:
+    lines = ["# Deliberate breaks: each path broken on purpose, and the test that caught it", "",
+             f"Made by `{rec['command']}`; date, machine and commit in the JSON beside this file. Each break replaces "
+             f"one piece of a source file, runs the tests named for it (passing on intact code first), and restores "
+             f"the file.", "", "| break | what | tests that failed |", "|---|---|---|"]
+    for r in rec["breaks"]:
+        caught = "<br>".join(f"`{t}`" for t in r["failed"]) if r["caught"] else "**not caught**"
+        lines.append(f"| {r['name']} | {r['what']} (`{r['file']}`) | {caught} |")
+    return "\n".join(lines) + "\n"
+
