@@ -171,6 +171,7 @@ def test_fp16_training_runs_on_cpu(demo_run, tmp_path):
     assert re.search(r"loss_scale=[\d.]+", log), log[-2000:]
     values = list(losses(log).values())
     assert len(values) == 12 and all(torch.isfinite(torch.tensor(v[0])) for v in values)
+    assert values[-1][0] < values[0][0] - 0.5, values  # it learns: half precision did not stall the updates
     weights = params(tmp_path / "checkpoint_last.pt")
     assert all(torch.isfinite(w.float()).all() for w in weights.values())
 

@@ -334,17 +334,24 @@ def test_sdpa_is_kept_away_from_what_it_would_compute_differently(monkeypatch):
 @pytest.mark.parametrize("fused", ["0", "1"], ids=["l1-kernel", "fused-attention"])
 def test_fp16_training_through_the_triton_kernels(demo_run, tmp_path, fused):
     """fairseq-train --fp16 (half-precision model, fp32 master weights, loss scaling) with E-ATT's scores from the
-    Triton kernels (on a CPU: Triton's interpreter), surrogate gradient included: finite losses and weights."""
+    Triton kernels (on a CPU: Triton's interpreter), surrogate gradient included: finite losses and weights, and
+    the same losses as the plain PyTorch path trained alike (the first one before any update, the second after one
+    step of the kernels' gradients), up to half-precision rounding."""
     from .test_reliability import losses, params, run, train_flags
 
-    backend = "triton_l1,triton_fused" if fused == "1" else "triton_l1,dense"
-    env = dict(os.environ, FAIRSEQ_EATT_BACKEND=backend, TRITON_INTERPRET="1")
-    log = run([__import__("sys").executable, "-m", "fairseq_cli.train",
-               *train_flags(demo_run["data_bin"], tmp_path, ("eatt",) * 3, "--fp16", "--fp16-no-flatten-grads",
-                            "--max-update", "2", "--max-tokens", "128", "--disable-validation")], env=env)
-    values = list(losses(log).values())
-    assert len(values) == 2 and all(torch.isfinite(torch.tensor(v[0])) for v in values), log[-2000:]
-    assert all(torch.isfinite(w.float()).all() for w in params(tmp_path / "checkpoint_last.pt").values())
+    def train_with(backend, save_dir):
+        env = dict(os.environ, FAIRSEQ_EATT_BACKEND=backend, TRITON_INTERPRET="1")
+        log = run([__import__("sys").executable, "-m", "fairseq_cli.train",
+                   *train_flags(demo_run["data_bin"], save_dir, ("eatt",) * 3, "--fp16", "--fp16-no-flatten-grads",
+                                "--max-update", "2", "--max-tokens", "128", "--disable-validation")], env=env)
+        values = [v[0] for v in losses(log).values()]
+        assert len(values) == 2 and all(torch.isfinite(torch.tensor(v)) for v in values), log[-2000:]
+        return values
+
+    values = train_with("triton_l1,triton_fused" if fused == "1" else "triton_l1,dense", tmp_path / "triton")
+    assert all(torch.isfinite(w.float()).all() for w in params(tmp_path / "triton" / "checkpoint_last.pt").values())
+    plain = train_with("reference,dense", tmp_path / "plain")
+    assert values == pytest.approx(plain, abs=0.02), (values, plain)  # fairseq logs losses to 3 decimals
 
 
 # ---- the benchmark's GPU path, without a GPU ----
