@@ -55,7 +55,9 @@ setup(
     ],
     # GPU users: pip install "fairseq-eatt[gpu]" adds the Triton kernels of E-ATT's L1 scores and fused attention
     # (triton pulls no torch); without it the GPU runs the reference path, a CPU the compiled kernel
-    extras_require={"gpu": ["triton"]},
+    # deployment: pip install "fairseq-eatt[deploy]" adds CTranslate2, the anchor fairseq-eatt-deploy-bench
+    # measures E-ATT's deployed ways against (ctranslate2 pulls no torch)
+    extras_require={"gpu": ["triton"], "deploy": ["ctranslate2>=4.0"]},
     **l1_kernel(),
     entry_points={
         "console_scripts": [

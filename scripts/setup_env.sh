@@ -17,6 +17,7 @@ FAIRSEQ_SPEC="fairseq-fixed==0.12.3.1"
 DEPS=(cffi cython numpy regex "sacrebleu>=2.0" tqdm bitarray scikit-learn packaging
       "hydra-core==1.3.2" "omegaconf==2.3.0" sacremoses subword-nmt jieba matplotlib
       onnx onnxruntime pytest hypothesis import-linter
+      "ctranslate2>=4.0"  # the deployment anchor (setup.py's [deploy] extra); it pulls no torch
       triton)  # E-ATT's GPU kernels; the tests run them with Triton's interpreter on the CPU
 
 # The stamp changes with the dependencies, the package metadata and the C++ kernel's source.

@@ -8,6 +8,9 @@ Two kinds of choice, each with an exact fallback:
   path), ``sdpa`` (PyTorch's ``scaled_dot_product_attention``, for vanilla attention), ``triton_fused`` (E-ATT's
   fused Triton kernel). A module offers the fused backends that are exact for it (see ``offered`` in
   :func:`select`).
+- ``select``, E-ATT's binarized selection of Q / K (``eatt/selection.py``): ``dense_select`` (nn.Linear on the
+  bits), ``gather_select`` and ``cpp_select`` (the selected rows of W^T only; inference only). ``auto`` keeps
+  ``dense_select`` until a measured crossover says where the rows pay (scripts/bench_selection.py).
 
 One setting chooses: the environment variable ``FAIRSEQ_EATT_BACKEND``, ``auto`` (default) or a comma-separated
 list of backend names in order of preference. For each kind, the first listed backend that applies to the call
@@ -47,10 +50,24 @@ def _triton_error() -> Optional[str]:
     return triton_error()
 
 
+def _compiled_selection_error() -> Optional[str]:
+    from .functional import l1_kernel
+
+    error = _compiled_kernel_error()
+    if error is None and not hasattr(l1_kernel(), "select_rows"):
+        return "the compiled kernel predates select_rows; reinstall with `pip install -e .`"
+    return error
+
+
+def _no_gradient(x: Tensor) -> bool:
+    """Where nothing asks for a gradient: the gather paths give none to the bits (the surrogate needs it)."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
-    kind: str  # "l1" or "attend"
+    kind: str  # "l1", "attend" or "select"
     help: str
     unavailable: Callable[[], Optional[str]] = lambda: None  # why it cannot run on this machine, or None
     applies: Callable[[Tensor], bool] = lambda x: True  # whether it can compute this call's tensors
@@ -72,8 +89,15 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
             auto=lambda x: x.is_cuda),
     Backend("triton_fused", "attend", "E-ATT's fused Triton attention (CUDA; a CPU with TRITON_INTERPRET=1)",
             unavailable=_triton_error, applies=lambda x: x.dtype in TRITON_DTYPES, auto=lambda x: x.is_cuda),
+    Backend("dense_select", "select", "E-ATT's selection as nn.Linear on the bits (reads all of W_Q / W_K)",
+            fallback=True),
+    Backend("gather_select", "select", "E-ATT's selection as index_select + index_add of the selected rows of "
+            "W^T, in PyTorch (inference only)", applies=_no_gradient),
+    Backend("cpp_select", "select", "E-ATT's selection by the compiled CPU kernel: the selected rows of W^T only "
+            "(inference only)", unavailable=_compiled_selection_error,
+            applies=lambda x: _no_gradient(x) and x.device.type == "cpu" and x.dtype == torch.float32),
 )}
-KINDS = ("l1", "attend")
+KINDS = ("l1", "attend", "select")
 
 _COUNTING = contextvars.ContextVar("fairseq_eatt_counting", default=False)
 _warned: set = set()

@@ -4,6 +4,7 @@ them, as they sit above it."""
 from ..energy import decoding_report, files, pareto, roofline
 from ..experiments import techniques
 from .. import breaks
-from ..perf import deploy, params, precision
+from ..perf import deploy, params, precision, selection_bench
 
-REPORT_MODULES = (decoding_report, files, pareto, roofline, techniques, deploy, params, precision, breaks)
+REPORT_MODULES = (decoding_report, files, pareto, roofline, techniques, deploy, params, precision, breaks,
+                  selection_bench)

@@ -1,4 +1,6 @@
-// E-ATT's L1 scores on the CPU: out[n, i, j] = sum_c |q[n, i, c] - k[n, j, c]| and its backward.
+// E-ATT's CPU kernels. L1 scores: out[n, i, j] = sum_c |q[n, i, c] - k[n, j, c]| and its backward. Binarized
+// selection (select_rows): out[t] = bias + sum of rows[c] over the features c where bits[t, c] = 1, reading only
+// the selected rows of the transposed weight (Q and K from binary inputs, Eqs. 6-9, as additions).
 //
 // Plain loops that the compiler vectorizes; target_clones builds an AVX-512, an AVX2 and a generic version and
 // picks one at load time, so the library runs on any x86-64 CPU. Work is split over n (batch x heads). No
@@ -134,7 +136,48 @@ std::vector<torch::Tensor> l1_backward(torch::Tensor grad_out, torch::Tensor q, 
   return {need_q ? grad_q : torch::Tensor(), need_k ? grad_k : torch::Tensor()};
 }
 
+namespace {
+
+// one token: the bias, then each selected row added (the rows of unselected features are never read)
+EATT_CLONES void select_token(const float* bits, const float* rows, const float* bias, float* out, int64_t D,
+                              int64_t O) {
+  for (int64_t o = 0; o < O; ++o) out[o] = bias ? bias[o] : 0.f;
+  for (int64_t c = 0; c < D; ++c) {
+    if (bits[c] == 0.f) continue;
+    const float* r = rows + c * O;
+#pragma omp simd
+    for (int64_t o = 0; o < O; ++o) out[o] += r[o];
+  }
+}
+
+}  // namespace
+
+torch::Tensor select_rows(torch::Tensor bits, torch::Tensor rows, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(bits.dim() == 2 && rows.dim() == 2 && bits.size(1) == rows.size(0),
+              "select_rows (C++): bits (T, D) and rows (D, O) expected");
+  TORCH_CHECK(bits.device().is_cpu() && rows.device().is_cpu(), "select_rows (C++): CPU tensors expected");
+  TORCH_CHECK(rows.scalar_type() == torch::kFloat && rows.is_contiguous(),
+              "select_rows (C++): contiguous float32 rows expected");
+  bits = bits.to(torch::kFloat).contiguous();
+  const int64_t T = bits.size(0), D = bits.size(1), O = rows.size(1);
+  torch::Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    b = bias->to(torch::kFloat).contiguous();
+    TORCH_CHECK(b.numel() == O, "select_rows (C++): bias of O elements expected");
+  }
+  auto out = torch::empty({T, O}, rows.options());
+  const float* bp = bits.data_ptr<float>();
+  const float* rp = rows.data_ptr<float>();
+  const float* biasp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) select_token(bp + t * D, rp, biasp, op + t * O, D, O);
+  });
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("select_rows", &select_rows, "binarized selection: bias + the rows (D, O) selected by bits (T, D)");
   m.def("forward", &l1_forward, "pairwise L1 distances (N, T, D) x (N, S, D) -> (N, T, S)");
   m.def("backward", &l1_backward, "gradients of the pairwise L1 distances");
 }

@@ -1,6 +1,8 @@
 """One checkpoint deployed four ways, compared on a test set at batch 1 (one sentence at a time, as on an edge
-device): PyTorch eager (float32), PyTorch int8 (dynamic quantization of nn.Linear), TorchScript (fairseq's
-SequenceGenerator scripted) and ONNX Runtime (``fairseq-eatt-export`` with its ``ort_translate.py``).
+device) and at larger batch sizes: PyTorch eager (float32), PyTorch int8 (dynamic quantization of nn.Linear),
+TorchScript (fairseq's SequenceGenerator scripted) and ONNX Runtime (``fairseq-eatt-export`` with its
+``ort_translate.py``); beside them, the anchor: a vanilla transformer of the same shape through CTranslate2
+(float32 and int8), and each way's time as a ratio to CTranslate2 int8's.
 
 Each runs in a process of its own with one thread, so that peak memory (the process's maximum resident set) and time
 are its own. Reported per way: size on disk, mean and median time per sentence, peak memory, sacreBLEU against the
@@ -12,7 +14,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional, Sequence
 
 from ..provenance import provenance
@@ -26,13 +27,13 @@ class DeployBenchError(RuntimeError):
 
 
 def _peak_mib() -> float:
-    from ..deploy.ort_bench_worker import peak_mib
+    from ..deploy.runtime_bench_worker import peak_mib
 
     return peak_mib()
 
 
 def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam: int, lenpen: float,
-                  max_len_b: int) -> Dict:
+                  max_len_b: int, batch_sizes: Sequence[int] = (1,)) -> Dict:
     import torch
     from fairseq.sequence_generator import SequenceGenerator
 
@@ -52,16 +53,22 @@ def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam
         size = buffer.tell()
         buffer.seek(0)
         generator = torch.jit.load(buffer)
-    d, times, hyps = task.source_dictionary, [], []
-    for line in sources:
-        ids = torch.tensor([[d.index(w) for w in line.split()] + [d.eos()]])
-        sample = {"net_input": {"src_tokens": ids, "src_lengths": torch.tensor([ids.size(1)])}}
-        start = time.perf_counter()
+    from fairseq.data import data_utils
+
+    from ..deploy.runtime_bench_worker import timed
+
+    d = task.source_dictionary
+
+    def translate(lines):
+        ids = [torch.tensor([d.index(w) for w in line.split()] + [d.eos()]) for line in lines]
+        src = data_utils.collate_tokens(ids, d.pad(), left_pad=True)  # fairseq's left-padded sources
+        sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(t) for t in ids])}}
         with torch.no_grad():
-            best = generator.forward(sample)[0][0]
-        times.append(time.perf_counter() - start)
-        hyps.append(task.target_dictionary.string(best["tokens"]))
-    return {"hypotheses": hyps, "seconds": times, "bytes": size}
+            out = generator.forward(sample)
+        return [task.target_dictionary.string(hyps[0]["tokens"]) for hyps in out]
+
+    hyps, times, batched = timed(translate, sources, batch_sizes)
+    return {"hypotheses": hyps, "seconds": times, "batch_seconds": batched, "bytes": size}
 
 
 def worker(argv: Sequence[str]):
@@ -70,34 +77,45 @@ def worker(argv: Sequence[str]):
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
     result = _torch_worker(way, spec["data"], spec["checkpoint"], spec["sources"], spec["beam"], spec["lenpen"],
-                           spec["max_len_b"])
+                           spec["max_len_b"], spec.get("batch_sizes", [1]))
     result["peak_mib"] = _peak_mib()
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
 
+ANCHOR_WAYS = ("ctranslate2-float32", "ctranslate2-int8")
+ANCHOR = "ctranslate2-int8"  # the way every other is divided by
+
+
 def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], references: List[str],
             detokenize, beam: int = 4, lenpen: float = 1.0, max_len_b: int = 200,
-            ways: Sequence[str] = WAYS) -> Dict:
-    """Every way on ``sources`` (tokenized, with BPE); ``detokenize`` turns a hypothesis into text for sacreBLEU."""
+            ways: Sequence[str] = WAYS, anchor_dirs: Optional[Dict[str, str]] = None,
+            batch_sizes: Sequence[int] = (1,)) -> Dict:
+    """Every way on ``sources`` (tokenized, with BPE); ``detokenize`` turns a hypothesis into text for sacreBLEU.
+    ``anchor_dirs``: {compute type: CTranslate2 model directory} of the vanilla anchor, measured beside the ways;
+    ``batch_sizes``: besides batch 1, the sources are translated in consecutive chunks of each larger size."""
     import sacrebleu
 
     if "eager" not in ways:
         raise DeployBenchError("the comparison needs the eager way (the reference for agreement)")
+    if 1 not in batch_sizes:
+        raise DeployBenchError("the batch sizes must include 1 (the hypotheses scored come from batch 1)")
+    anchors = [f"ctranslate2-{q}" for q in (anchor_dirs or {})]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"data": data, "checkpoint": checkpoint, "export_dir": export_dir, "sources": sources, "beam": beam,
-                "lenpen": lenpen, "max_len_b": max_len_b}
+                "lenpen": lenpen, "max_len_b": max_len_b, "batch_sizes": list(batch_sizes),
+                "ctranslate2_dirs": anchor_dirs or {}}
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w", encoding="utf-8") as handle:
             json.dump(spec, handle)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        for way in ways:
+        for way in list(ways) + anchors:
             out = os.path.join(tmp, f"{way}.json")
-            if way == "onnxruntime":  # run as a file: its process imports neither torch nor fairseq
-                from ..deploy import ort_bench_worker
+            if way == "onnxruntime" or way in ANCHOR_WAYS:  # as a file: its process imports no torch, no fairseq
+                from ..deploy import runtime_bench_worker
 
-                command = [sys.executable, ort_bench_worker.__file__, spec_path, out]
+                command = [sys.executable, runtime_bench_worker.__file__, way, spec_path, out]
             else:
                 command = [sys.executable, "-m", "fairseq_eatt.perf.deploy", way, spec_path, out]
             proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -111,23 +129,73 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
     for way, r in results.items():
         text = [detokenize(h) for h in r["hypotheses"]]
         bleu = metric.corpus_score(text, [references])
+        same_model = way not in ANCHOR_WAYS  # the anchor is another model: agreement with eager means nothing
         rows[way] = {
             "size_mib": round(r["bytes"] / 2**20, 2),
             "ms_per_sentence_mean": round(1000 * statistics.mean(r["seconds"]), 1),
             "ms_per_sentence_median": round(1000 * statistics.median(r["seconds"]), 1),
             "peak_mib": round(r["peak_mib"], 1),
             "bleu": round(bleu.score, 2),
-            "bleu_vs_eager": round(sacrebleu.BLEU().corpus_score(text, [eager_text]).score, 2),
-            "identical_to_eager": sum(a == b for a, b in zip(text, eager_text)),
+            "bleu_vs_eager": round(sacrebleu.BLEU().corpus_score(text, [eager_text]).score, 2) if same_model else None,
+            "identical_to_eager": sum(a == b for a, b in zip(text, eager_text)) if same_model else None,
         }
-    return {"sentences": len(sources), "beam": beam, "lenpen": lenpen, "max_len_b": max_len_b, "threads": 1,
-            "sacrebleu_signature": str(metric.get_signature()), "ways": rows}
+        for size, chunks in r.get("batch_seconds", {}).items():
+            rows[way][f"ms_per_sentence_batch{size}"] = round(1000 * sum(chunks) / len(sources), 1)
+    if ANCHOR in rows:
+        for way, row in rows.items():
+            row["ratio_to_anchor_batch1"] = round(row["ms_per_sentence_mean"] / rows[ANCHOR]["ms_per_sentence_mean"],
+                                                  2)
+            for size in [b for b in batch_sizes if b > 1]:
+                key = f"ms_per_sentence_batch{size}"
+                row[f"ratio_to_anchor_batch{size}"] = round(row[key] / rows[ANCHOR][key], 2)
+    out = {"sentences": len(sources), "beam": beam, "lenpen": lenpen, "max_len_b": max_len_b, "threads": 1,
+           "sacrebleu_signature": str(metric.get_signature()), "ways": rows}
+    if batch_sizes != (1,) or anchor_dirs:
+        out["batch_sizes"] = list(batch_sizes)
+        out["anchor"] = ANCHOR if ANCHOR in rows else None
+    return out
 
 
 def record(command: str, data: str, checkpoint: str, export_dir: str, measurements: Dict,
-           note: Optional[str] = None) -> Dict:
+           note: Optional[str] = None, anchor: Optional[Dict] = None) -> Dict:
+    """``anchor``: {"checkpoint", "data"} of the vanilla model CTranslate2 ran, or {"missing": why} where it could
+    not run."""
+    extra = {"anchor": anchor} if anchor is not None else {}
     return {"kind": "deploy", "data": data, "checkpoint": checkpoint, "export_dir": export_dir, "note": note,
-            "measurements": measurements, **provenance(command)}
+            "measurements": measurements, **extra, **provenance(command)}
+
+
+def _cell(value, suffix="") -> str:
+    return "-" if value is None else f"{value}{suffix}"
+
+
+def _anchored_table(rec: Dict) -> List[str]:
+    """The table of a record with larger batch sizes and/or the CTranslate2 anchor."""
+    m = rec["measurements"]
+    larger = [b for b in m["batch_sizes"] if b > 1]
+    anchor = m.get("anchor")
+    head = ["way", "size (MiB)", "ms / sentence, batch 1 (mean)"] + [f"ms / sentence, batch {b}" for b in larger]
+    head += ["peak memory (MiB)", "BLEU", "BLEU vs eager", "identical to eager"]
+    if anchor:
+        head += [f"x {anchor}, batch {b}" for b in [1] + larger]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for way, r in m["ways"].items():
+        identical = "-" if r["identical_to_eager"] is None else f"{r['identical_to_eager']} / {m['sentences']}"
+        cells = [way, str(r["size_mib"]), str(r["ms_per_sentence_mean"])]
+        cells += [_cell(r.get(f"ms_per_sentence_batch{b}")) for b in larger]
+        cells += [str(r["peak_mib"]), str(r["bleu"]), _cell(r["bleu_vs_eager"]), identical]
+        if anchor:
+            cells += [_cell(r.get(f"ratio_to_anchor_batch{b}")) for b in [1] + larger]
+        lines.append("| " + " | ".join(cells) + " |")
+    source = rec.get("anchor") or {}
+    if source.get("missing"):
+        lines += ["", f"CTranslate2 anchor not measured: {source['missing']}"]
+    elif source.get("checkpoint"):
+        lines += ["", f"Anchor: the stock fairseq transformer `{source['checkpoint']}` converted by CTranslate2's "
+                      f"fairseq converter (float32, int8) and decoded by CTranslate2 with one thread; its BLEU is "
+                      f"another model's, so it has no agreement with eager. x {anchor}: time per sentence divided "
+                      f"by CTranslate2 int8's at the same batch size."]
+    return lines
 
 
 @renderer("deploy")
@@ -146,6 +214,13 @@ def markdown(rec: Dict) -> str:
              "own translations.", "",
              "| way | size (MiB) | ms / sentence (mean) | ms / sentence (median) | peak memory (MiB) | BLEU | "
              "BLEU vs eager | identical to eager |", "|---|---|---|---|---|---|---|---|"]
+    if "batch_sizes" in m:  # a record with larger batches and the anchor: batches are consecutive test sentences
+        sizes = ", ".join(str(b) for b in m["batch_sizes"])
+        lines[0] = f"# One checkpoint deployed every way, against CTranslate2 ({m['sentences']} test sentences, " \
+                   f"batch {sizes})"
+        lines[4] = lines[4].replace("One sentence at a time, ", f"Batch 1 (one sentence at a time) and consecutive "
+                                    f"chunks of the larger batch sizes ({sizes}), ")
+        return "\n".join(lines[:-2] + _anchored_table(rec)) + "\n"
     for way, r in m["ways"].items():
         lines.append(f"| {way} | {r['size_mib']} | {r['ms_per_sentence_mean']} | {r['ms_per_sentence_median']} | "
                      f"{r['peak_mib']} | {r['bleu']} | {r['bleu_vs_eager']} | {r['identical_to_eager']} / "

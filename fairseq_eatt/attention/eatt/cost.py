@@ -80,6 +80,18 @@ class EattCost(AttentionCost):
     def cached_key_width(self, d, heads, **options):
         return resolved_qk_dim(d, heads, options)
 
+    def weight_reads(self, lq, lk, d, heads, new_keys=None, self_attention=True, selected=None, **options):
+        """As every variant's, but ``selected``: the (query side, key side) ones of the binarized inputs of a call
+        whose selection reads only the rows of W^T its ones select (the ``gather_select`` / ``cpp_select``
+        backends): that many rows, qk wide, instead of the whole W_Q / W_K."""
+        reads = super().weight_reads(lq, lk, d, heads, new_keys, self_attention, **options)
+        if selected is not None:
+            qk = resolved_qk_dim(d, heads, options)
+            for name, ones in zip(("q_select.weight", "k_select.weight"), selected):
+                if name in reads:
+                    reads[name] = ones * qk
+        return reads
+
     def cached_key(self, lq, cached, lk, d, heads, convention="paper", nonzero_ratio=None, **options):
         """Cached keys save their selections (and binarizations and input norms, unless self-attention shares the
         query's bits) and their value projections."""

@@ -15,6 +15,7 @@ from .options import (CROSS_SCORE_SCALE, INIT, INPUT_NORM, LEARN_TEMPERATURE, LE
                       MODULE_NORM, OPTIONS, QK_DIM, RECIPE_NOTES, RECIPES, DEFAULT_RECIPE, SCORE_SCALE, THRESHOLD,
                       check_threshold, fill_recipe_args, l1_score_divisor, make_norm, position_threshold,
                       resolve_qk_dim)
+from .selection import select as select_rows
 
 FUSED_OFFER = ("triton_fused",)  # the fused backend exact for E-ATT's dense path
 
@@ -183,11 +184,24 @@ class EattAttention(AttentionBase):
             # self-attention with one input: the key side binarizes it with the same norm, so once is enough
             same = key is query and self.k_threshold is None and self.input_norm != "learnable"
             k_bits = self.binarize(key, "key", q_bits if same else None)
-            k = self._split_heads(self.k_select(k_bits))
+            k = self._split_heads(self._selected(k_bits, "key"))
         v: Optional[Tensor] = None
         if value is not None:
             v = self.project_value(value)
-        return self._split_heads(self.q_select(q_bits)), k, v
+        return self._split_heads(self._selected(q_bits, "query")), k, v
+
+    def _selected(self, bits: Tensor, side: str) -> Tensor:
+        """Q or K from the bits: nn.Linear, or the selected rows only where the backend choice takes them (eager
+        only: TorchScript and ONNX graphs take nn.Linear, the backend choice's fallback)."""
+        if not torch.jit.is_scripting():
+            return self._selected_rows(bits, side)
+        return self.q_select(bits) if side == "query" else self.k_select(bits)
+
+    @torch.jit.unused
+    def _selected_rows(self, bits: Tensor, side: str) -> Tensor:
+        if side == "query":
+            return select_rows(self, self.q_select, bits, "q_rows")
+        return select_rows(self, self.k_select, bits, "k_rows")
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Optional[Positions], key_padding_mask: Optional[Tensor],
                attn_mask: Optional[Tensor], need_weights: bool,
