@@ -90,7 +90,8 @@ def bench(data_dir, tmp_path, *extra):
 def test_the_bench_measures_the_anchor_and_gives_every_ways_ratio_to_ctranslate2_int8(data_dir, tmp_path):
     record, text = bench(data_dir, tmp_path)
     ways = record["measurements"]["ways"]
-    assert set(ways) == {"eager", "int8", "torchscript", "onnxruntime", "ctranslate2-float32", "ctranslate2-int8"}
+    assert set(ways) == {"eager", "int8", "torchscript", "onnxruntime", "onnxruntime-int8", "ctranslate2-float32",
+                         "ctranslate2-int8"}
     assert record["measurements"]["anchor"] == "ctranslate2-int8"
     assert record["anchor"]["checkpoint"].endswith("stock.pt")
     for way, row in ways.items():
@@ -113,7 +114,7 @@ def test_without_ctranslate2_the_bench_measures_the_rest_and_says_how_to_get_it(
     monkeypatch.setattr(ctranslate2_anchor, "missing", lambda: "ctranslate2 is not installed (test): "
                         + ctranslate2_anchor.INSTALL_HINT)
     record, text = bench(data_dir, tmp_path)
-    assert set(record["measurements"]["ways"]) == {"eager", "int8", "torchscript", "onnxruntime"}
+    assert set(record["measurements"]["ways"]) == {"eager", "int8", "torchscript", "onnxruntime", "onnxruntime-int8"}
     assert record["anchor"]["missing"].endswith(ctranslate2_anchor.INSTALL_HINT)
     assert 'pip install "fairseq-eatt[deploy]"' in capsys.readouterr().err
     assert "CTranslate2 anchor not measured" in text and "fairseq-eatt[deploy]" in text

@@ -3,6 +3,7 @@ model state is all tensors (fairseq's checkpoint averaging), ``--retain-dropout-
 ``--quant-noise-pq`` on the plugin's attention."""
 import collections
 import io
+import os
 
 import pytest
 import torch
@@ -374,6 +375,16 @@ def test_export_command_and_a_translator_without_fairseq_or_torch(data_dir, tmp_
     (loaded,), _ = checkpoint_utils.load_model_ensemble([str(tmp_path / "checkpoint.pt")], task=task)
     generator = SequenceGenerator([loaded.eval()], task.target_dictionary, beam_size=2, max_len_b=10)
     assert translated == best_translations(generator, task, lines)
+    # the int8 graphs: quantized products (onnxruntime.quantization), run by the same translator without torch
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out / "int8" / "decoder_step.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear"}, ops
+    assert set(record["int8_files"]) == {"int8/encoder.onnx", "int8/decoder_first.onnx", "int8/decoder_step.onnx",
+                                         "int8/weights.bin"}
+    int8 = translate_without_fairseq(tmp_path, out, "--input", tmp_path / "in.txt", "--beam", "2", "--max-len-b",
+                                     "10", "--precision", "int8")
+    assert len(int8) == len(lines) and all(int8)
 
 
 def translate_without_fairseq(tmp_path, export_dir, *flags):
@@ -435,7 +446,7 @@ def test_deploy_bench_reports_every_way_and_their_agreement(data_dir, tmp_path):
                        "--reference", str(tmp_path / "ref.txt"), "--beam", "2", "--max-len-b", "8", "--out", str(out)])
     record = json.loads((tmp_path / "report.json").read_text())
     ways = record["measurements"]["ways"] if "measurements" in record else record["ways"]
-    assert set(ways) == {"eager", "int8", "torchscript", "onnxruntime"}
+    assert set(ways) == {"eager", "int8", "torchscript", "onnxruntime", "onnxruntime-int8"}
     for way in ("torchscript", "onnxruntime"):
         assert ways[way]["identical_to_eager"] == 3, ways[way]
     assert all(w["size_mib"] > 0 and w["ms_per_sentence_mean"] > 0 and w["peak_mib"] > 0 for w in ways.values())
@@ -465,3 +476,46 @@ def test_the_exported_translator_refuses_a_line_longer_than_the_model_takes(data
     with pytest.raises(ValueError, match=f"input line 7: {limit + 1} tokens with </s>, more than the model's "
                                          f"--max-source-positions {limit}"):
         runtime.source_ids(["w1"] * limit, 7)
+
+
+@pytest.mark.e2e
+def test_onnx_runtime_int8_translates_close_to_eager_on_a_model_that_translates(demo_run, translating_checkpoint,
+                                                                                tmp_path):
+    """fairseq-eatt-deploy-bench on the 300-update fixture: the float32 graphs give eager's translations, the int8
+    graphs (onnxruntime.quantization, dynamic) stay close to them (as PyTorch's own int8 does)."""
+    import json
+
+    from fairseq_eatt.cli import deploy_bench
+
+    from .helpers import TEST_SENTENCES
+
+    source = demo_run["workdir"] / "bpe300" / "test_2016_flickr.en"
+    reference = os.path.join(demo_run["raw"], "test_2016_flickr.de")
+    deploy_bench.main([str(demo_run["data_bin"]), "--path", str(translating_checkpoint), "--source", str(source),
+                       "--reference", str(reference), "--beam", "2", "--max-len-b", "20", "--out",
+                       str(tmp_path / "report")])
+    ways = json.loads((tmp_path / "report.json").read_text())["measurements"]["ways"]
+    assert ways["onnxruntime"]["identical_to_eager"] == TEST_SENTENCES
+    int8 = ways["onnxruntime-int8"]
+    assert int8["bleu_vs_eager"] >= 60.0, int8  # as PyTorch int8 against float32 on this model (AGREEMENT)
+    assert abs(int8["bleu"] - ways["eager"]["bleu"]) <= 2.0, (int8, ways["eager"])
+    # the float constants (sinusoidal position tables, norms, embeddings) stay float32 in both: smaller, not a
+    # quarter
+    assert int8["size_mib"] < ways["onnxruntime"]["size_mib"]
+
+
+def test_the_runtimes_top_k_is_a_stable_sorts_first_k():
+    """The exported beam search partitions before it sorts; with ties (to the lower index) and -inf it picks
+    what a stable descending sort of the whole row picks, so its hypotheses stay fairseq's."""
+    import numpy as np
+
+    from fairseq_eatt.deploy.ort_translate import top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        n = int(rng.integers(2, 120))
+        row = rng.integers(-4, 4, size=n).astype(np.float32)  # many ties
+        if trial % 3 == 0:
+            row[rng.integers(0, n, size=4)] = -np.inf
+        k = int(rng.integers(1, n + 1))
+        assert top_k(row, k).tolist() == np.argsort(-row, kind="stable")[:k].tolist(), (row, k)

@@ -6,6 +6,8 @@ Files written to the export directory (read by ``ort_translate.py``, which impor
 - ``decoder_first.onnx``: prev_output_tokens (B, 1), encoder_out, encoder_padding_mask -> log_probs (B, V), state...
 - ``decoder_step.onnx``: prev_output_tokens (B, t), encoder_out, encoder_padding_mask, state... -> log_probs, state...
 - ``weights.bin``: the graphs' weights, each distinct tensor once (the graphs refer to it as ONNX external data)
+- ``int8/``: the three graphs with int8 weights (``onnxruntime.quantization.quantize_dynamic``) and their
+  ``weights.bin``; ``ort_translate.py --precision int8`` runs them
 - ``dict.SRC.txt``, ``dict.TGT.txt``, the BPE codes, ``ort_translate.py`` and ``export.json`` (the special symbols,
   the state layout: which state tensors follow the hypotheses when beam search reorders them, languages, the
   preprocessing, the attention settings and provenance).
@@ -212,6 +214,23 @@ def share_weights(out_dir: str, graphs: Sequence[str] = GRAPHS, align: int = 64)
     return size
 
 
+INT8_DIR = "int8"  # the graphs with int8 weights (onnxruntime.quantization, dynamic) and their weights file
+
+
+def quantize_graphs(out_dir: str, graphs: Sequence[str] = GRAPHS) -> Dict[str, int]:
+    """int8 copies of the graphs in ``out_dir/int8``: onnxruntime.quantization's dynamic quantization (int8
+    weights, activations quantized per call) of every MatMul / Gemm with constant weights, their weights in one
+    shared file. Returns the files' sizes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = os.path.join(out_dir, INT8_DIR)
+    os.makedirs(target, exist_ok=True)
+    for name in graphs:
+        quantize_dynamic(os.path.join(out_dir, name), os.path.join(target, name), weight_type=QuantType.QInt8)
+    share_weights(target, graphs)  # the decoder graphs hold the same weights: stored once, as for float32
+    return {f"{INT8_DIR}/{name}": os.path.getsize(os.path.join(target, name)) for name in graphs + (WEIGHTS,)}
+
+
 def replace_directory(new: str, target: str):
     """Put the complete directory ``new`` at ``target``; an earlier export there is removed only after."""
     old = None
@@ -319,6 +338,7 @@ def export_checkpoint(data: str, checkpoint: str, out_dir: str, bpe_codes: Optio
             else None, "max_source_positions": int(max_source), "max_target_positions": int(max_target),
             "attention": attention_settings(args), "arch": args.arch, "opset": OPSET,
             "files": {name: os.path.getsize(os.path.join(work, name)) for name in GRAPHS + (WEIGHTS,)},
+            "int8_files": quantize_graphs(work),
             "checkpoint": os.path.abspath(checkpoint), "plugin_version": __version__,
             **provenance()})
         write_json(os.path.join(work, "export.json"), record)

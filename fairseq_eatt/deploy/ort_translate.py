@@ -102,19 +102,40 @@ class Preprocessing:
         return line.split()
 
 
+PRECISIONS = ("float32", "int8")
+
+
+def top_k(flat: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest values, largest first, ties to the lower index: a stable sort of the whole
+    row would give the same, but a partition first sorts only the candidates (2 x beam out of beam x vocabulary)."""
+    if k >= flat.size:
+        return np.argsort(-flat, kind="stable")[:k]
+    kth = flat[np.argpartition(-flat, k - 1)[:k]].min()
+    candidates = np.nonzero(flat >= kth)[0]  # every value tied with the k-th too, in index order
+    return candidates[np.argsort(-flat[candidates], kind="stable")][:k]
+
+
 class Translator:
-    def __init__(self, export_dir: str, threads: Optional[int] = None):
+    def __init__(self, export_dir: str, threads: Optional[int] = None, precision: str = "float32"):
+        """``precision``: float32 (the exported graphs) or int8 (their dynamically quantized copies, int8/*.onnx,
+        which fairseq-eatt-export writes beside them)."""
         import onnxruntime as ort
 
         with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as handle:
             self.config = json.load(handle)
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision {precision}: valid values are {', '.join(PRECISIONS)}")
+        if precision == "int8" and not self.config.get("int8_files"):
+            raise ValueError(f"--precision int8: {export_dir} has no int8 graphs (export it again with this version "
+                             f"of fairseq-eatt-export)")
+        folder = os.path.join(export_dir, "int8") if precision == "int8" else export_dir
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
 
         def session(name: str):
-            return ort.InferenceSession(os.path.join(export_dir, name), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(os.path.join(folder, name), options, providers=["CPUExecutionProvider"])
 
         self.encoder, self.first, self.step = (session("encoder.onnx"), session("decoder_first.onnx"),
                                                session("decoder_step.onnx"))
@@ -179,7 +200,7 @@ class Translator:
                 cand = lp[own[:1]] if step == 0 else lp[own] + scores[own][:, None]
                 flat = cand.reshape(-1)
                 k = min(2 * beam, flat.size - 1) if flat.size > 1 else 1
-                best = np.argsort(-flat, kind="stable")[:k]
+                best = top_k(flat, k)
                 kept = 0
                 for rank, index in enumerate(best):
                     score = flat[index]
@@ -224,6 +245,8 @@ def main(argv=None):
     p.add_argument("--max-len-b", type=int, default=200, help="maximum length a * source length + b")
     p.add_argument("--batch-size", type=int, default=16, help="sentences decoded together")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32 (the exported graphs) or int8 (their int8-weight copies in int8/)")
     p.add_argument("--pretokenized", action="store_true",
                    help="the input is tokenized and split into subwords already; the output keeps them")
     p.add_argument("--input", default="-", help="source sentences, one per line (default: stdin)")
@@ -232,7 +255,10 @@ def main(argv=None):
         p.error(f"{args.export_dir}: no export.json; pass a directory written by fairseq-eatt-export")
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    translator = Translator(args.export_dir, args.threads)
+    try:
+        translator = Translator(args.export_dir, args.threads, args.precision)
+    except ValueError as err:
+        p.error(str(err))
     prep = Preprocessing(args.export_dir, translator.config, args.pretokenized)
     handle = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with handle:

@@ -2,7 +2,8 @@
 (``python runtime_bench_worker.py ENGINE SPEC OUT``) so that its process imports what a deployment imports and neither
 torch nor fairseq: its peak memory is the runtime's own.
 
-ENGINE: ``onnxruntime`` (an fairseq-eatt-export directory and its ort_translate.py: numpy and onnxruntime) or
+ENGINE: ``onnxruntime`` / ``onnxruntime-int8`` (a fairseq-eatt-export directory, its float32 or int8 graphs and its
+ort_translate.py: numpy and onnxruntime) or
 ``ctranslate2-float32`` / ``ctranslate2-int8`` (a CTranslate2 model directory: ctranslate2 only).
 
 Each translates the sources one at a time (batch 1, time per sentence) and in consecutive chunks of each of the
@@ -43,12 +44,12 @@ def timed(translate, sources, batch_sizes):
     return hyps, times, batched
 
 
-def onnxruntime_way(spec):
+def onnxruntime_way(spec, precision="float32"):
     export_dir = spec["export_dir"]
     loader = importlib.util.spec_from_file_location("ort_translate", os.path.join(export_dir, "ort_translate.py"))
     runtime = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(runtime)
-    translator = runtime.Translator(export_dir, threads=1)
+    translator = runtime.Translator(export_dir, threads=1, precision=precision)
 
     def translate(lines):
         ids = [translator.source_ids(line.split(), number) for number, line in enumerate(lines, 1)]
@@ -56,7 +57,7 @@ def onnxruntime_way(spec):
         return [translator.tgt_dict.decode(hyps[0][0]) if hyps else "" for hyps in best]
 
     with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as handle:
-        size = sum(json.load(handle)["files"].values())
+        size = sum(json.load(handle)["int8_files" if precision == "int8" else "files"].values())
     return translate, size
 
 
@@ -80,12 +81,13 @@ def ctranslate2_way(spec, compute_type):
 def main(engine: str, spec_path: str, out_path: str):
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
-    if engine == "onnxruntime":
-        translate, size = onnxruntime_way(spec)
+    if engine in ("onnxruntime", "onnxruntime-int8"):
+        translate, size = onnxruntime_way(spec, "int8" if engine.endswith("int8") else "float32")
     elif engine.startswith("ctranslate2-"):
         translate, size = ctranslate2_way(spec, engine.split("-", 1)[1])
     else:
-        raise SystemExit(f"unknown engine {engine!r}: onnxruntime, ctranslate2-float32 or ctranslate2-int8")
+        raise SystemExit(f"unknown engine {engine!r}: onnxruntime, onnxruntime-int8, ctranslate2-float32 or "
+                         f"ctranslate2-int8")
     hyps, times, batched = timed(translate, spec["sources"], spec.get("batch_sizes", [1]))
     with open(out_path, "w", encoding="utf-8") as handle:
         json.dump({"hypotheses": hyps, "seconds": times, "batch_seconds": batched, "bytes": size,

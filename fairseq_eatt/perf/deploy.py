@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 from ..provenance import provenance
 from ..reports import renderer
 
-WAYS = ("eager", "int8", "torchscript", "onnxruntime")
+WAYS = ("eager", "int8", "torchscript", "onnxruntime", "onnxruntime-int8")
 
 
 class DeployBenchError(RuntimeError):
@@ -101,6 +101,9 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
     if 1 not in batch_sizes:
         raise DeployBenchError("the batch sizes must include 1 (the hypotheses scored come from batch 1)")
     anchors = [f"ctranslate2-{q}" for q in (anchor_dirs or {})]
+    with open(os.path.join(export_dir, "export.json"), encoding="utf-8") as handle:
+        if not json.load(handle).get("int8_files"):  # an export written before the int8 graphs existed
+            ways = [w for w in ways if w != "onnxruntime-int8"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"data": data, "checkpoint": checkpoint, "export_dir": export_dir, "sources": sources, "beam": beam,
@@ -112,7 +115,7 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         for way in list(ways) + anchors:
             out = os.path.join(tmp, f"{way}.json")
-            if way == "onnxruntime" or way in ANCHOR_WAYS:  # as a file: its process imports no torch, no fairseq
+            if way.startswith("onnxruntime") or way in ANCHOR_WAYS:  # as a file: no torch, no fairseq imported
                 from ..deploy import runtime_bench_worker
 
                 command = [sys.executable, runtime_bench_worker.__file__, way, spec_path, out]
