@@ -159,3 +159,21 @@ def test_auto_keeps_the_dense_selection():
 
     with torch.no_grad():
         assert select("select", torch.zeros(4, D)) == "dense_select"
+
+
+def test_the_selection_benchmark_records_every_table_and_its_onnx_graph_computes_q(tmp_path):
+    """scripts/bench_selection.py at a tiny size: the three tables, and the hand-built ONNX graph of the
+    selected rows checked against MatMul (it raises otherwise); its report renders from the record alone."""
+    import json
+
+    from fairseq_eatt import reports
+    from fairseq_eatt.perf import selection_bench
+
+    selection_bench.main(["--dim", "32", "--heads", "2", "--rows", "1,3", "--repeats", "2", "--out",
+                          str(tmp_path / "bench")])
+    rec = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["rows"] for r in rec["selection"]] == [1, 3] == [r["rows"] for r in rec["onnx"]]
+    assert all(r["dense_us"] > 0 and r["gather_us"] > 0 for r in rec["selection"] + rec["onnx"])
+    assert all(r["vanilla_us"] > 0 and r["eatt_dense_select_us"] > 0 for r in rec["steps"])
+    assert rec["git_commit"] and rec["command"].startswith("python scripts/bench_selection.py")
+    assert reports.regenerate(str(tmp_path / "bench.json")) == (tmp_path / "bench.md").read_text()

@@ -56,6 +56,74 @@ def selection_rows(dim: int, ratio: float, rows: List[int], repeats: int) -> Lis
     return out
 
 
+def _onnx_graphs(rows, bias, folder: str):
+    """Two ONNX graphs of Q from bits (n, d): MatMul with W^T and Add (the exported path), and the selected rows
+    (NonZero, Gather of the rows, ScatterND with add reduction per token, Add), built with onnx.helper."""
+    import os
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    d, o = rows.shape
+    inits = [numpy_helper.from_array(rows.numpy(), "rows"), numpy_helper.from_array(bias.numpy(), "bias")]
+    bits = helper.make_tensor_value_info("bits", TensorProto.FLOAT, ["n", d])
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, ["n", o])
+    dense = helper.make_graph([helper.make_node("MatMul", ["bits", "rows"], ["mm"]),
+                               helper.make_node("Add", ["mm", "bias"], ["q"])], "dense", [bits], [q], inits)
+    consts = [numpy_helper.from_array(__import__("numpy").array(v, dtype="int64"), n)
+              for n, v in (("zero", 0), ("one", 1), ("out_width", [o]), ("axis1", [1]))]
+    nodes = [
+        helper.make_node("NonZero", ["bits"], ["where"]),  # (2, nnz): token, feature
+        helper.make_node("Gather", ["where", "zero"], ["token"], axis=0),
+        helper.make_node("Gather", ["where", "one"], ["feature"], axis=0),
+        helper.make_node("Gather", ["rows", "feature"], ["picked"], axis=0),  # (nnz, o)
+        helper.make_node("Unsqueeze", ["token", "axis1"], ["token_index"]),  # (nnz, 1)
+        helper.make_node("Shape", ["bits"], ["bits_shape"], end=1),
+        helper.make_node("Concat", ["bits_shape", "out_width"], ["out_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["out_shape"], ["zeros"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])),
+        helper.make_node("ScatterND", ["zeros", "token_index", "picked"], ["sums"], reduction="add"),
+        helper.make_node("Add", ["sums", "bias"], ["q"]),
+    ]
+    gather = helper.make_graph(nodes, "gather", [bits], [q], inits + consts)
+    paths = {}
+    for name, graph in (("dense", dense), ("gather", gather)):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        onnx.checker.check_model(model)
+        paths[name] = os.path.join(folder, f"{name}.onnx")
+        onnx.save(model, paths[name])
+    return paths
+
+
+def onnx_selection_rows(dim: int, ratio: float, rows: List[int], repeats: int) -> List[Dict]:
+    """The same Q in ONNX Runtime: MatMul against the selected rows (one thread); values checked equal."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(dim, dim)
+    weight_rows, bias = linear.weight.detach().t().contiguous(), linear.bias.detach()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = _onnx_graphs(weight_rows, bias, folder)
+        sessions = {n: ort.InferenceSession(p, options, providers=["CPUExecutionProvider"]) for n, p in paths.items()}
+        for n in rows:
+            torch.manual_seed(n)
+            bits = (torch.rand(n, dim) < ratio).float().numpy()
+            values = {k: s.run(None, {"bits": bits})[0] for k, s in sessions.items()}
+            if not np.allclose(values["gather"], values["dense"], atol=1e-5):
+                raise RuntimeError("the ONNX selected-rows graph computes something else than MatMul")
+            row = {"rows": n}
+            for k, s in sessions.items():
+                row[f"{k}_us"] = 1e6 * _median_seconds(lambda s=s: s.run(None, {"bits": bits}), repeats)
+            out.append(row)
+    return out
+
+
 def attention_steps(dim: int, heads: int, ratio: float, rows: List[int], repeats: int, prefix: int = 12
                     ) -> List[Dict]:
     """One decoder self-attention step (a new token against ``prefix`` cached ones) of E-ATT with each selection
@@ -130,6 +198,7 @@ def main(argv=None):
     selection = selection_rows(args.dim, args.ratio, rows, args.repeats)
     rec = {"kind": "selection_bench", "dim": args.dim, "heads": args.heads, "ratio": args.ratio, "threads": 1,
            "selection": selection, "steps": attention_steps(args.dim, args.heads, args.ratio, rows, args.repeats),
+           "onnx": onnx_selection_rows(args.dim, args.ratio, rows, args.repeats),
            "crossover_rows": crossover(selection),
            **provenance("python scripts/bench_selection.py " + " ".join(argv if argv is not None else sys.argv[1:]))}
     publish(args.out, rec)
@@ -160,4 +229,11 @@ def markdown(rec: Dict) -> str:
         cpp = r.get("eatt_cpp_select_us")
         lines.append(f"| {r['rows']} | {r['vanilla_us']:.1f} | {r['eatt_dense_select_us']:.1f} | "
                      f"{'-' if cpp is None else f'{cpp:.1f}'} | {min(times) / r['vanilla_us']:.2f} |")
+    if rec.get("onnx"):
+        lines += ["", "The same Q in ONNX Runtime (what the exported graphs run): MatMul against the selected rows "
+                      "(NonZero, Gather, ScatterND with add reduction):", "",
+                  "| rows | MatMul (us) | selected rows (us) | selected / MatMul |", "|---|---|---|---|"]
+        for r in rec["onnx"]:
+            lines.append(f"| {r['rows']} | {r['dense_us']:.1f} | {r['gather_us']:.1f} | "
+                         f"{r['gather_us'] / r['dense_us']:.2f} |")
     return "\n".join(lines) + "\n"
