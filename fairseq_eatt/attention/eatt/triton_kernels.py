@@ -170,7 +170,7 @@ if triton is not None:
         """(BT, BS) masked scores of one tile, -inf outside the lengths (pad_ptr: this sentence's padding row)."""
         s = -scale * _l1_tile(q_ptr, k_ptr, rows, cols, T, S, D, q_t, q_d, k_s, k_d, BT, BS, BD)
         if HAS_MASK:
-            s -= _load(mask_ptr, rows, cols, m_t, m_s, T, S)
+            s += _load(mask_ptr, rows, cols, m_t, m_s, T, S)
         if HAS_PAD:
             padded = tl.load(pad_ptr + cols * p_s, mask=cols < S, other=1)
             s = tl.where(padded[None, :] != 0, float("-inf"), s)
