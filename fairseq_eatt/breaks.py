@@ -47,9 +47,10 @@ BREAKS = [
 @renderer("deliberate_breaks")
 def markdown(rec: Dict) -> str:
     lines = ["# Deliberate breaks: each path broken on purpose, and the test that caught it", "",
-             f"Made by `{rec['command']}`; date, machine and commit in the JSON beside this file. Each break replaces "
-             f"one piece of a source file, runs the tests named for it (passing on intact code first), and restores "
-             f"the file.", "", "| break | what | tests that failed |", "|---|---|---|"]
+             f"Made by `{rec['command']}`; date, machine and the commit tested in the JSON beside this file. Each "
+             f"break replaces one piece of a source file in a copy of that commit, runs the tests named for it "
+             f"(passing on intact code first), and restores the file.", "",
+             "| break | what | tests that failed |", "|---|---|---|"]
     for r in rec["breaks"]:
         caught = "<br>".join(f"`{t}`" for t in r["failed"]) if r["caught"] else "**not caught**"
         lines.append(f"| {r['name']} | {r['what']} (`{r['file']}`) | {caught} |")
