@@ -42,7 +42,8 @@ BREAKS = [
           ["tests/test_deployment.py::test_the_runtimes_top_k_is_a_stable_sorts_first_k"]),
     Break("selection-rows-stale", "the selection's kept W^T is never rebuilt when the weights change",
           "fairseq_eatt/attention/eatt/selection.py",
-          "if kept is None or getattr(module, f\"_{name}_stamp\", None) != stamp:", "if kept is None:", ["tests/test_selection.py::test_the_rows_follow_the_weights"]),
+          "if kept is None or getattr(module, f\"_{name}_stamp\", None) != stamp:", "if kept is None:",
+          ["tests/test_selection.py::test_the_rows_follow_the_weights"]),
     Break("counter-wrap", "an energy counter's wraparound is no longer added back",
           "fairseq_eatt/energy/counters.py", "delta += c.wrap", "delta += 0",
           ["tests/test_energy_traffic.py::test_the_nvml_reader_measures_joules_above_the_idle_baseline",
@@ -58,6 +59,8 @@ def markdown(rec: Dict) -> str:
              f"break replaces one piece of a source file in a copy of that commit, runs the tests named for it "
              f"(passing on intact code first), and restores the file.", "",
              "| break | what | tests that failed |", "|---|---|---|"]
+    if rec.get("tested_commit"):
+        lines[2] = lines[2].replace("the commit tested", f"the commit tested ({rec['tested_commit']})")
     for r in rec["breaks"]:
         caught = "<br>".join(f"`{t}`" for t in r["failed"]) if r["caught"] else "**not caught**"
         lines.append(f"| {r['name']} | {r['what']} (`{r['file']}`) | {caught} |")

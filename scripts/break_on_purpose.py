@@ -74,6 +74,8 @@ def main(argv=None):
     if unknown:
         p.error(f"--only: unknown break(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     rows = []
+    tested = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
     copy = snapshot()
     try:
         for brk in [b for b in BREAKS if b.name in chosen]:
@@ -92,7 +94,7 @@ def main(argv=None):
                          "caught": caught, "failed": failed})
     finally:
         shutil.rmtree(copy, ignore_errors=True)
-    rec = {"kind": "deliberate_breaks", "breaks": rows,
+    rec = {"kind": "deliberate_breaks", "tested_commit": tested, "breaks": rows,
            **provenance("python scripts/break_on_purpose.py" + (f" --only {args.only}" if args.only else ""))}
     if args.out:
         reports.publish(args.out, rec)
