@@ -109,6 +109,8 @@ def checkpoint_loading(path: str):
             f"could run code. Only if you trust the file, load it with {TRUST_VARIABLE}=1") from None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (PermissionError, IsADirectoryError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         if isinstance(err, RuntimeError) and not re.search(r"zip|archive|unpickl|storage|EOF", str(err), re.I):
             raise

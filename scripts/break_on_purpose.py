@@ -6,8 +6,9 @@ Each break replaces one exact piece of a source file (it must occur once), runs 
 file whatever happens, and records which tests failed. A break that no test catches makes the command exit 1. Each
 test selection is run unbroken first: a selection that fails on intact code proves nothing.
 
-The breaks are applied to a copy of the committed tree (``git archive HEAD``, with the compiled kernel), imported
-through PYTHONPATH: the working tree is never touched, so editing or committing while it runs is safe.
+The breaks are applied to a copy of the committed tree (``git archive HEAD``, with the kernel compiled in the working
+tree, since a copy is not built), imported through PYTHONPATH: the working tree is never touched, so editing or
+committing while it runs is safe. The list of breaks is the working tree's fairseq_eatt/breaks.py.
 """
 import argparse
 import glob
@@ -42,7 +43,7 @@ def run_tests(copy: str, tests: List[str]):
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "", *tests]
     env = dict(os.environ, PYTHONPATH=copy + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=copy, capture_output=True, text=True, env=env)
-    failed = sorted(set(re.findall(r"^FAILED (\S+)", proc.stdout, re.M)))
+    failed = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)))
     return proc.returncode, failed, proc.stdout[-1500:]
 
 

@@ -177,7 +177,8 @@ def test_fairseq_train_resumes_from_its_own_checkpoint_of_every_variant(demo_run
         "optimizer_history"][-1]["num_updates"] == 3
 
 
-@pytest.mark.parametrize("problem", ["crafted", "truncated", "missing", "other-dictionaries", "no-dictionaries"])
+@pytest.mark.parametrize("problem", ["crafted", "truncated", "missing", "other-dictionaries", "no-dictionaries",
+                                     "no-split"])
 def test_fairseq_eatt_generate_answers_a_bad_checkpoint_or_data_directory_in_one_line(data_dir, tmp_path,
                                                                                      monkeypatch, problem):
     """The plugin's fairseq-generate: an error naming the file and what would be valid, not a traceback."""
@@ -190,7 +191,8 @@ def test_fairseq_eatt_generate_answers_a_bad_checkpoint_or_data_directory_in_one
                 "truncated": "not a readable checkpoint", "missing": "--path {path}: no such checkpoint file",
                 "other-dictionaries": "shuffled: the data directory's dictionaries are not the checkpoint's: "
                                       "dict.en.txt: 44 symbols (other symbols or order)",
-                "no-dictionaries": "dict.en.txt: no such file or directory (DATA must be fairseq-preprocess's output"}[problem]
+                "no-dictionaries": "dict.en.txt: no such file or directory (DATA must be fairseq-preprocess's output",
+                "no-split": "Dataset not found: test"}[problem]
     if problem == "crafted":
         torch.save({"model": {}, "args": None, "payload": Crafted()}, path)
     elif problem == "truncated":
@@ -203,7 +205,7 @@ def test_fairseq_eatt_generate_answers_a_bad_checkpoint_or_data_directory_in_one
         expected = expected.format(path=path)
     elif problem == "other-dictionaries":
         data = _data(tmp_path, "shuffled", [f"w{i}" for i in reversed(range(40))])
-    else:
+    elif problem == "no-dictionaries":
         (tmp_path / "empty").mkdir()
         data = str(tmp_path / "empty")
     monkeypatch.setattr(sys, "argv", ["fairseq-eatt-generate"])

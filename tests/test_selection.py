@@ -63,6 +63,9 @@ def test_incremental_decoding_through_the_selected_rows_equals_the_full_pass(mon
     _, m = module(DECODER_SELF)
     x = torch.randn(6, 1, D)
     mask = torch.triu(torch.full((6, 6), float("-inf")), 1)
+    calls = []
+    chosen = selection.GATHERS[backend]
+    monkeypatch.setitem(selection.GATHERS, backend, lambda *a: calls.append(1) or chosen(*a))
     monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", backend)
     with torch.no_grad():
         full, _ = m(x, x, x, attn_mask=mask)
@@ -70,6 +73,7 @@ def test_incremental_decoding_through_the_selected_rows_equals_the_full_pass(mon
         for t in range(6):
             steps.append(m(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0])
     torch.testing.assert_close(torch.cat(steps), full, rtol=1e-5, atol=1e-5)
+    assert len(calls) >= 7  # the selected rows ran in the full pass and in every step
 
 
 @pytest.mark.parametrize("backend", GATHERS)
@@ -108,6 +112,52 @@ def test_the_rows_follow_the_weights(monkeypatch):
         dense, _ = m(x, x, x)
     torch.testing.assert_close(after, dense, rtol=1e-5, atol=1e-5)
     assert "q_rows" not in m.state_dict()  # a kept copy, never saved
+
+
+def test_the_rows_follow_weights_a_training_step_wrote_through_data(monkeypatch):
+    """fairseq's optimizers write through ``.data``, which the version stamp cannot see: the kept rows are dropped
+    whenever the module goes back to training."""
+    _, m = module(ENCODER_SELF)
+    x = torch.randn(4, 1, D)
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "gather_select")
+    with torch.no_grad():
+        m(x, x, x)
+    m.train()
+    for p in m.parameters():
+        p.data.add_(0.5)  # as Adam's step does
+    m.eval()
+    with torch.no_grad():
+        after, _ = m(x, x, x)
+        monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "dense_select")
+        dense, _ = m(x, x, x)
+    torch.testing.assert_close(after, dense, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["quantized", "hooked", "weight-needs-gradient"])
+def test_the_selected_rows_stand_in_only_for_a_plain_linear_they_compute_alike(monkeypatch, case):
+    """A quantized linear, a hooked one (the energy counter, pruning) or a weight that needs its gradient: nn.Linear
+    computes, whatever the setting lists."""
+    from fairseq_eatt.quantization import QuantizedLinear
+
+    _, m = module(ENCODER_SELF)
+    monkeypatch.setitem(selection.GATHERS, "gather_select", lambda *a: pytest.fail("the kept rows stood in"))
+    monkeypatch.setenv("FAIRSEQ_EATT_BACKEND", "gather_select")
+    x = torch.randn(4, 1, D)
+    if case == "quantized":
+        m.q_select = QuantizedLinear.from_linear(m.q_select, 2)
+        m.k_select = QuantizedLinear.from_linear(m.k_select, 2)
+    elif case == "hooked":
+        seen = []
+        for lin in (m.q_select, m.k_select):
+            lin.register_forward_hook(lambda *a: seen.append(1))
+    if case == "weight-needs-gradient":  # grad on, the bits need none (an input without gradient)
+        m(x, x, x)[0].sum().backward()
+        assert m.q_select.weight.grad is not None and m.q_select.weight.grad.abs().sum() > 0
+    else:
+        with torch.no_grad():
+            m(x, x, x)
+    if case == "hooked":
+        assert seen
 
 
 def ones_of(m, x, key=None):

@@ -118,6 +118,11 @@ def is_counting() -> bool:
     return _COUNTING.get()
 
 
+def setting_is_auto() -> bool:
+    """Whether the setting is ``auto`` (unset): a quick test for callers on every forward."""
+    return os.environ.get(SETTING, "auto").strip() in ("", "auto")
+
+
 def preference() -> Tuple[str, ...]:
     """The backends named by the setting, in order (empty for ``auto``); a bad value is an error naming it."""
     for retired, names in RETIRED_SETTINGS.items():

@@ -95,13 +95,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = args.export or os.path.join(tmp, "export")
         try:
-            anchor_dirs = None
+            anchor_dirs = None  # {} where --anchor was given but ctranslate2 is missing
             if args.anchor:
                 why = ctranslate2_anchor.missing()
                 if why:
                     print(f"fairseq-eatt-deploy-bench: the CTranslate2 anchor is not measured: {why}",
                           file=sys.stderr)
-                    anchor = {"missing": why}
+                    anchor, anchor_dirs = {"missing": why}, {}
                 else:
                     anchor_data = args.anchor_data or args.data
                     anchor_dirs = {q: ctranslate2_anchor.convert(args.anchor, anchor_data,

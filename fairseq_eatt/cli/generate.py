@@ -76,8 +76,9 @@ def main(argv=None):
         raise SystemExit(f"fairseq-eatt-generate: --path {':'.join(checkpoint_paths(rest))} with data {data}: "
                          f"{err}") from None
     except FileNotFoundError as err:  # fairseq opens the data directory's files without naming what they are
-        raise SystemExit(f"fairseq-eatt-generate: {err.filename}: no such file or directory (DATA must be "
-                         f"fairseq-preprocess's output: dict.SRC.txt, dict.TGT.txt and the split's .bin/.idx)") from None
+        what = f"{err.filename}: no such file or directory" if err.filename else str(err)
+        raise SystemExit(f"fairseq-eatt-generate: {what} (DATA must be fairseq-preprocess's output: "
+                         f"dict.SRC.txt, dict.TGT.txt and the split's .bin/.idx)") from None
     finally:
         checkpoint_utils.load_model_ensemble = original
 

@@ -39,14 +39,25 @@ def convert(checkpoint: str, data: str, out_dir: str, quantization: str, source_
         raise AnchorError(why)
     from ctranslate2.converters import FairseqConverter
 
-    from ..compat import CheckpointError, checkpoint_loading
+    import torch
+
+    from ..compat import CheckpointError, load_state, safe_globals, trusted
 
     try:
-        with checkpoint_loading(checkpoint):
-            FairseqConverter(checkpoint, data, source_lang=source_lang, target_lang=target_lang).convert(
-                out_dir, quantization=quantization, force=True)
+        load_state(checkpoint)  # read once here, so that its errors are the checkpoint's and the rest the data's
     except CheckpointError as err:
         raise AnchorError(f"--anchor {err}") from None
+    converter = FairseqConverter(checkpoint, data, source_lang=source_lang, target_lang=target_lang,
+                                 unsafe_deserialization=trusted())
+    try:
+        with torch.serialization.safe_globals(safe_globals()):  # the converter's own load: the same allow-list
+            converter.convert(out_dir, quantization=quantization, force=True)
+    except FileNotFoundError as err:  # fairseq's task reads the dictionaries of the data directory
+        raise AnchorError(f"--anchor-data {data}: {err.filename or err}: no such file (the anchor's "
+                          f"fairseq-preprocess output, with its dict.SRC.txt and dict.TGT.txt)") from None
+    except RuntimeError as err:  # e.g. embeddings of another size: dictionaries that are not the checkpoint's
+        raise AnchorError(f"--anchor {checkpoint} with --anchor-data {data}: the model does not load "
+                          f"({str(err).splitlines()[0]}); give the data directory it was trained with") from None
     except (ValueError, NotImplementedError, KeyError) as err:  # the converter's refusal of an architecture
         raise AnchorError(f"--anchor {checkpoint}: CTranslate2's fairseq converter refused it ({err}); the anchor "
                           f"is a stock fairseq transformer (--arch transformer and its named variants)") from None

@@ -27,18 +27,19 @@ def peak_mib() -> float:
 
 
 def timed(translate, sources, batch_sizes):
-    """Batch 1: (hypotheses, seconds per sentence); each larger batch size: the seconds of each chunk."""
+    """Batch 1: (hypotheses, seconds per sentence); each larger batch size: the seconds of each chunk.
+    ``translate(lines, first)``: ``first`` is the line number of lines[0] (for its errors)."""
     times, hyps = [], []
-    for line in sources:
+    for number, line in enumerate(sources, 1):
         start = time.perf_counter()
-        hyps.append(translate([line])[0])
+        hyps.append(translate([line], number)[0])
         times.append(time.perf_counter() - start)
     batched = {}
     for size in [b for b in batch_sizes if b > 1]:
         chunks = []
         for first in range(0, len(sources), size):
             start = time.perf_counter()
-            translate(sources[first:first + size])
+            translate(sources[first:first + size], first + 1)
             chunks.append(time.perf_counter() - start)
         batched[str(size)] = chunks
     return hyps, times, batched
@@ -49,10 +50,12 @@ def onnxruntime_way(spec, precision="float32"):
     loader = importlib.util.spec_from_file_location("ort_translate", os.path.join(export_dir, "ort_translate.py"))
     runtime = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(runtime)
-    translator = runtime.Translator(export_dir, threads=1, precision=precision)
+    # an export written before the int8 graphs has a translator without ``precision``: float32 needs none
+    translator = runtime.Translator(export_dir, threads=1, **({"precision": precision} if precision != "float32"
+                                                              else {}))
 
-    def translate(lines):
-        ids = [translator.source_ids(line.split(), number) for number, line in enumerate(lines, 1)]
+    def translate(lines, first=1):
+        ids = [translator.source_ids(line.split(), number) for number, line in enumerate(lines, first)]
         best = translator.translate_ids(ids, spec["beam"], spec["lenpen"], 0.0, spec["max_len_b"])
         return [translator.tgt_dict.decode(hyps[0][0]) if hyps else "" for hyps in best]
 
@@ -68,7 +71,7 @@ def ctranslate2_way(spec, compute_type):
     translator = ctranslate2.Translator(model_dir, device="cpu", compute_type=compute_type, inter_threads=1,
                                         intra_threads=1)
 
-    def translate(lines):
+    def translate(lines, first=1):
         results = translator.translate_batch([line.split() for line in lines], beam_size=spec["beam"],
                                              length_penalty=spec["lenpen"], max_decoding_length=spec["max_len_b"],
                                              max_batch_size=len(lines))

@@ -59,7 +59,7 @@ def _torch_worker(way: str, data: str, checkpoint: str, sources: List[str], beam
 
     d = task.source_dictionary
 
-    def translate(lines):
+    def translate(lines, first=1):
         ids = [torch.tensor([d.index(w) for w in line.split()] + [d.eos()]) for line in lines]
         src = data_utils.collate_tokens(ids, d.pad(), left_pad=True)  # fairseq's left-padded sources
         sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(t) for t in ids])}}
@@ -144,17 +144,18 @@ def measure(data: str, checkpoint: str, export_dir: str, sources: List[str], ref
         }
         for size, chunks in r.get("batch_seconds", {}).items():
             rows[way][f"ms_per_sentence_batch{size}"] = round(1000 * sum(chunks) / len(sources), 1)
-    if ANCHOR in rows:
+    if ANCHOR in results:  # ratios of the unrounded times
+        def seconds(way, size):
+            r = results[way]
+            return sum(r["seconds"]) if size == 1 else sum(r["batch_seconds"][str(size)])
+
         for way, row in rows.items():
-            row["ratio_to_anchor_batch1"] = round(row["ms_per_sentence_mean"] / rows[ANCHOR]["ms_per_sentence_mean"],
-                                                  2)
-            for size in [b for b in batch_sizes if b > 1]:
-                key = f"ms_per_sentence_batch{size}"
-                row[f"ratio_to_anchor_batch{size}"] = round(row[key] / rows[ANCHOR][key], 2)
+            for size in sorted(set(batch_sizes)):
+                row[f"ratio_to_anchor_batch{size}"] = round(seconds(way, size) / max(seconds(ANCHOR, size), 1e-12), 2)
     out = {"sentences": len(sources), "beam": beam, "lenpen": lenpen, "max_len_b": max_len_b, "threads": 1,
            "sacrebleu_signature": str(metric.get_signature()), "ways": rows}
-    if batch_sizes != (1,) or anchor_dirs:
-        out["batch_sizes"] = list(batch_sizes)
+    if len(set(batch_sizes)) > 1 or anchor_dirs is not None:
+        out["batch_sizes"] = sorted(set(batch_sizes))
         out["anchor"] = ANCHOR if ANCHOR in rows else None
     return out
 
@@ -175,7 +176,7 @@ def _cell(value, suffix="") -> str:
 def _anchored_table(rec: Dict) -> List[str]:
     """The table of a record with larger batch sizes and/or the CTranslate2 anchor."""
     m = rec["measurements"]
-    larger = [b for b in m["batch_sizes"] if b > 1]
+    larger = [b for b in m.get("batch_sizes", [1]) if b > 1]
     anchor = m.get("anchor")
     head = ["way", "size (MiB)", "ms / sentence, batch 1 (mean)"] + [f"ms / sentence, batch {b}" for b in larger]
     head += ["peak memory (MiB)", "BLEU", "BLEU vs eager", "identical to eager"]
@@ -217,10 +218,10 @@ def markdown(rec: Dict) -> str:
              "own translations.", "",
              "| way | size (MiB) | ms / sentence (mean) | ms / sentence (median) | peak memory (MiB) | BLEU | "
              "BLEU vs eager | identical to eager |", "|---|---|---|---|---|---|---|---|"]
-    if "batch_sizes" in m:  # a record with larger batches and the anchor: batches are consecutive test sentences
-        sizes = ", ".join(str(b) for b in m["batch_sizes"])
-        lines[0] = f"# One checkpoint deployed every way, against CTranslate2 ({m['sentences']} test sentences, " \
-                   f"batch {sizes})"
+    if "batch_sizes" in m or rec.get("anchor"):  # larger batches (consecutive test sentences) or the anchor
+        sizes = ", ".join(str(b) for b in m.get("batch_sizes", [1]))
+        against = ", against CTranslate2" if m.get("anchor") else ""
+        lines[0] = f"# One checkpoint deployed every way{against} ({m['sentences']} test sentences, batch {sizes})"
         lines[4] = lines[4].replace("One sentence at a time, ", f"Batch 1 (one sentence at a time) and consecutive "
                                     f"chunks of the larger batch sizes ({sizes}), ")
         return "\n".join(lines[:-2] + _anchored_table(rec)) + "\n"

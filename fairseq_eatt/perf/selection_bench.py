@@ -152,19 +152,21 @@ def attention_steps(dim: int, heads: int, ratio: float, rows: List[int], repeats
 
         row = {"rows": n}
         previous = os.environ.get("FAIRSEQ_EATT_BACKEND")
-        with torch.no_grad():
-            row["vanilla_us"] = 1e6 * _median_seconds(step(stock), repeats)
-            for backend in ("dense_select", "cpp_select"):
-                os.environ["FAIRSEQ_EATT_BACKEND"] = backend
-                try:
-                    row[f"eatt_{backend}_us"] = 1e6 * _median_seconds(step(eatt), repeats)
-                except RuntimeError as err:  # the kernel is not built here
-                    row[f"eatt_{backend}_us"] = None
-                    row["note"] = str(err)
-        if previous is None:
-            os.environ.pop("FAIRSEQ_EATT_BACKEND", None)
-        else:
-            os.environ["FAIRSEQ_EATT_BACKEND"] = previous
+        try:
+            with torch.no_grad():
+                row["vanilla_us"] = 1e6 * _median_seconds(step(stock), repeats)
+                for backend in ("dense_select", "cpp_select"):
+                    os.environ["FAIRSEQ_EATT_BACKEND"] = backend
+                    try:
+                        row[f"eatt_{backend}_us"] = 1e6 * _median_seconds(step(eatt), repeats)
+                    except RuntimeError as err:  # the kernel is not built here
+                        row[f"eatt_{backend}_us"] = None
+                        row["note"] = str(err)
+        finally:
+            if previous is None:
+                os.environ.pop("FAIRSEQ_EATT_BACKEND", None)
+            else:
+                os.environ["FAIRSEQ_EATT_BACKEND"] = previous
         out.append(row)
     return out
 

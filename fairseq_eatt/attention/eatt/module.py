@@ -15,7 +15,7 @@ from .options import (CROSS_SCORE_SCALE, INIT, INPUT_NORM, LEARN_TEMPERATURE, LE
                       MODULE_NORM, OPTIONS, QK_DIM, RECIPE_NOTES, RECIPES, DEFAULT_RECIPE, SCORE_SCALE, THRESHOLD,
                       check_threshold, fill_recipe_args, l1_score_divisor, make_norm, position_threshold,
                       resolve_qk_dim)
-from .selection import select as select_rows
+from .selection import forget_rows, select as select_rows
 
 FUSED_OFFER = ("triton_fused",)  # the fused backend exact for E-ATT's dense path
 
@@ -196,6 +196,11 @@ class EattAttention(AttentionBase):
         if not torch.jit.is_scripting():
             return self._selected_rows(bits, side)
         return self.q_select(bits) if side == "query" else self.k_select(bits)
+
+    def train(self, mode: bool = True):
+        # kept W^T copies of the selection (gather backends) are dropped: training changes the weights
+        forget_rows(self)
+        return super().train(mode)
 
     @torch.jit.unused
     def _selected_rows(self, bits: Tensor, side: str) -> Tensor:

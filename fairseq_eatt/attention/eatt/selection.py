@@ -51,13 +51,31 @@ def compiled_rows(bits: Tensor, rows: Tensor, bias: Optional[Tensor]) -> Tensor:
 GATHERS = {"gather_select": gather_rows, "cpp_select": compiled_rows}
 
 
+def gatherable(linear: nn.Module) -> bool:
+    """Whether the kept W^T computes what ``linear(bits)`` computes: a plain nn.Linear (not a quantized or otherwise
+    overridden one) that no hook watches (the energy counter's, pruning's) and whose weight needs no gradient here."""
+    return (type(linear) is nn.Linear and isinstance(linear.weight, Tensor) and not linear._forward_hooks
+            and not linear._forward_pre_hooks and not (torch.is_grad_enabled() and linear.weight.requires_grad))
+
+
 def select(module: nn.Module, linear: nn.Linear, bits: Tensor, name: str) -> Tensor:
     """``linear(bits)`` by the backend the choice of kind ``select`` takes for these bits."""
-    from ..backends import select as choose
+    from ..backends import select as choose, setting_is_auto
 
+    if setting_is_auto() or not gatherable(linear):  # auto keeps nn.Linear (no crossover measured yet)
+        return linear(bits)
     backend = choose("select", bits)
     if backend == "dense_select":
         return linear(bits)
     flat = bits.reshape(-1, bits.size(-1))
     out = GATHERS[backend](flat, rows_of(module, linear, name), linear.bias)
     return out.view(*bits.shape[:-1], out.size(-1))
+
+
+def forget_rows(module: nn.Module, names=("q_rows", "k_rows")):
+    """Drop the kept W^T copies (rebuilt on the next gather): the weights may change in ways the stamp cannot see,
+    e.g. an optimizer writing through ``.data``, which has its own version counter."""
+    for name in names:
+        if getattr(module, name, None) is not None:
+            delattr(module, name)
+            setattr(module, f"_{name}_stamp", None)
